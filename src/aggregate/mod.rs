@@ -1,0 +1,206 @@
+//! Aggregate functions and their mergeable accumulators.
+
+mod exact_sum;
+mod hll;
+
+pub use exact_sum::{ExactSum, SUM_SCALE};
+pub use hll::HllSketch;
+
+use crate::record::{DecodePlan, DecodedRecord, FieldRef, FieldValue};
+use crate::topology::AggregateKind;
+use base64::Engine;
+
+/// One aggregate with its input field resolved against a source's decode plan.
+#[derive(Clone, Debug)]
+pub struct CompiledAggregate {
+    pub name: String,
+    pub kind: AggregateKind,
+    pub field: Option<FieldRef>,
+    /// The second factor of `sum(a * b)`.
+    pub factor: Option<FieldRef>,
+}
+
+impl CompiledAggregate {
+    pub fn compile(
+        aggregates: &[(String, AggregateKind)],
+        plan: &DecodePlan,
+    ) -> Vec<CompiledAggregate> {
+        aggregates
+            .iter()
+            .map(|(name, kind)| {
+                let fields = kind.fields();
+                CompiledAggregate {
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    field: fields.first().map(|f| plan.resolve(f)),
+                    factor: fields.get(1).map(|f| plan.resolve(f)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The running state of one aggregate. Every variant merges associatively and commutatively.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Accumulator {
+    Count(u64),
+    Sum(ExactSum),
+    Min(Option<f64>),
+    Max(Option<f64>),
+    Distinct(HllSketch),
+}
+
+/// The accumulators of one (group, window), in the aggregation's declared order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Accumulators(pub Vec<Accumulator>);
+
+impl Accumulators {
+    pub fn new(aggregates: &[CompiledAggregate]) -> Accumulators {
+        Accumulators(
+            aggregates
+                .iter()
+                .map(|a| match &a.kind {
+                    AggregateKind::Count => Accumulator::Count(0),
+                    AggregateKind::Sum(_) | AggregateKind::SumProduct(..) => {
+                        Accumulator::Sum(ExactSum::default())
+                    }
+                    AggregateKind::Min(_) => Accumulator::Min(None),
+                    AggregateKind::Max(_) => Accumulator::Max(None),
+                    AggregateKind::Distinct { lg_k, .. } => {
+                        Accumulator::Distinct(HllSketch::new(*lg_k))
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds one row (`item` selects the exploded element, if any).
+    #[inline]
+    pub fn update(
+        &mut self,
+        aggregates: &[CompiledAggregate],
+        record: &DecodedRecord<'_>,
+        item: Option<usize>,
+    ) {
+        for (accumulator, aggregate) in self.0.iter_mut().zip(aggregates) {
+            let value = aggregate.field.and_then(|f| record.get(f, item));
+            if let Some(factor) = aggregate.factor {
+                if let (Accumulator::Sum(sum), Some(a), Some(b)) =
+                    (&mut *accumulator, value, record.get(factor, item))
+                {
+                    match (a, b) {
+                        (FieldValue::Int(a), FieldValue::Int(b)) => {
+                            sum.add_int(a.saturating_mul(*b))
+                        }
+                        (a, b) => {
+                            if let (Some(a), Some(b)) = (a.as_f64(), b.as_f64()) {
+                                sum.add_float(a * b);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            match (accumulator, value) {
+                (Accumulator::Count(n), _) => *n += 1,
+                (Accumulator::Sum(sum), Some(FieldValue::Int(i))) => sum.add_int(*i),
+                (Accumulator::Sum(sum), Some(FieldValue::Float(f))) => sum.add_float(*f),
+                (Accumulator::Min(min), Some(v)) => {
+                    if let Some(x) = v.as_f64() {
+                        *min = Some(min.map_or(x, |m| m.min(x)));
+                    }
+                }
+                (Accumulator::Max(max), Some(v)) => {
+                    if let Some(x) = v.as_f64() {
+                        *max = Some(max.map_or(x, |m| m.max(x)));
+                    }
+                }
+                (Accumulator::Distinct(sketch), Some(v)) => match v {
+                    FieldValue::Str(s) => sketch.update_str(s),
+                    FieldValue::Int(i) => sketch.update_str(itoa::Buffer::new().format(*i)),
+                    FieldValue::Float(f) => sketch.update_str(&f.to_string()),
+                    FieldValue::Bool(b) => sketch.update_str(if *b { "true" } else { "false" }),
+                    FieldValue::Null => {}
+                },
+                _ => {}
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &Accumulators) {
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            match (mine, theirs) {
+                (Accumulator::Count(a), Accumulator::Count(b)) => *a += b,
+                (Accumulator::Sum(a), Accumulator::Sum(b)) => a.merge(b),
+                (Accumulator::Min(a), Accumulator::Min(b)) => *a = merge_option(*a, *b, f64::min),
+                (Accumulator::Max(a), Accumulator::Max(b)) => *a = merge_option(*a, *b, f64::max),
+                (Accumulator::Distinct(a), Accumulator::Distinct(b)) => a.merge(b),
+                (mine, theirs) => {
+                    debug_assert!(false, "accumulator shapes differ: {mine:?} vs {theirs:?}")
+                }
+            }
+        }
+    }
+
+    /// Rough in-memory size, for the state cache's budget.
+    pub fn approximate_bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|a| match a {
+                Accumulator::Distinct(s) => {
+                    64 + (1usize << s.lg_k()).min(s.to_bytes().len().max(64))
+                }
+                _ => 24,
+            })
+            .sum()
+    }
+
+    /// `values` of an output record: numbers, with unique counts rounded to integers.
+    pub fn values_json(
+        &self,
+        aggregates: &[CompiledAggregate],
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut values = serde_json::Map::new();
+        for (accumulator, aggregate) in self.0.iter().zip(aggregates) {
+            let value = match accumulator {
+                Accumulator::Count(n) => serde_json::Value::from(*n),
+                Accumulator::Sum(sum) => sum.to_json(),
+                Accumulator::Min(v) | Accumulator::Max(v) => {
+                    v.map_or(serde_json::Value::Null, serde_json::Value::from)
+                }
+                Accumulator::Distinct(sketch) => {
+                    serde_json::Value::from(sketch.canonical().estimate().round() as u64)
+                }
+            };
+            values.insert(aggregate.name.clone(), value);
+        }
+        values
+    }
+
+    /// `sketches` of an output record: base64 of each distinct aggregate's canonical HLL sketch.
+    pub fn sketches_json(
+        &self,
+        aggregates: &[CompiledAggregate],
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut sketches = serde_json::Map::new();
+        for (accumulator, aggregate) in self.0.iter().zip(aggregates) {
+            if let Accumulator::Distinct(sketch) = accumulator {
+                let bytes = sketch.canonical().to_bytes();
+                sketches.insert(
+                    aggregate.name.clone(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(bytes)
+                        .into(),
+                );
+            }
+        }
+        sketches
+    }
+}
+
+fn merge_option(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(pick(a, b)),
+        (a, b) => a.or(b),
+    }
+}

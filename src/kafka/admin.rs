@@ -1,0 +1,172 @@
+//! Topic administration: input topic checks and internal topic creation.
+
+use super::{operation_error, ClientSettings, KafkaClientError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// An internal topic eddy needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InternalTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub compacted: bool,
+}
+
+pub struct TopicAdmin {
+    admin: AdminClient<DefaultClientContext>,
+    metadata: BaseConsumer,
+    bootstrap: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl TopicAdmin {
+    pub fn new(settings: &ClientSettings) -> Result<TopicAdmin, KafkaClientError> {
+        let create = |client| {
+            move |e: rdkafka::error::KafkaError| KafkaClientError::Create {
+                client,
+                reason: e.to_string(),
+            }
+        };
+        let admin = settings.base().create().map_err(create("admin client"))?;
+        let metadata = settings
+            .base()
+            .create()
+            .map_err(create("metadata client"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| KafkaClientError::Create {
+                client: "admin runtime",
+                reason: e.to_string(),
+            })?;
+        Ok(TopicAdmin {
+            admin,
+            metadata,
+            bootstrap: settings.bootstrap_servers.clone(),
+            runtime,
+        })
+    }
+
+    /// Partition count of each topic; `None` for topics that do not exist.
+    pub fn partition_counts(
+        &self,
+        topics: &[String],
+    ) -> Result<HashMap<String, Option<i32>>, KafkaClientError> {
+        let metadata = self
+            .metadata
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(|e| operation_error(format!("metadata request to {}", self.bootstrap), e))?;
+        let mut counts = HashMap::new();
+        for topic in topics {
+            let found = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len() as i32);
+            counts.insert(topic.clone(), found);
+        }
+        Ok(counts)
+    }
+
+    /// Partition counts of topics that must exist, waiting up to `wait` for them to appear.
+    pub fn require_topics(
+        &self,
+        topics: &[String],
+        wait: Duration,
+    ) -> Result<HashMap<String, i32>, KafkaClientError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let counts = self.partition_counts(topics)?;
+            let missing: Vec<&String> = topics
+                .iter()
+                .filter(|t| counts.get(*t).copied().flatten().is_none())
+                .collect();
+            if missing.is_empty() {
+                return Ok(counts
+                    .into_iter()
+                    .map(|(t, c)| (t, c.unwrap_or(0)))
+                    .collect());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(KafkaClientError::MissingTopic {
+                    topic: missing[0].clone(),
+                    bootstrap: self.bootstrap.clone(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    pub fn create_topics(
+        &self,
+        topics: &[InternalTopic],
+        replication_factor: i16,
+    ) -> Result<(), KafkaClientError> {
+        let existing =
+            self.partition_counts(&topics.iter().map(|t| t.name.clone()).collect::<Vec<_>>())?;
+        let missing: Vec<&InternalTopic> = topics
+            .iter()
+            .filter(|t| existing.get(&t.name).copied().flatten().is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new_topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                let topic = NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(replication_factor as i32),
+                );
+                if t.compacted {
+                    topic.set("cleanup.policy", "compact")
+                } else {
+                    topic
+                }
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = self
+            .runtime
+            .block_on(self.admin.create_topics(new_topics.iter(), &options))
+            .map_err(|e| operation_error("create topics", e))?;
+        for result in results {
+            if let Err((name, code)) = result {
+                if code == RDKafkaErrorCode::TopicAlreadyExists {
+                    continue;
+                }
+                let topic = missing.iter().find(|t| t.name == name).expect("requested");
+                return Err(KafkaClientError::CreateTopic {
+                    topic: name,
+                    partitions: topic.partitions,
+                    compaction: if topic.compacted {
+                        " and cleanup.policy=compact"
+                    } else {
+                        ""
+                    },
+                    reason: code.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates plain topics (tests, the demo, the benchmark command).
+    pub fn create_plain_topics(&self, names: &[(&str, i32)]) -> Result<(), KafkaClientError> {
+        let topics: Vec<InternalTopic> = names
+            .iter()
+            .map(|(n, p)| InternalTopic {
+                name: n.to_string(),
+                partitions: *p,
+                compacted: false,
+            })
+            .collect();
+        self.create_topics(&topics, 1)
+    }
+}

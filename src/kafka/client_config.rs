@@ -1,0 +1,119 @@
+//! librdkafka settings for each client eddy creates, with Kafka Streams' defaults under exactly-once.
+
+use crate::config::{Config, ProcessingGuarantee};
+use rdkafka::ClientConfig;
+
+/// What every client needs to reach the cluster, plus the user's pass-through properties.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    pub bootstrap_servers: String,
+    pub application_id: String,
+    pub guarantee: ProcessingGuarantee,
+    pub group_instance_id: Option<String>,
+    pub common: Vec<(String, String)>,
+    pub consumer: Vec<(String, String)>,
+    pub producer: Vec<(String, String)>,
+}
+
+impl ClientSettings {
+    pub fn from_config(config: &Config) -> ClientSettings {
+        let pairs = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        ClientSettings {
+            bootstrap_servers: config.bootstrap_servers.clone(),
+            application_id: config.application_id.clone(),
+            guarantee: config.processing_guarantee,
+            group_instance_id: config.group_instance_id.clone(),
+            common: pairs(&config.kafka),
+            consumer: pairs(&config.kafka_consumer),
+            producer: pairs(&config.kafka_producer),
+        }
+    }
+
+    /// Settings for tools and tests: just a bootstrap address.
+    pub fn plain(bootstrap_servers: &str) -> ClientSettings {
+        ClientSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            application_id: "eddy".into(),
+            guarantee: ProcessingGuarantee::ExactlyOnce,
+            group_instance_id: None,
+            common: Vec::new(),
+            consumer: Vec::new(),
+            producer: Vec::new(),
+        }
+    }
+
+    pub(crate) fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config.set("client.id", format!("{}-eddy", self.application_id));
+        for (key, value) in &self.common {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// The group consumer: `application.id` is the group, cooperative-sticky, manual commits.
+    pub(crate) fn group_consumer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", &self.application_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
+            .set("max.poll.interval.ms", "300000")
+            .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", "5000");
+        if let Some(instance) = &self.group_instance_id {
+            config.set("group.instance.id", instance);
+        }
+        for (key, value) in &self.consumer {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A consumer outside the group, for changelog restore and for reading outputs.
+    pub(crate) fn assign_consumer(&self, read_committed: bool) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", format!("{}-restore", self.application_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "isolation.level",
+                if read_committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            );
+        config
+    }
+
+    /// The producer: transactional under exactly-once (Kafka Streams' EOS defaults), idempotent otherwise.
+    pub(crate) fn producer(&self, transactional_id: Option<&str>) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576");
+        if let Some(id) = transactional_id {
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", "10000");
+        }
+        for (key, value) in &self.producer {
+            config.set(key, value);
+        }
+        config
+    }
+}

@@ -1,0 +1,247 @@
+//! The producer: transactional under exactly-once, idempotent under at-least-once.
+
+use super::consumer::{offset_list, GroupMetadata, PartitionOffset};
+use super::{operation_error, ClientSettings, KafkaClientError};
+use crate::task::OutgoingRecord;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How a commit failed, which decides what the runtime does next.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitFailure {
+    /// The transaction was aborted (or must be): roll tasks back to the last commit and go on.
+    #[error("transaction aborted: {0}")]
+    Abortable(String),
+    /// Another producer or a newer group generation took over: this instance lost its tasks.
+    #[error("producer fenced: {0}")]
+    Fenced(String),
+    /// The producer cannot continue; it must be recreated.
+    #[error("fatal producer error: {0}")]
+    Fatal(String),
+}
+
+#[derive(Default)]
+pub(crate) struct DeliveryCounter {
+    failed: AtomicU64,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, "record delivery failed");
+        }
+    }
+}
+
+/// Sends eddy's outgoing records and commits them (with offsets) as one unit.
+pub struct RecordProducer {
+    producer: BaseProducer<DeliveryCounter>,
+    transactional: bool,
+    in_transaction: bool,
+    timeout: Duration,
+}
+
+fn classify(error: KafkaError) -> CommitFailure {
+    let text = error.to_string();
+    match &error {
+        KafkaError::Transaction(e) if e.is_fatal() => match e.code() {
+            RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch => {
+                CommitFailure::Fenced(text)
+            }
+            _ => CommitFailure::Fatal(text),
+        },
+        KafkaError::Transaction(e) if e.txn_requires_abort() => match e.code() {
+            RDKafkaErrorCode::FencedInstanceId
+            | RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::RebalanceInProgress => CommitFailure::Fenced(text),
+            _ => CommitFailure::Abortable(text),
+        },
+        _ => CommitFailure::Abortable(text),
+    }
+}
+
+impl RecordProducer {
+    /// Creates the producer; with a transactional id it also initialises transactions, which fences
+    /// any earlier producer that used the same id.
+    pub fn new(
+        settings: &ClientSettings,
+        transactional_id: Option<&str>,
+    ) -> Result<RecordProducer, KafkaClientError> {
+        let producer: BaseProducer<DeliveryCounter> = settings
+            .producer(transactional_id)
+            .create_with_context(DeliveryCounter::default())
+            .map_err(|e| KafkaClientError::Create {
+                client: "producer",
+                reason: e.to_string(),
+            })?;
+        let timeout = Duration::from_secs(30);
+        if transactional_id.is_some() {
+            producer
+                .init_transactions(timeout)
+                .map_err(|e| operation_error("init transactions", e))?;
+        }
+        Ok(RecordProducer {
+            producer,
+            transactional: transactional_id.is_some(),
+            in_transaction: false,
+            timeout,
+        })
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    fn ensure_transaction(&mut self) -> Result<(), CommitFailure> {
+        if self.transactional && !self.in_transaction {
+            self.producer.begin_transaction().map_err(classify)?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Queues one record (inside the open transaction, which starts on the first send).
+    pub fn send(&mut self, record: &OutgoingRecord) -> Result<(), CommitFailure> {
+        self.ensure_transaction()?;
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (name, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&record.topic).headers(headers);
+        if let Some(key) = &record.key {
+            base = base.key(key.as_slice());
+        }
+        if let Some(value) = &record.value {
+            base = base.payload(value.as_slice());
+        }
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                    base = returned;
+                }
+                Err((error, _)) => return Err(classify(error)),
+            }
+        }
+    }
+
+    /// Queues a plain record (generators and tools), retrying while the local queue is full.
+    pub fn send_to(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), KafkaClientError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key).payload(value);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                    record = returned;
+                }
+                Err((error, _)) => {
+                    return Err(operation_error(format!("produce to {topic}"), error))
+                }
+            }
+        }
+    }
+
+    /// Waits until every queued record is acknowledged.
+    pub fn flush(&mut self) -> Result<(), KafkaClientError> {
+        self.producer
+            .flush(self.timeout)
+            .map_err(|e| operation_error("flush", e))?;
+        match self.producer.context().failed.swap(0, Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(operation_error(
+                "produce",
+                format!("{n} records were not delivered"),
+            )),
+        }
+    }
+
+    /// Serves delivery callbacks.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Commits everything sent since the last commit, with `offsets`. Under exactly-once the offsets
+    /// join the transaction with the consumer's group metadata; otherwise the producer is flushed
+    /// and the caller commits offsets through the consumer.
+    pub fn commit(
+        &mut self,
+        offsets: &[PartitionOffset],
+        group: Option<&GroupMetadata>,
+    ) -> Result<(), CommitFailure> {
+        if !self.transactional {
+            self.producer
+                .flush(self.timeout)
+                .map_err(|e| CommitFailure::Abortable(e.to_string()))?;
+            let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
+            if failed > 0 {
+                return Err(CommitFailure::Abortable(format!(
+                    "{failed} records were not delivered"
+                )));
+            }
+            return Ok(());
+        }
+        self.ensure_transaction()?;
+        if !offsets.is_empty() {
+            let list = offset_list(offsets).map_err(|e| CommitFailure::Abortable(e.to_string()))?;
+            let group = group.ok_or_else(|| {
+                CommitFailure::Fenced(
+                    "the consumer has no group metadata (not a group member)".into(),
+                )
+            })?;
+            self.producer
+                .send_offsets_to_transaction(&list, &group.0, self.timeout)
+                .map_err(classify)?;
+        }
+        let result = self
+            .producer
+            .commit_transaction(self.timeout)
+            .map_err(classify);
+        self.in_transaction = false;
+        result
+    }
+
+    /// Aborts the open transaction, if any; its records never become visible to read_committed readers.
+    pub fn abort(&mut self) -> Result<(), CommitFailure> {
+        if self.transactional && self.in_transaction {
+            self.in_transaction = false;
+            self.producer
+                .abort_transaction(self.timeout)
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every queued record to be acknowledged, without committing anything.
+    pub fn wait_delivered(&self) -> Result<(), KafkaClientError> {
+        self.producer
+            .flush(self.timeout)
+            .map_err(|e| operation_error("flush", e))
+    }
+
+    /// Records queued but not yet acknowledged.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}

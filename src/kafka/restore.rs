@@ -1,0 +1,198 @@
+//! Reading partitions to their end outside the group: changelog restore, and reading outputs
+//! (the demo, tests, the benchmark command).
+
+use super::{operation_error, ClientSettings, KafkaClientError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// One record read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads assigned partitions until the end (the last stable offset under read_committed).
+pub struct ChangelogReader {
+    consumer: BaseConsumer,
+}
+
+impl ChangelogReader {
+    pub fn new(
+        settings: &ClientSettings,
+        read_committed: bool,
+    ) -> Result<ChangelogReader, KafkaClientError> {
+        let consumer = settings
+            .assign_consumer(read_committed)
+            .create()
+            .map_err(|e| KafkaClientError::Create {
+                client: "restore consumer",
+                reason: e.to_string(),
+            })?;
+        Ok(ChangelogReader { consumer })
+    }
+
+    /// Reads `partitions` of `topic` from `from` (or the beginning) to their end, calling `visit` for
+    /// each record, and returns the offset after the end of each partition.
+    pub fn read_to_end(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        from: Option<i64>,
+        timeout: Duration,
+        mut visit: impl FnMut(ReadRecord),
+    ) -> Result<Vec<(i32, i64)>, KafkaClientError> {
+        let mut list = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        let mut pending: HashSet<i32> = HashSet::new();
+        for &partition in partitions {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map_err(|e| operation_error(format!("list offsets of {topic}-{partition}"), e))?;
+            let start = from.map_or(low, |f| f.max(low));
+            if high > start {
+                list.add_partition_offset(topic, partition, Offset::Offset(start))
+                    .map_err(|e| operation_error("assign", e))?;
+                pending.insert(partition);
+            }
+            ends.push((partition, high));
+        }
+        if pending.is_empty() {
+            return Ok(ends);
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| operation_error("assign", e))?;
+        let deadline = Instant::now() + timeout;
+        while !pending.is_empty() {
+            if Instant::now() > deadline {
+                return Err(operation_error(
+                    format!("reading {topic} to its end"),
+                    format!("not finished after {timeout:?}; partitions left: {pending:?}"),
+                ));
+            }
+            match self.consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    pending.remove(&partition);
+                }
+                Some(Err(error)) => return Err(operation_error(format!("reading {topic}"), error)),
+                Some(Ok(message)) => {
+                    let headers = message
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    visit(ReadRecord {
+                        topic: message.topic().into(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                }
+            }
+        }
+        let positions = self
+            .consumer
+            .position()
+            .map_err(|e| operation_error("position", e))?;
+        let ends =
+            ends.into_iter()
+                .map(|(partition, high)| {
+                    let position = positions
+                        .find_partition(topic, partition)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                    (partition, position.unwrap_or(high).max(high))
+                })
+                .collect();
+        self.consumer
+            .unassign()
+            .map_err(|e| operation_error("unassign", e))?;
+        Ok(ends)
+    }
+
+    /// Reads a whole topic (every partition) to its end.
+    pub fn read_topic(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<ReadRecord>, KafkaClientError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| operation_error("metadata", e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut records = Vec::new();
+        self.read_to_end(topic, &partitions, None, timeout, |r| records.push(r))?;
+        Ok(records)
+    }
+}
+
+/// Follows topics from the beginning, read_committed, for live views of output topics.
+pub struct TopicTail {
+    consumer: BaseConsumer,
+}
+
+impl TopicTail {
+    pub fn new(settings: &ClientSettings, topics: &[&str]) -> Result<TopicTail, KafkaClientError> {
+        let mut config = settings.assign_consumer(true);
+        config.set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = config.create().map_err(|e| KafkaClientError::Create {
+            client: "output reader",
+            reason: e.to_string(),
+        })?;
+        let mut list = TopicPartitionList::new();
+        for topic in topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map_err(|e| operation_error("metadata", e))?;
+            for partition in metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            {
+                list.add_partition_offset(topic, partition, Offset::Beginning)
+                    .map_err(|e| operation_error("assign", e))?;
+            }
+        }
+        consumer
+            .assign(&list)
+            .map_err(|e| operation_error("assign", e))?;
+        Ok(TopicTail { consumer })
+    }
+
+    pub fn poll(&self, timeout: Duration) -> Option<ReadRecord> {
+        match self.consumer.poll(timeout)? {
+            Ok(message) => Some(ReadRecord {
+                topic: message.topic().into(),
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+                headers: Vec::new(),
+            }),
+            Err(_) => None,
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The `eddy` command.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use eddy::config::{Config, LogFormat, ProcessingGuarantee};
+use eddy::telemetry::{init_logging, serve_http, Health};
+use eddy::topology::Topology;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "eddy",
+    version,
+    about = "A Kafka Streams-style stateful stream processor: windowed counts, sums and HyperLogLog unique users, exactly-once."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run against a Kafka cluster as one instance of the `application_id` consumer group.
+    ///
+    /// Settings come from built-in defaults, then --config, then EDDY__SECTION__KEY environment
+    /// variables (e.g. EDDY__BOOTSTRAP_SERVERS, EDDY__HTTP__LISTEN), then these flags.
+    Run(RunArgs),
+    /// Run everything in one process: an embedded broker, an event generator, the shipped
+    /// topologies, and a live table of the aggregates read back from the output topics.
+    Demo(eddy::tools::DemoArgs),
+    /// Inspect topology files.
+    Topology {
+        #[command(subcommand)]
+        command: TopologyCommand,
+    },
+    /// Produce generated OrderCreated and AnalyticsEvent records to a cluster (load, tests, docker).
+    Generate(eddy::tools::GenerateArgs),
+    /// Benchmarks: the in-process pipeline, or end-to-end against a broker.
+    Bench {
+        #[command(subcommand)]
+        command: eddy::tools::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Print the operator graph: sources, per-partition tasks, stores, internal topics, sinks.
+    Describe {
+        /// Topology files (default: the configured ones).
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "eddy")]
+        application_id: String,
+    },
+    /// Check topology files and exit non-zero with the first error.
+    Validate { files: Vec<PathBuf> },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    #[arg(long)]
+    application_id: Option<String>,
+    /// Topology file; repeat for several.
+    #[arg(long)]
+    topology: Vec<PathBuf>,
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    processing_guarantee: Option<Guarantee>,
+    #[arg(long)]
+    commit_interval_ms: Option<u64>,
+    /// Worker threads processing tasks in parallel.
+    #[arg(long)]
+    num_threads: Option<usize>,
+    /// Static group membership id.
+    #[arg(long)]
+    group_instance_id: Option<String>,
+    /// Address of /metrics and /health/* (e.g. 0.0.0.0:9464).
+    #[arg(long)]
+    http_listen: Option<String>,
+    #[arg(long)]
+    no_http: bool,
+    #[arg(long, value_enum)]
+    log_format: Option<Format>,
+    /// Log filter, e.g. `info` or `eddy=debug` (RUST_LOG wins).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Guarantee {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+impl RunArgs {
+    fn apply(self, config: &mut Config) {
+        if let Some(v) = self.bootstrap_servers {
+            config.bootstrap_servers = v;
+        }
+        if let Some(v) = self.application_id {
+            config.application_id = v;
+        }
+        if !self.topology.is_empty() {
+            config.topology = self.topology;
+        }
+        if let Some(v) = self.state_dir {
+            config.state_dir = v;
+        }
+        if let Some(v) = self.processing_guarantee {
+            config.processing_guarantee = match v {
+                Guarantee::ExactlyOnce => ProcessingGuarantee::ExactlyOnce,
+                Guarantee::AtLeastOnce => ProcessingGuarantee::AtLeastOnce,
+            };
+        }
+        if let Some(v) = self.commit_interval_ms {
+            config.commit_interval_ms = Some(v);
+        }
+        if let Some(v) = self.num_threads {
+            config.num_threads = v;
+        }
+        if let Some(v) = self.group_instance_id {
+            config.group_instance_id = Some(v);
+        }
+        if let Some(v) = self.http_listen {
+            config.http.listen = v;
+        }
+        if self.no_http {
+            config.http.enabled = false;
+        }
+        if let Some(v) = self.log_format {
+            config.log.format = match v {
+                Format::Human => LogFormat::Human,
+                Format::Json => LogFormat::Json,
+            };
+        }
+        if let Some(v) = self.log_level {
+            config.log.level = v;
+        }
+    }
+}
+
+/// Sets the returned flag on SIGINT or SIGTERM.
+pub fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("signal runtime");
+        runtime.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        tracing::info!("stop signal received: committing and leaving the group");
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = Config::load(args.config.as_deref(), env)?;
+    args.apply(&mut config);
+    config.validate()?;
+    init_logging(config.log.format, &config.log.level);
+    tracing::info!(config = %config.redacted(), "effective configuration");
+    let topology = Topology::from_files(&config.topology)?;
+    let health = Health::default();
+    if config.http.enabled {
+        let handle = eddy::telemetry::metrics::install_recorder()
+            .map_err(anyhow::Error::msg)
+            .context("installing the Prometheus recorder")?;
+        let addr = serve_http(&config.http.listen, handle, health.clone())?;
+        tracing::info!(%addr, "serving /metrics, /health/live and /health/ready");
+    }
+    let stop = stop_on_signals();
+    let timeout = std::time::Duration::from_millis(config.shutdown_timeout_ms);
+    let watchdog_stop = stop.clone();
+    std::thread::spawn(move || {
+        while !watchdog_stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(timeout);
+        eprintln!(
+            "eddy: clean shutdown took longer than shutdown_timeout_ms ({} ms); exiting",
+            timeout.as_millis()
+        );
+        std::process::exit(2);
+    });
+    eddy::runtime::run(eddy::runtime::RunOptions {
+        config,
+        topology,
+        stop,
+        health,
+    })?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Demo(args) => {
+            init_logging(LogFormat::Human, "warn");
+            eddy::tools::run_demo(args, stop_on_signals())
+        }
+        Command::Topology { command } => match command {
+            TopologyCommand::Describe {
+                files,
+                application_id,
+            } => {
+                let files = if files.is_empty() {
+                    Config::default().topology
+                } else {
+                    files
+                };
+                let topology = Topology::from_files(&files)?;
+                print!("{}", eddy::topology::describe(&topology, &application_id));
+                Ok(())
+            }
+            TopologyCommand::Validate { files } => {
+                let topology = Topology::from_files(&files)?;
+                println!(
+                    "ok: {} sources, {} aggregations",
+                    topology.sources.len(),
+                    topology.aggregations.len()
+                );
+                Ok(())
+            }
+        },
+        Command::Generate(args) => {
+            init_logging(LogFormat::Human, "warn");
+            eddy::tools::run_generate(args, stop_on_signals())
+        }
+        Command::Bench { command } => eddy::tools::run_bench(command),
+    }
+}

@@ -1,0 +1,244 @@
+//! The commit path: the one place that makes results exactly-once.
+//!
+//! Under `exactly_once`, everything a commit interval produced is one Kafka transaction: output
+//! aggregates, repartition partials, changelog records and dead letters are sent with the
+//! transactional producer, then the consumed offsets (with each task's stream time as offset
+//! metadata) are added with `send_offsets_to_transaction` and the consumer's group metadata, and
+//! the transaction is committed. Readers with `isolation.level=read_committed` (eddy's own tasks
+//! and restore consumers included) see all of it or none of it. The group metadata carries the
+//! member's generation, so a member that was fenced by a rebalance (KIP-447) cannot commit: its
+//! transaction fails and is aborted. Local RocksDB state is written only after the commit
+//! succeeded; on failure the transaction is aborted, every task drops its uncommitted state and
+//! the consumer seeks back to the committed offsets, so the same input is processed again.
+//! Under `at_least_once` the producer is flushed and the offsets are committed afterwards: a crash
+//! between the two replays input, and so may duplicate output.
+
+use super::task_slot::TaskSlot;
+use crate::config::ProcessingGuarantee;
+use crate::kafka::{
+    ClientSettings, CommitFailure, GroupHandle, KafkaClientError, PartitionOffset, RecordProducer,
+};
+use crate::task::{OutgoingKind, OutgoingRecord, TaskId, TaskOutput};
+use crate::telemetry::metrics as m;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+pub struct CommitCoordinator {
+    producer: RecordProducer,
+    settings: ClientSettings,
+    transactional_id: Option<String>,
+    /// Smallest broker timestamp among records consumed since the last commit.
+    oldest_uncommitted_ms: Option<i64>,
+    sent_since_commit: bool,
+    aggregates_since_commit: u64,
+}
+
+/// `EDDY_FAILPOINT=crash_before_commit` makes the process abort after a commit's records were
+/// delivered and before its offsets commit: the crash window that separates at-least-once from
+/// exactly-once, made reproducible for the broker tests.
+fn failpoint_crash_before_commit() -> bool {
+    static ARMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ARMED.get_or_init(|| std::env::var("EDDY_FAILPOINT").is_ok_and(|v| v == "crash_before_commit"))
+}
+
+impl CommitCoordinator {
+    pub fn new(
+        settings: &ClientSettings,
+        instance_id: &str,
+    ) -> Result<CommitCoordinator, KafkaClientError> {
+        let transactional_id = (settings.guarantee == ProcessingGuarantee::ExactlyOnce)
+            .then(|| format!("{}-{instance_id}", settings.application_id));
+        let producer = RecordProducer::new(settings, transactional_id.as_deref())?;
+        Ok(CommitCoordinator {
+            producer,
+            settings: settings.clone(),
+            transactional_id,
+            oldest_uncommitted_ms: None,
+            sent_since_commit: false,
+            aggregates_since_commit: 0,
+        })
+    }
+
+    pub fn note_consumed(&mut self, timestamp_ms: Option<i64>) {
+        if let Some(ts) = timestamp_ms {
+            self.oldest_uncommitted_ms = Some(self.oldest_uncommitted_ms.map_or(ts, |o| o.min(ts)));
+        }
+    }
+
+    /// Sends a task's records now (they join the open transaction).
+    pub(crate) fn send(&mut self, output: &mut TaskOutput) -> Result<(), CommitFailure> {
+        for record in output.records.drain(..) {
+            self.sent_since_commit = true;
+            if matches!(record.kind, OutgoingKind::Aggregate { .. }) {
+                self.aggregates_since_commit += 1;
+            }
+            self.producer.send(&record)?;
+            count_emitted(&record);
+        }
+        self.producer.poll();
+        Ok(())
+    }
+
+    /// Flushes every task and commits. On failure the caller must call [`CommitCoordinator::roll_back`].
+    pub(crate) fn commit(
+        &mut self,
+        tasks: &mut BTreeMap<TaskId, TaskSlot>,
+        group: &GroupHandle<'_>,
+    ) -> Result<(), CommitFailure> {
+        let started = Instant::now();
+        let mut offsets = Vec::with_capacity(tasks.len());
+        for slot in tasks.values_mut() {
+            let mut output = TaskOutput::default();
+            slot.task
+                .flush(&mut output)
+                .map_err(|e| CommitFailure::Fatal(e.to_string()))?;
+            slot.pending_state.append(&mut output.state);
+            self.send(&mut output)?;
+            if let Some(offset) = slot
+                .task
+                .next_offset()
+                .filter(|o| Some(*o) != slot.committed_offset)
+            {
+                offsets.push(PartitionOffset {
+                    topic: slot.task.id.topic.clone(),
+                    partition: slot.task.id.partition,
+                    offset: Some(offset),
+                    metadata: slot.task.commit_metadata(),
+                });
+            }
+        }
+        if offsets.is_empty() && !self.sent_since_commit {
+            return Ok(());
+        }
+        if self.aggregates_since_commit > 0 && failpoint_crash_before_commit() {
+            // Test hook: the output of this commit has reached the broker, the commit has not happened.
+            let _ = self.producer.wait_delivered();
+            tracing::error!(
+                "EDDY_FAILPOINT=crash_before_commit: aborting the process before the commit"
+            );
+            std::process::abort();
+        }
+        self.aggregates_since_commit = 0;
+        self.sent_since_commit = false;
+        self.aggregates_since_commit = 0;
+        let result = match self.settings.guarantee {
+            ProcessingGuarantee::ExactlyOnce => {
+                let metadata = group.group_metadata();
+                self.producer.commit(&offsets, metadata.as_ref())
+            }
+            ProcessingGuarantee::AtLeastOnce => self.producer.commit(&[], None).and_then(|()| {
+                if offsets.is_empty() {
+                    Ok(())
+                } else {
+                    group
+                        .commit_sync(&offsets)
+                        .map_err(|e| CommitFailure::Abortable(e.to_string()))
+                }
+            }),
+        };
+        let outcome = if result.is_ok() {
+            "committed"
+        } else {
+            "failed"
+        };
+        metrics::counter!(m::COMMITS, "result" => outcome).increment(1);
+        if self.transactional_id.is_some() {
+            metrics::counter!(m::TRANSACTIONS, "result" => if result.is_ok() { "committed" } else { "aborted" }).increment(1);
+        }
+        result?;
+        for slot in tasks.values_mut() {
+            let pending = std::mem::take(&mut slot.pending_state);
+            slot.task
+                .apply_committed(pending)
+                .map_err(|e| CommitFailure::Fatal(e.to_string()))?;
+            slot.committed_offset = slot.task.next_offset();
+        }
+        metrics::histogram!(m::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());
+        if let Some(oldest) = self.oldest_uncommitted_ms.take() {
+            let now = now_ms();
+            metrics::histogram!(m::APPEND_TO_COMMIT_LATENCY)
+                .record((now - oldest).max(0) as f64 / 1000.0);
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction and returns every task to its last commit. When the failure
+    /// was fatal (or the producer was fenced) the producer is recreated.
+    pub(crate) fn roll_back(
+        &mut self,
+        tasks: &mut BTreeMap<TaskId, TaskSlot>,
+        group: &GroupHandle<'_>,
+        failure: &CommitFailure,
+    ) -> Result<(), KafkaClientError> {
+        tracing::warn!(%failure, "rolling back to the last commit");
+        let abort = self.producer.abort();
+        if matches!(failure, CommitFailure::Fatal(_))
+            || matches!(failure, CommitFailure::Fenced(_))
+            || abort.is_err()
+        {
+            self.producer = RecordProducer::new(&self.settings, self.transactional_id.as_deref())?;
+        }
+        if self.transactional_id.is_some()
+            && !matches!(failure, CommitFailure::Abortable(_) if abort.is_err())
+        {
+            metrics::counter!(m::TRANSACTIONS, "result" => "aborted").increment(1);
+        }
+        self.oldest_uncommitted_ms = None;
+        self.sent_since_commit = false;
+        self.aggregates_since_commit = 0;
+        for slot in tasks.values_mut() {
+            slot.pending_state.clear();
+            if let Err(error) = slot.task.rollback(slot.committed_offset) {
+                tracing::error!(task = %slot.task.id, %error, "could not roll back task state");
+            }
+            if let Err(error) = group.seek(
+                &slot.task.id.topic,
+                slot.task.id.partition,
+                slot.committed_offset,
+            ) {
+                tracing::warn!(task = %slot.task.id, %error, "seek after rollback failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Aborts without touching tasks (they are being dropped).
+    pub(crate) fn abort(&mut self) {
+        if let Err(error) = self.producer.abort() {
+            tracing::warn!(%error, "abort failed; recreating the producer");
+            if let Ok(producer) =
+                RecordProducer::new(&self.settings, self.transactional_id.as_deref())
+            {
+                self.producer = producer;
+            }
+        }
+        self.oldest_uncommitted_ms = None;
+        self.sent_since_commit = false;
+        self.aggregates_since_commit = 0;
+    }
+}
+
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn count_emitted(record: &OutgoingRecord) {
+    let kind = match record.kind {
+        OutgoingKind::Aggregate { is_final } => {
+            if let (true, Some(end)) = (is_final, record.window_end_ms) {
+                metrics::histogram!(m::EVENT_TO_EMIT_LATENCY)
+                    .record((now_ms() - end).max(0) as f64 / 1000.0);
+            }
+            "aggregate"
+        }
+        OutgoingKind::Repartition => "repartition",
+        OutgoingKind::Changelog => "changelog",
+        OutgoingKind::DeadLetter => "dead_letter",
+        OutgoingKind::Late => "late",
+    };
+    metrics::counter!(m::RECORDS_EMITTED, "topic" => record.topic.clone(), "kind" => kind)
+        .increment(1);
+}

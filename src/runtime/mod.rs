@@ -1,0 +1,9 @@
+//! The processing runtime: group membership, task lifecycle, the poll-process-commit loop.
+
+mod commit;
+mod engine;
+mod task_slot;
+mod worker_pool;
+
+pub use commit::{now_ms, CommitCoordinator};
+pub use engine::{run, RunOptions};

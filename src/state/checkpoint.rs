@@ -1,0 +1,65 @@
+//! The checkpoint file: which changelog offset a task's local RocksDB files correspond to.
+//!
+//! It is written only after a clean close (commit, then RocksDB flush) and deleted when a task
+//! starts processing, so a crash always leaves a task without one and forces a full restore.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const FILE_NAME: &str = ".checkpoint";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u8,
+    /// Store name -> the changelog offset to resume restoring from.
+    pub changelog_offsets: BTreeMap<String, i64>,
+}
+
+impl Checkpoint {
+    pub const VERSION: u8 = 1;
+
+    fn path(task_dir: &Path) -> PathBuf {
+        task_dir.join(FILE_NAME)
+    }
+
+    /// Reads a checkpoint; a missing, unreadable or other-version file means "none".
+    pub fn read(task_dir: &Path) -> Option<Checkpoint> {
+        let text = std::fs::read_to_string(Self::path(task_dir)).ok()?;
+        serde_json::from_str::<Checkpoint>(&text)
+            .ok()
+            .filter(|c| c.version == Self::VERSION)
+    }
+
+    pub fn write(task_dir: &Path, changelog_offsets: BTreeMap<String, i64>) -> std::io::Result<()> {
+        let checkpoint = Checkpoint {
+            version: Self::VERSION,
+            changelog_offsets,
+        };
+        let tmp = task_dir.join(".checkpoint.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&checkpoint).expect("serializable"))?;
+        std::fs::rename(tmp, Self::path(task_dir))
+    }
+
+    pub fn remove(task_dir: &Path) {
+        let _ = std::fs::remove_file(Self::path(task_dir));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Checkpoint::read(dir.path()), None);
+        Checkpoint::write(dir.path(), BTreeMap::from([("s".to_string(), 42)])).unwrap();
+        assert_eq!(
+            Checkpoint::read(dir.path()).unwrap().changelog_offsets["s"],
+            42
+        );
+        Checkpoint::remove(dir.path());
+        assert_eq!(Checkpoint::read(dir.path()), None);
+    }
+}

@@ -1,0 +1,282 @@
+//! The write-back cache in front of a [`StateBackend`]: records update cached accumulators; each
+//! commit encodes the changed ones once, for the changelog and for one backend write batch.
+
+use super::codec::{decode_accumulators, encode_accumulators, StateKey};
+use super::{StateBackend, StateError};
+use crate::aggregate::Accumulators;
+use crate::record::GroupKey;
+use crate::window::Window;
+use hashbrown::{Equivalent, HashMap};
+use std::hash::{Hash, Hasher};
+
+/// One key's new value (`None` deletes it), as written to the backend and the changelog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreWrite {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A borrowed [`StateKey`], so the hot path looks entries up without allocating.
+struct KeyRef<'a> {
+    group: &'a [u8],
+    window: Window,
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must match the derived Hash of StateKey: GroupKey(Box<[u8]>) then Window.
+        self.group.hash(state);
+        self.window.hash(state);
+    }
+}
+
+impl Equivalent<StateKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &StateKey) -> bool {
+        *key.group.0 == *self.group && key.window == self.window
+    }
+}
+
+struct CacheEntry {
+    /// `None` marks a delete that has not been flushed yet.
+    value: Option<Accumulators>,
+    dirty: bool,
+}
+
+/// A named store of (group, window) -> accumulators.
+pub struct WindowStore {
+    name: String,
+    backend: Box<dyn StateBackend>,
+    cache: HashMap<StateKey, CacheEntry>,
+    dirty: Vec<StateKey>,
+    max_cached_entries: usize,
+}
+
+impl WindowStore {
+    pub fn new(
+        name: &str,
+        backend: Box<dyn StateBackend>,
+        max_cached_entries: usize,
+    ) -> WindowStore {
+        WindowStore {
+            name: name.into(),
+            backend,
+            cache: HashMap::new(),
+            dirty: Vec::new(),
+            max_cached_entries,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn corrupt(&self, reason: String) -> StateError {
+        StateError::Corrupt {
+            store: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// Applies `update` to the accumulators of (group, window), creating them with `create` when
+    /// the key is new. `exists` says whether the key may be in the backend (the caller's index knows).
+    #[inline]
+    pub fn update(
+        &mut self,
+        group: &[u8],
+        window: Window,
+        exists: bool,
+        create: impl FnOnce() -> Accumulators,
+        update: impl FnOnce(&mut Accumulators),
+    ) -> Result<(), StateError> {
+        let probe = KeyRef { group, window };
+        if let Some(entry) = self.cache.get_mut(&probe) {
+            let value = entry.value.get_or_insert_with(create);
+            update(value);
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(StateKey {
+                    group: GroupKey(group.into()),
+                    window,
+                });
+            }
+            return Ok(());
+        }
+        let key = StateKey {
+            group: GroupKey(group.into()),
+            window,
+        };
+        let mut value = match exists {
+            true => match self.backend.get(&key.to_bytes())? {
+                Some(bytes) => decode_accumulators(&bytes).map_err(|e| self.corrupt(e))?,
+                None => create(),
+            },
+            false => create(),
+        };
+        update(&mut value);
+        self.dirty.push(key.clone());
+        self.cache.insert(
+            key,
+            CacheEntry {
+                value: Some(value),
+                dirty: true,
+            },
+        );
+        Ok(())
+    }
+
+    /// Reads the current value (cached or stored).
+    pub fn get(&mut self, key: &StateKey) -> Result<Option<Accumulators>, StateError> {
+        if let Some(entry) = self.cache.get(key) {
+            return Ok(entry.value.clone());
+        }
+        match self.backend.get(&key.to_bytes())? {
+            Some(bytes) => decode_accumulators(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt(e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a key; the delete reaches the backend and the changelog at the next flush.
+    pub fn delete(&mut self, key: &StateKey) {
+        match self.cache.get_mut(key) {
+            Some(entry) => {
+                entry.value = None;
+                if !entry.dirty {
+                    entry.dirty = true;
+                    self.dirty.push(key.clone());
+                }
+            }
+            None => {
+                self.cache.insert(
+                    key.clone(),
+                    CacheEntry {
+                        value: None,
+                        dirty: true,
+                    },
+                );
+                self.dirty.push(key.clone());
+            }
+        }
+    }
+
+    /// Whether anything changed since the last flush.
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Encodes every change since the last flush. The caller sends them to the changelog inside the
+    /// commit's transaction and calls [`WindowStore::apply`] once the commit succeeded.
+    pub fn flush(&mut self) -> Vec<StoreWrite> {
+        let mut writes = Vec::with_capacity(self.dirty.len());
+        for key in self.dirty.drain(..) {
+            let Some(entry) = self.cache.get_mut(&key) else {
+                continue;
+            };
+            entry.dirty = false;
+            let value = entry.value.as_ref().map(|accumulators| {
+                let mut bytes = Vec::with_capacity(64);
+                encode_accumulators(accumulators, &mut bytes);
+                bytes
+            });
+            writes.push(StoreWrite {
+                key: key.to_bytes(),
+                value,
+            });
+        }
+        writes
+    }
+
+    /// Writes a committed flush to the backend as one batch, then trims the cache.
+    pub fn apply(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
+        self.backend.write_batch(writes)?;
+        self.cache
+            .retain(|_, entry| entry.dirty || entry.value.is_some());
+        if self.cache.len() > self.max_cached_entries {
+            self.cache.retain(|_, entry| entry.dirty);
+        }
+        Ok(())
+    }
+
+    /// Forgets everything not yet applied (the commit was aborted).
+    pub fn discard_uncommitted(&mut self) {
+        self.cache.clear();
+        self.dirty.clear();
+    }
+
+    /// Writes restored changelog records straight to the backend.
+    pub fn restore_batch(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
+        self.cache.clear();
+        self.backend.write_batch(writes)
+    }
+
+    /// Every committed key, for rebuilding the operator's window index after a restore.
+    pub fn committed_keys(&self) -> Result<Vec<StateKey>, StateError> {
+        let mut keys = Vec::new();
+        self.backend.for_each(&mut |key, _| {
+            if let Some(key) = StateKey::from_bytes(key) {
+                keys.push(key);
+            }
+        })?;
+        Ok(keys)
+    }
+
+    pub fn size_estimate(&self) -> (u64, u64) {
+        self.backend.size_estimate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Accumulator;
+    use crate::state::MemoryBackend;
+
+    fn count(n: u64) -> Accumulators {
+        Accumulators(vec![Accumulator::Count(n)])
+    }
+
+    fn bump(a: &mut Accumulators) {
+        if let Accumulator::Count(n) = &mut a.0[0] {
+            *n += 1;
+        }
+    }
+
+    #[test]
+    fn changes_reach_the_backend_only_when_applied() {
+        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), 1);
+        let w = Window { start: 0, end: 10 };
+        for _ in 0..3 {
+            store.update(b"g", w, false, || count(0), bump).unwrap();
+        }
+        let writes = store.flush();
+        assert_eq!(
+            writes.len(),
+            1,
+            "one write per key per commit, however many records"
+        );
+        assert!(!store.has_changes());
+        store.apply(&writes).unwrap();
+        // Evicted from the cache (budget 1 entry is exceeded only when > 1), still readable.
+        store.update(b"h", w, false, || count(0), bump).unwrap();
+        let writes = store.flush();
+        store.apply(&writes).unwrap();
+        let key = StateKey {
+            group: GroupKey(b"g".as_slice().into()),
+            window: w,
+        };
+        assert_eq!(store.get(&key).unwrap(), Some(count(3)));
+        store.update(b"g", w, true, || count(0), bump).unwrap();
+        store.discard_uncommitted();
+        assert_eq!(
+            store.get(&key).unwrap(),
+            Some(count(3)),
+            "aborted changes are forgotten"
+        );
+        store.delete(&key);
+        let writes = store.flush();
+        store.apply(&writes).unwrap();
+        assert_eq!(store.get(&key).unwrap(), None);
+        assert_eq!(store.committed_keys().unwrap().len(), 1);
+    }
+}

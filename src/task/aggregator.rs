@@ -1,0 +1,599 @@
+//! One aggregation inside one task: assigns rows to windows, updates accumulators, closes
+//! windows and produces what the commit sends.
+
+use super::compiled::CompiledAggregation;
+use super::output::{
+    AggregateRecord, OutgoingKind, OutgoingRecord, PendingStateWrites, TaskOutput,
+};
+use super::repartition::{partition_for, RepartitionMessage};
+use super::sessions;
+use crate::aggregate::Accumulators;
+use crate::record::{DecodedRecord, GroupKey};
+use crate::state::{decode_accumulators, encode_accumulators, StateError, StateKey, WindowStore};
+use crate::topology::{EmitMode, WindowSpec};
+use crate::window::{assign_windows, close_time, max_window_end, Window};
+use hashbrown::HashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What an aggregation does in a task.
+pub enum Role {
+    /// Grouped by the source key: the full state lives in this input task.
+    Local { store: WindowStore },
+    /// Stage 1 of a repartitioned aggregation: partials flushed to the repartition topic each commit.
+    Partial {
+        upstream_partition: u32,
+        downstream_partitions: i32,
+    },
+    /// Stage 2: merges partials from `upstream_partitions` input partitions.
+    Merge {
+        store: WindowStore,
+        upstream_partitions: usize,
+    },
+}
+
+/// Counters a task reads after each commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggregatorStats {
+    pub late_records: u64,
+    pub emitted_final: u64,
+    pub emitted_update: u64,
+}
+
+enum Delta<'r, 'a> {
+    Row(&'r DecodedRecord<'a>, Option<usize>),
+    Partial(&'r Accumulators),
+}
+
+impl Delta<'_, '_> {
+    #[inline]
+    fn apply(&self, spec: &CompiledAggregation, accumulators: &mut Accumulators) {
+        match self {
+            Delta::Row(record, item) => accumulators.update(&spec.aggregates, record, *item),
+            Delta::Partial(partial) => accumulators.merge(partial),
+        }
+    }
+}
+
+struct StoredWindows {
+    store: WindowStore,
+    /// Every (group, window) in the store: existence checks without reads, and session lookups.
+    open: HashMap<Vec<u8>, Vec<Window>>,
+    /// close time -> windows to close then (entries for merged-away sessions are skipped).
+    closing: BTreeMap<i64, Vec<(Vec<u8>, Window)>>,
+    /// Closed windows kept for `retention`, by deletion time.
+    expiring: BTreeMap<i64, Vec<(Vec<u8>, Window)>>,
+    /// Merge role: the latest watermark of each upstream partition.
+    upstream: Option<Vec<i64>>,
+}
+
+struct PartialWindows {
+    partials: HashMap<Vec<u8>, Vec<(Window, Accumulators)>>,
+    upstream_partition: u32,
+    downstream_partitions: i32,
+    last_watermark_sent: i64,
+}
+
+enum State {
+    Stored(StoredWindows),
+    Partial(PartialWindows),
+}
+
+pub struct WindowAggregator {
+    spec: Arc<CompiledAggregation>,
+    state: State,
+    group_buf: Vec<u8>,
+    stats: AggregatorStats,
+}
+
+impl WindowAggregator {
+    pub fn new(spec: Arc<CompiledAggregation>, role: Role) -> WindowAggregator {
+        let stored = |store, upstream| {
+            State::Stored(StoredWindows {
+                store,
+                open: HashMap::new(),
+                closing: BTreeMap::new(),
+                expiring: BTreeMap::new(),
+                upstream,
+            })
+        };
+        let state = match role {
+            Role::Local { store } => stored(store, None),
+            Role::Merge {
+                store,
+                upstream_partitions,
+            } => stored(store, Some(vec![i64::MIN; upstream_partitions])),
+            Role::Partial {
+                upstream_partition,
+                downstream_partitions,
+            } => State::Partial(PartialWindows {
+                partials: HashMap::new(),
+                upstream_partition,
+                downstream_partitions,
+                last_watermark_sent: i64::MIN,
+            }),
+        };
+        WindowAggregator {
+            spec,
+            state,
+            group_buf: Vec::with_capacity(64),
+            stats: AggregatorStats::default(),
+        }
+    }
+
+    pub fn spec(&self) -> &CompiledAggregation {
+        &self.spec
+    }
+
+    /// Counters since the last call.
+    pub fn take_stats(&mut self) -> AggregatorStats {
+        std::mem::take(&mut self.stats)
+    }
+
+    pub fn store(&self) -> Option<&WindowStore> {
+        match &self.state {
+            State::Stored(s) => Some(&s.store),
+            State::Partial(_) => None,
+        }
+    }
+
+    pub fn store_mut(&mut self) -> Option<&mut WindowStore> {
+        match &mut self.state {
+            State::Stored(s) => Some(&mut s.store),
+            State::Partial(_) => None,
+        }
+    }
+
+    /// Rebuilds the window index from committed state (after a restore or a rollback).
+    pub fn reload_index(&mut self) -> Result<(), StateError> {
+        let spec = self.spec.clone();
+        match &mut self.state {
+            State::Partial(p) => p.partials.clear(),
+            State::Stored(s) => {
+                s.store.discard_uncommitted();
+                s.open.clear();
+                s.closing.clear();
+                s.expiring.clear();
+                for key in s.store.committed_keys()? {
+                    let group: Vec<u8> = key.group.0.into_vec();
+                    s.closing
+                        .entry(close_time(&spec.window, key.window, spec.grace_ms))
+                        .or_default()
+                        .push((group.clone(), key.window));
+                    s.open.entry(group).or_default().push(key.window);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Merge role: the upstream watermarks, as saved with committed offsets.
+    pub fn upstream_watermarks(&self) -> Option<&[i64]> {
+        match &self.state {
+            State::Stored(s) => s.upstream.as_deref(),
+            State::Partial(_) => None,
+        }
+    }
+
+    pub fn set_upstream_watermarks(&mut self, watermarks: &[i64]) {
+        if let State::Stored(StoredWindows {
+            upstream: Some(upstream),
+            ..
+        }) = &mut self.state
+        {
+            for (mine, saved) in upstream.iter_mut().zip(watermarks) {
+                *mine = *saved;
+            }
+        }
+    }
+
+    /// Adds one input record (Local and Partial roles). Returns whether it was late.
+    pub fn process(
+        &mut self,
+        record: &DecodedRecord<'_>,
+        stream_time: i64,
+    ) -> Result<bool, StateError> {
+        let spec = self.spec.clone();
+        let t = record.event_time_ms;
+        if max_window_end(&spec.window, t) + spec.grace_ms <= stream_time {
+            let any_row = if spec.explode {
+                (0..record.items.len()).any(|i| spec.accepts(record, Some(i)))
+            } else {
+                spec.accepts(record, None)
+            };
+            if any_row {
+                self.stats.late_records += 1;
+            }
+            return Ok(any_row);
+        }
+        let rows = if spec.explode { record.items.len() } else { 1 };
+        for row in 0..rows {
+            let item = spec.explode.then_some(row);
+            if !spec.accepts(record, item) {
+                continue;
+            }
+            let mut group = std::mem::take(&mut self.group_buf);
+            spec.group_key_into(record, item, &mut group);
+            let delta = Delta::Row(record, item);
+            let result = match &spec.window {
+                WindowSpec::Session { gap_ms } => self.add_session(
+                    &group,
+                    Window {
+                        start: t,
+                        end: t + 1,
+                    },
+                    *gap_ms,
+                    &delta,
+                ),
+                window_spec => {
+                    let mut result = Ok(());
+                    assign_windows(window_spec, t, |window| {
+                        // Kafka Streams' rule: a hopping record still updates its windows that are open.
+                        if result.is_ok() && window.end + spec.grace_ms > stream_time {
+                            result = self.add_to_window(&group, window, &delta);
+                        }
+                    });
+                    result
+                }
+            };
+            self.group_buf = group;
+            result?;
+        }
+        Ok(false)
+    }
+
+    /// Merge role: adds a partial from upstream. Returns whether it was late (should not happen:
+    /// upstream drops late records and watermarks only move after their partials).
+    pub fn apply_partial(
+        &mut self,
+        group: &[u8],
+        window: Window,
+        accumulators: &Accumulators,
+    ) -> Result<bool, StateError> {
+        let spec = self.spec.clone();
+        if let State::Stored(s) = &self.state {
+            if close_time(&spec.window, window, spec.grace_ms) <= watermark_of(s, i64::MIN) {
+                self.stats.late_records += 1;
+                return Ok(true);
+            }
+        }
+        let delta = Delta::Partial(accumulators);
+        match spec.window {
+            WindowSpec::Session { gap_ms } => self.add_session(group, window, gap_ms, &delta)?,
+            _ => self.add_to_window(group, window, &delta)?,
+        }
+        Ok(false)
+    }
+
+    /// Merge role: an upstream partition's stream time moved.
+    pub fn apply_watermark(&mut self, upstream_partition: u32, stream_time: i64) {
+        if let State::Stored(StoredWindows {
+            upstream: Some(upstream),
+            ..
+        }) = &mut self.state
+        {
+            if let Some(mark) = upstream.get_mut(upstream_partition as usize) {
+                *mark = (*mark).max(stream_time);
+            }
+        }
+    }
+
+    fn add_to_window(
+        &mut self,
+        group: &[u8],
+        window: Window,
+        delta: &Delta<'_, '_>,
+    ) -> Result<(), StateError> {
+        let spec = &*self.spec;
+        match &mut self.state {
+            State::Stored(s) => {
+                let windows = s.open.entry_ref(group).or_default();
+                let exists = windows.contains(&window);
+                if !exists {
+                    windows.push(window);
+                    s.closing
+                        .entry(close_time(&spec.window, window, spec.grace_ms))
+                        .or_default()
+                        .push((group.into(), window));
+                }
+                s.store.update(
+                    group,
+                    window,
+                    exists,
+                    || Accumulators::new(&spec.aggregates),
+                    |acc| delta.apply(spec, acc),
+                )
+            }
+            State::Partial(p) => {
+                let windows = p.partials.entry_ref(group).or_default();
+                match windows.iter_mut().find(|(w, _)| *w == window) {
+                    Some((_, acc)) => delta.apply(spec, acc),
+                    None => {
+                        let mut acc = Accumulators::new(&spec.aggregates);
+                        delta.apply(spec, &mut acc);
+                        windows.push((window, acc));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn add_session(
+        &mut self,
+        group: &[u8],
+        new: Window,
+        gap_ms: i64,
+        delta: &Delta<'_, '_>,
+    ) -> Result<(), StateError> {
+        let spec = &*self.spec;
+        match &mut self.state {
+            State::Stored(s) => {
+                let sessions = s.open.entry_ref(group).or_default();
+                let joined = sessions::overlapping(sessions, new, gap_ms);
+                if let [only] = joined[..] {
+                    let existing = sessions[only];
+                    if existing.start <= new.start && new.end <= existing.end {
+                        return s.store.update(
+                            group,
+                            existing,
+                            true,
+                            || Accumulators::new(&spec.aggregates),
+                            |acc| delta.apply(spec, acc),
+                        );
+                    }
+                }
+                let merged = sessions::span(sessions, &joined, new);
+                let mut accumulators = Accumulators::new(&spec.aggregates);
+                delta.apply(spec, &mut accumulators);
+                let old: Vec<Window> = joined.iter().map(|&i| sessions[i]).collect();
+                sessions.retain(|w| !old.contains(w));
+                sessions.push(merged);
+                for window in old {
+                    let key = StateKey {
+                        group: GroupKey(group.into()),
+                        window,
+                    };
+                    if let Some(previous) = s.store.get(&key)? {
+                        accumulators.merge(&previous);
+                    }
+                    s.store.delete(&key);
+                }
+                s.closing
+                    .entry(close_time(&spec.window, merged, spec.grace_ms))
+                    .or_default()
+                    .push((group.into(), merged));
+                s.store
+                    .update(group, merged, false, || accumulators, |_| {})
+            }
+            State::Partial(p) => {
+                let sessions = p.partials.entry_ref(group).or_default();
+                let windows: Vec<Window> = sessions.iter().map(|(w, _)| *w).collect();
+                let joined = sessions::overlapping(&windows, new, gap_ms);
+                if let [only] = joined[..] {
+                    let (existing, acc) = &mut sessions[only];
+                    if existing.start <= new.start && new.end <= existing.end {
+                        delta.apply(spec, acc);
+                        return Ok(());
+                    }
+                }
+                let merged = sessions::span(&windows, &joined, new);
+                let mut accumulators = Accumulators::new(&spec.aggregates);
+                delta.apply(spec, &mut accumulators);
+                for &i in joined.iter().rev() {
+                    let (_, previous) = sessions.swap_remove(i);
+                    accumulators.merge(&previous);
+                }
+                sessions.push((merged, accumulators));
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes what stream time allows, emits, and moves changes into `out`. `stream_time` is the
+    /// task's; the Merge role uses the minimum of its upstream watermarks instead.
+    pub fn flush(
+        &mut self,
+        stream_time: i64,
+        task_partition: i32,
+        out: &mut TaskOutput,
+    ) -> Result<(), StateError> {
+        let spec = self.spec.clone();
+        match &mut self.state {
+            State::Stored(s) => {
+                let watermark = watermark_of(s, stream_time);
+                while let Some(entry) = s.closing.first_entry() {
+                    if *entry.key() > watermark {
+                        break;
+                    }
+                    let (close_at, due) = entry.remove_entry();
+                    for (group, window) in due {
+                        let Some(windows) = s.open.get_mut(&group) else {
+                            continue;
+                        };
+                        let Some(position) = windows.iter().position(|w| *w == window) else {
+                            continue;
+                        };
+                        let key = StateKey {
+                            group: GroupKey(group.clone().into()),
+                            window,
+                        };
+                        if let Some(accumulators) = s.store.get(&key)? {
+                            out.records
+                                .push(aggregate_record(&spec, &key, &accumulators, true));
+                            self.stats.emitted_final += 1;
+                        }
+                        if spec.retention_ms > 0 {
+                            s.expiring
+                                .entry(close_at + spec.retention_ms)
+                                .or_default()
+                                .push((group, window));
+                            continue;
+                        }
+                        windows.swap_remove(position);
+                        if windows.is_empty() {
+                            s.open.remove(&group);
+                        }
+                        s.store.delete(&key);
+                    }
+                }
+                while let Some(entry) = s.expiring.first_entry() {
+                    if *entry.key() > watermark {
+                        break;
+                    }
+                    for (group, window) in entry.remove() {
+                        if let Some(windows) = s.open.get_mut(&group) {
+                            windows.retain(|w| *w != window);
+                            if windows.is_empty() {
+                                s.open.remove(&group);
+                            }
+                        }
+                        s.store.delete(&StateKey {
+                            group: GroupKey(group.into()),
+                            window,
+                        });
+                    }
+                }
+                if !s.store.has_changes() {
+                    return Ok(());
+                }
+                let writes = s.store.flush();
+                for write in &writes {
+                    if spec.emit == EmitMode::Update {
+                        if let (Some(value), Some(key)) =
+                            (&write.value, StateKey::from_bytes(&write.key))
+                        {
+                            if close_time(&spec.window, key.window, spec.grace_ms) > watermark {
+                                let accumulators =
+                                    decode_accumulators(value).map_err(|reason| {
+                                        StateError::Corrupt {
+                                            store: spec.name.clone(),
+                                            reason,
+                                        }
+                                    })?;
+                                out.records.push(aggregate_record(
+                                    &spec,
+                                    &key,
+                                    &accumulators,
+                                    false,
+                                ));
+                                self.stats.emitted_update += 1;
+                            }
+                        }
+                    }
+                    out.records.push(OutgoingRecord {
+                        kind: OutgoingKind::Changelog,
+                        topic: spec.changelog_topic.clone(),
+                        partition: Some(task_partition),
+                        key: Some(write.key.clone()),
+                        value: write.value.clone(),
+                        headers: Vec::new(),
+                        window_end_ms: None,
+                    });
+                }
+                out.state.push(PendingStateWrites {
+                    store: spec.name.clone(),
+                    writes,
+                });
+            }
+            State::Partial(p) => {
+                let topic = spec
+                    .repartition_topic
+                    .clone()
+                    .expect("partial role has a repartition topic");
+                for (group, windows) in p.partials.drain() {
+                    let partition = partition_for(&group, p.downstream_partitions);
+                    for (window, accumulators) in windows {
+                        let mut bytes = Vec::new();
+                        encode_accumulators(&accumulators, &mut bytes);
+                        let message = RepartitionMessage::Partial {
+                            upstream_partition: p.upstream_partition,
+                            window,
+                            accumulators: bytes,
+                        };
+                        out.records.push(OutgoingRecord {
+                            kind: OutgoingKind::Repartition,
+                            topic: topic.clone(),
+                            partition: Some(partition),
+                            key: Some(group.clone()),
+                            value: Some(message.encode()),
+                            headers: Vec::new(),
+                            window_end_ms: None,
+                        });
+                    }
+                }
+                if stream_time > p.last_watermark_sent {
+                    let message = RepartitionMessage::Watermark {
+                        upstream_partition: p.upstream_partition,
+                        stream_time,
+                    }
+                    .encode();
+                    for partition in 0..p.downstream_partitions {
+                        out.records.push(OutgoingRecord {
+                            kind: OutgoingKind::Repartition,
+                            topic: topic.clone(),
+                            partition: Some(partition),
+                            key: None,
+                            value: Some(message.clone()),
+                            headers: Vec::new(),
+                            window_end_ms: None,
+                        });
+                    }
+                    p.last_watermark_sent = stream_time;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets uncommitted work (the transaction was aborted). Partials are dropped; the task
+    /// replays their records from the committed offsets.
+    pub fn rollback(&mut self, last_watermark_sent: i64) -> Result<(), StateError> {
+        if let State::Partial(p) = &mut self.state {
+            p.last_watermark_sent = last_watermark_sent;
+        }
+        self.reload_index()
+    }
+
+    /// Number of open (group, window) entries.
+    pub fn open_windows(&self) -> usize {
+        match &self.state {
+            State::Stored(s) => s.open.values().map(Vec::len).sum(),
+            State::Partial(p) => p.partials.values().map(Vec::len).sum(),
+        }
+    }
+}
+
+fn watermark_of(s: &StoredWindows, stream_time: i64) -> i64 {
+    match &s.upstream {
+        Some(upstream) => upstream.iter().copied().min().unwrap_or(i64::MIN),
+        None => stream_time,
+    }
+}
+
+fn aggregate_record(
+    spec: &CompiledAggregation,
+    key: &StateKey,
+    accumulators: &Accumulators,
+    is_final: bool,
+) -> OutgoingRecord {
+    let record = AggregateRecord::new(
+        &spec.name,
+        &spec.window,
+        &spec.group_names,
+        &spec.aggregates,
+        &key.group,
+        key.window,
+        accumulators,
+        is_final,
+    );
+    OutgoingRecord {
+        kind: OutgoingKind::Aggregate { is_final },
+        topic: spec.output_topic.clone(),
+        partition: None,
+        key: Some(record.key().into_bytes()),
+        value: Some(serde_json::to_vec(&record).expect("serializable")),
+        headers: Vec::new(),
+        window_end_ms: is_final.then_some(key.window.end),
+    }
+}

@@ -1,0 +1,203 @@
+//! Tasks: the topology compiled into per-partition units of work.
+
+mod aggregator;
+mod compiled;
+mod output;
+mod repartition;
+mod sessions;
+mod stream_task;
+
+pub use aggregator::{AggregatorStats, Role, WindowAggregator};
+pub use compiled::CompiledAggregation;
+pub use output::{
+    AggregateRecord, OutgoingKind, OutgoingRecord, PendingStateWrites, TaskOutput, WindowBounds,
+};
+pub use repartition::{partition_for, RepartitionMessage};
+pub use stream_task::{InputRecord, StreamTask, TaskError, TaskId, TaskStats};
+
+use crate::record::DecodePlan;
+use crate::state::{MemoryBackend, StateBackend, StateError, TaskDb, WindowStore};
+use crate::topology::{dead_letter_topic, Source, Topology};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use stream_task::TaskKind;
+
+/// Where tasks keep their state.
+#[derive(Clone, Debug)]
+pub enum StateLocation {
+    /// In memory (the test driver and in-process benchmarks).
+    Memory,
+    /// RocksDB under `<dir>/<application.id>/<topic>-<partition>/`.
+    Disk(PathBuf),
+}
+
+/// How many cached (group, window) entries a store keeps after a flush before evicting clean ones.
+const MAX_CACHED_ENTRIES: usize = 50_000;
+
+struct CompiledSource {
+    source: Arc<Source>,
+    plan: Arc<DecodePlan>,
+    aggregations: Vec<Arc<CompiledAggregation>>,
+}
+
+/// A topology ready to create tasks: decode plans and aggregations resolved once.
+pub struct CompiledTopology {
+    pub application_id: String,
+    pub topology: Topology,
+    by_input_topic: HashMap<String, CompiledSource>,
+    by_repartition_topic: HashMap<String, (Arc<CompiledAggregation>, String)>,
+}
+
+impl CompiledTopology {
+    pub fn new(application_id: &str, topology: Topology) -> CompiledTopology {
+        let mut by_input_topic = HashMap::new();
+        let mut by_repartition_topic = HashMap::new();
+        for source in &topology.sources {
+            let plan = Arc::new(DecodePlan::for_source(&topology, source));
+            let aggregations: Vec<Arc<CompiledAggregation>> = topology
+                .aggregations
+                .iter()
+                .filter(|a| a.source == source.name)
+                .map(|a| {
+                    Arc::new(CompiledAggregation::compile(
+                        application_id,
+                        &topology,
+                        a,
+                        &plan,
+                    ))
+                })
+                .collect();
+            for aggregation in &aggregations {
+                if let Some(topic) = &aggregation.repartition_topic {
+                    by_repartition_topic
+                        .insert(topic.clone(), (aggregation.clone(), source.topic.clone()));
+                }
+            }
+            by_input_topic.insert(
+                source.topic.clone(),
+                CompiledSource {
+                    source: Arc::new(source.clone()),
+                    plan,
+                    aggregations,
+                },
+            );
+        }
+        CompiledTopology {
+            application_id: application_id.into(),
+            topology,
+            by_input_topic,
+            by_repartition_topic,
+        }
+    }
+
+    pub fn input_topics(&self) -> Vec<String> {
+        self.topology.input_topics()
+    }
+
+    pub fn repartition_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.by_repartition_topic.keys().cloned().collect();
+        topics.sort();
+        topics
+    }
+
+    /// The input topic whose partition count a repartition topic mirrors.
+    pub fn repartition_source_topic(&self, repartition_topic: &str) -> Option<&str> {
+        self.by_repartition_topic
+            .get(repartition_topic)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// Every store with the topic whose partitions its tasks (and changelog partitions) follow.
+    pub fn stores(&self) -> Vec<(String, String)> {
+        let mut stores = Vec::new();
+        for compiled in self.by_input_topic.values() {
+            for aggregation in &compiled.aggregations {
+                let topic = aggregation
+                    .repartition_topic
+                    .clone()
+                    .unwrap_or_else(|| compiled.source.topic.clone());
+                stores.push((aggregation.name.clone(), topic));
+            }
+        }
+        stores.sort();
+        stores
+    }
+
+    pub fn task_dir(&self, state: &StateLocation, id: &TaskId) -> Option<PathBuf> {
+        match state {
+            StateLocation::Memory => None,
+            StateLocation::Disk(dir) => Some(dir.join(&self.application_id).join(id.to_string())),
+        }
+    }
+
+    /// Creates the task for one partition. `partitions` gives each input topic's partition count.
+    /// For tasks with RocksDB state the opened database is returned with it.
+    pub fn create_task(
+        &self,
+        id: &TaskId,
+        partitions: &HashMap<String, i32>,
+        state: &StateLocation,
+    ) -> Result<(StreamTask, Option<TaskDb>), StateError> {
+        let store_names: Vec<String> = if let Some(compiled) = self.by_input_topic.get(&id.topic) {
+            compiled
+                .aggregations
+                .iter()
+                .filter(|a| a.repartition_topic.is_none())
+                .map(|a| a.name.clone())
+                .collect()
+        } else if let Some((aggregation, _)) = self.by_repartition_topic.get(&id.topic) {
+            vec![aggregation.name.clone()]
+        } else {
+            Vec::new()
+        };
+        let db = match (self.task_dir(state, id), store_names.is_empty()) {
+            (Some(dir), false) => Some(TaskDb::open(&dir, &store_names)?),
+            _ => None,
+        };
+        let open_store = |name: &str| -> WindowStore {
+            let backend: Box<dyn StateBackend> = match &db {
+                Some(db) => Box::new(db.backend(name)),
+                None => Box::new(MemoryBackend::default()),
+            };
+            WindowStore::new(name, backend, MAX_CACHED_ENTRIES)
+        };
+        let task = if let Some(compiled) = self.by_input_topic.get(&id.topic) {
+            let operators = compiled
+                .aggregations
+                .iter()
+                .map(|aggregation| {
+                    let role = match &aggregation.repartition_topic {
+                        None => Role::Local {
+                            store: open_store(&aggregation.name),
+                        },
+                        Some(_) => Role::Partial {
+                            upstream_partition: id.partition as u32,
+                            downstream_partitions: partitions.get(&id.topic).copied().unwrap_or(1),
+                        },
+                    };
+                    WindowAggregator::new(aggregation.clone(), role)
+                })
+                .collect();
+            let kind = TaskKind::Input {
+                source: compiled.source.clone(),
+                plan: compiled.plan.clone(),
+                dead_letter_topic: dead_letter_topic(&self.application_id, &compiled.source),
+            };
+            StreamTask::new(id.clone(), kind, operators)
+        } else if let Some((aggregation, source_topic)) = self.by_repartition_topic.get(&id.topic) {
+            let role = Role::Merge {
+                store: open_store(&aggregation.name),
+                upstream_partitions: partitions.get(source_topic).copied().unwrap_or(1) as usize,
+            };
+            StreamTask::new(
+                id.clone(),
+                TaskKind::Repartition,
+                vec![WindowAggregator::new(aggregation.clone(), role)],
+            )
+        } else {
+            StreamTask::new(id.clone(), TaskKind::Repartition, Vec::new())
+        };
+        Ok((task, db))
+    }
+}

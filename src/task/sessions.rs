@@ -1,0 +1,54 @@
+//! Session merging, shared by stored windows and in-memory partials.
+
+use crate::window::Window;
+
+/// Indices of the sessions in `existing` that `new` joins: those whose events lie within `gap` of
+/// its events. Windows are `[first event, last event + 1)`.
+pub fn overlapping(existing: &[Window], new: Window, gap_ms: i64) -> Vec<usize> {
+    existing
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| new.start <= w.end - 1 + gap_ms && w.start <= new.end - 1 + gap_ms)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The session covering `new` and the sessions at `indices`.
+pub fn span(existing: &[Window], indices: &[usize], new: Window) -> Window {
+    indices.iter().fold(new, |acc, &i| Window {
+        start: acc.start.min(existing[i].start),
+        end: acc.end.max(existing[i].end),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_sessions_within_the_gap_only() {
+        let existing = [
+            Window { start: 0, end: 11 },
+            Window {
+                start: 100,
+                end: 101,
+            },
+        ];
+        assert_eq!(
+            overlapping(&existing, Window { start: 40, end: 41 }, 30),
+            [0]
+        );
+        assert_eq!(
+            overlapping(&existing, Window { start: 41, end: 42 }, 30),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            overlapping(&existing, Window { start: 55, end: 56 }, 45),
+            [0, 1]
+        );
+        assert_eq!(
+            span(&existing, &[0, 1], Window { start: 55, end: 56 }),
+            Window { start: 0, end: 101 }
+        );
+    }
+}

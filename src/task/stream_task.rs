@@ -1,0 +1,325 @@
+//! A task: the unit of parallelism, one per consumed partition (input or repartition topic).
+
+use super::aggregator::{AggregatorStats, WindowAggregator};
+use super::output::{OutgoingKind, OutgoingRecord, PendingStateWrites, TaskOutput};
+use super::repartition::RepartitionMessage;
+use crate::record::DecodePlan;
+use crate::state::{decode_accumulators, StateError};
+use crate::topology::{DecodeErrorPolicy, Source};
+use std::fmt;
+use std::sync::Arc;
+
+/// A task is named by the partition it consumes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// One consumed record, borrowed from the client's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct InputRecord<'a> {
+    pub payload: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
+    pub timestamp_ms: Option<i64>,
+    pub offset: i64,
+}
+
+/// Why a task stopped processing.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{task}@{offset}: {reason}")]
+    DecodeFailed {
+        task: TaskId,
+        offset: i64,
+        reason: String,
+    },
+}
+
+/// Per-task counters, read and reset by the runtime after each commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskStats {
+    pub processed: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
+}
+
+pub(crate) enum TaskKind {
+    Input {
+        source: Arc<Source>,
+        plan: Arc<DecodePlan>,
+        dead_letter_topic: String,
+    },
+    Repartition,
+}
+
+pub struct StreamTask {
+    pub id: TaskId,
+    kind: TaskKind,
+    operators: Vec<WindowAggregator>,
+    stream_time: i64,
+    committed_stream_time: i64,
+    next_offset: Option<i64>,
+    stats: TaskStats,
+}
+
+/// Prefix of the offset-commit metadata eddy writes; bump with its layout.
+const METADATA_PREFIX: &str = "eddy1";
+
+impl StreamTask {
+    pub(crate) fn new(id: TaskId, kind: TaskKind, operators: Vec<WindowAggregator>) -> StreamTask {
+        StreamTask {
+            id,
+            kind,
+            operators,
+            stream_time: i64::MIN,
+            committed_stream_time: i64::MIN,
+            next_offset: None,
+            stats: TaskStats::default(),
+        }
+    }
+
+    pub fn operators(&self) -> &[WindowAggregator] {
+        &self.operators
+    }
+
+    pub fn operators_mut(&mut self) -> &mut [WindowAggregator] {
+        &mut self.operators
+    }
+
+    pub fn stream_time(&self) -> i64 {
+        self.stream_time
+    }
+
+    /// The offset to commit: one past the last processed record.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
+    }
+
+    pub fn set_next_offset(&mut self, offset: Option<i64>) {
+        self.next_offset = offset;
+    }
+
+    pub fn take_stats(&mut self) -> (TaskStats, Vec<(String, AggregatorStats)>) {
+        let stats = std::mem::take(&mut self.stats);
+        (
+            stats,
+            self.operators
+                .iter_mut()
+                .map(|o| (o.spec().name.clone(), o.take_stats()))
+                .collect(),
+        )
+    }
+
+    /// Processes one record. Decode errors follow the source's policy; only `fail` returns an error.
+    pub fn process(
+        &mut self,
+        record: InputRecord<'_>,
+        out: &mut TaskOutput,
+    ) -> Result<(), TaskError> {
+        self.next_offset = Some(record.offset + 1);
+        self.stats.processed += 1;
+        let payload = record.payload.unwrap_or_default();
+        match &self.kind {
+            TaskKind::Input {
+                source,
+                plan,
+                dead_letter_topic,
+            } => {
+                let decoded = match plan.decode(payload, record.timestamp_ms) {
+                    Ok(decoded) => decoded,
+                    Err(error) => {
+                        return match source.on_decode_error {
+                            DecodeErrorPolicy::Fail => Err(TaskError::DecodeFailed {
+                                task: self.id.clone(),
+                                offset: record.offset,
+                                reason: error.0,
+                            }),
+                            DecodeErrorPolicy::Skip => {
+                                self.stats.skipped += 1;
+                                Ok(())
+                            }
+                            DecodeErrorPolicy::DeadLetter => {
+                                self.stats.dead_lettered += 1;
+                                out.records.push(OutgoingRecord {
+                                    kind: OutgoingKind::DeadLetter,
+                                    topic: dead_letter_topic.clone(),
+                                    partition: None,
+                                    key: record.key.map(<[u8]>::to_vec),
+                                    value: Some(payload.to_vec()),
+                                    headers: vec![
+                                        ("eddy.error".into(), error.0.into_bytes()),
+                                        (
+                                            "eddy.source.topic".into(),
+                                            self.id.topic.clone().into_bytes(),
+                                        ),
+                                        (
+                                            "eddy.source.partition".into(),
+                                            self.id.partition.to_string().into_bytes(),
+                                        ),
+                                        (
+                                            "eddy.source.offset".into(),
+                                            record.offset.to_string().into_bytes(),
+                                        ),
+                                    ],
+                                    window_end_ms: None,
+                                });
+                                Ok(())
+                            }
+                        };
+                    }
+                };
+                self.stream_time = self.stream_time.max(decoded.event_time_ms);
+                for operator in &mut self.operators {
+                    let late = operator.process(&decoded, self.stream_time)?;
+                    if late {
+                        if let Some(topic) = &operator.spec().late_records_topic {
+                            out.records.push(OutgoingRecord {
+                                kind: OutgoingKind::Late,
+                                topic: topic.clone(),
+                                partition: None,
+                                key: record.key.map(<[u8]>::to_vec),
+                                value: Some(payload.to_vec()),
+                                headers: vec![(
+                                    "eddy.aggregation".into(),
+                                    operator.spec().name.clone().into_bytes(),
+                                )],
+                                window_end_ms: None,
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            }
+            TaskKind::Repartition => {
+                let operator = &mut self.operators[0];
+                let corrupt = |reason: String| StateError::Corrupt {
+                    store: operator_name(operator),
+                    reason,
+                };
+                match RepartitionMessage::decode(payload).map_err(corrupt)? {
+                    RepartitionMessage::Partial {
+                        window,
+                        accumulators,
+                        ..
+                    } => {
+                        let accumulators = decode_accumulators(&accumulators).map_err(corrupt)?;
+                        operator.apply_partial(
+                            record.key.unwrap_or_default(),
+                            window,
+                            &accumulators,
+                        )?;
+                    }
+                    RepartitionMessage::Watermark {
+                        upstream_partition,
+                        stream_time,
+                    } => {
+                        operator.apply_watermark(upstream_partition, stream_time);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Emits and moves this commit interval's changes into `out`.
+    pub fn flush(&mut self, out: &mut TaskOutput) -> Result<(), StateError> {
+        for operator in &mut self.operators {
+            operator.flush(self.stream_time, self.id.partition, out)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a committed flush to local state.
+    pub fn apply_committed(&mut self, state: Vec<PendingStateWrites>) -> Result<(), StateError> {
+        for pending in state {
+            if let Some(store) = self
+                .operators
+                .iter_mut()
+                .filter_map(|o| o.store_mut())
+                .find(|s| s.name() == pending.store)
+            {
+                store.apply(&pending.writes)?;
+            }
+        }
+        self.committed_stream_time = self.stream_time;
+        Ok(())
+    }
+
+    /// Returns to the last committed state; the caller seeks the consumer back to `next_offset`.
+    pub fn rollback(&mut self, committed_offset: Option<i64>) -> Result<(), StateError> {
+        self.stream_time = self.committed_stream_time;
+        self.next_offset = committed_offset;
+        for operator in &mut self.operators {
+            operator.rollback(self.committed_stream_time)?;
+        }
+        Ok(())
+    }
+
+    /// Offset-commit metadata: the task's stream time (input tasks) or upstream watermarks
+    /// (repartition tasks), so a restarted task resumes with the same notion of time.
+    pub fn commit_metadata(&self) -> String {
+        let watermarks = self.operators.iter().find_map(|o| o.upstream_watermarks());
+        match watermarks {
+            Some(marks) => format!(
+                "{METADATA_PREFIX};wm={}",
+                marks
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => format!("{METADATA_PREFIX};st={}", self.stream_time),
+        }
+    }
+
+    /// Restores time from committed metadata (see [`StreamTask::commit_metadata`]).
+    pub fn restore_metadata(&mut self, metadata: &str) {
+        let mut parts = metadata.split(';');
+        if parts.next() != Some(METADATA_PREFIX) {
+            return;
+        }
+        for part in parts {
+            if let Some(st) = part.strip_prefix("st=").and_then(|v| v.parse().ok()) {
+                self.stream_time = st;
+                self.committed_stream_time = st;
+                for operator in &mut self.operators {
+                    let _ = operator.rollback(st);
+                }
+            } else if let Some(marks) = part.strip_prefix("wm=") {
+                let marks: Vec<i64> = marks.split(',').filter_map(|m| m.parse().ok()).collect();
+                for operator in &mut self.operators {
+                    operator.set_upstream_watermarks(&marks);
+                }
+            }
+        }
+    }
+
+    /// Rebuilds every operator's window index from its committed store.
+    pub fn reload(&mut self) -> Result<(), StateError> {
+        for operator in &mut self.operators {
+            operator.reload_index()?;
+        }
+        Ok(())
+    }
+
+    /// Store names of this task, for restore and checkpoints.
+    pub fn store_names(&self) -> Vec<String> {
+        self.operators
+            .iter()
+            .filter_map(|o| o.store().map(|s| s.name().to_string()))
+            .collect()
+    }
+}
+
+fn operator_name(operator: &WindowAggregator) -> String {
+    operator.spec().name.clone()
+}

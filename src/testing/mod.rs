@@ -1,0 +1,6 @@
+//! Test support that users can use too: an in-memory topology driver, like Kafka Streams'
+//! `TopologyTestDriver`.
+
+mod driver;
+
+pub use driver::{TestRecord, TopologyTestDriver};

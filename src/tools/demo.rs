@@ -1,0 +1,175 @@
+//! `eddy demo`: an embedded broker, a generator, the shipped topologies and a live table.
+
+use super::generate::{produce_events, GenerateArgs};
+use super::LiveTable;
+use crate::config::Config;
+use crate::kafka::{ClientSettings, EmbeddedCluster, TopicTail};
+use crate::task::AggregateRecord;
+use crate::telemetry::Health;
+use crate::topology::Topology;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DemoArgs {
+    /// Events per second produced by the generator.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Event time runs this many times faster than the wall clock, so one-minute windows close
+    /// every few seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub speed: f64,
+    /// Partitions of the input topics.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Topology files.
+    #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
+    pub topology: Vec<PathBuf>,
+    /// Serve /metrics and /health on this address while the demo runs.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub http_listen: String,
+}
+
+pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let topology = Topology::from_files(&args.topology)?;
+    let cluster = EmbeddedCluster::start()?;
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("orders", args.partitions)?;
+    cluster.create_topic("analytics", args.partitions)?;
+    let mut outputs: Vec<String> = topology
+        .aggregations
+        .iter()
+        .map(|a| a.output_topic.clone())
+        .collect();
+    outputs.sort();
+    outputs.dedup();
+    for topic in &outputs {
+        cluster.create_topic(topic, 1)?;
+    }
+    let state_dir = std::env::temp_dir().join(format!("eddy-demo-{}", std::process::id()));
+    let mut config = Config {
+        application_id: "eddy-demo".into(),
+        bootstrap_servers: bootstrap.clone(),
+        topology: args.topology.clone(),
+        state_dir: state_dir.clone(),
+        ..Config::default()
+    };
+    config.http.listen = args.http_listen.clone();
+
+    let health = Health::default();
+    if let Ok(handle) = crate::telemetry::metrics::install_recorder() {
+        match crate::telemetry::serve_http(&config.http.listen, handle, health.clone()) {
+            Ok(addr) => {
+                println!("metrics: http://{addr}/metrics   health: http://{addr}/health/ready")
+            }
+            Err(error) => println!("(metrics endpoint off: {error})"),
+        }
+    }
+
+    let engine_stop = Arc::new(AtomicBool::new(false));
+    let engine = {
+        let (config, topology, stop, health) = (
+            config.clone(),
+            topology.clone(),
+            engine_stop.clone(),
+            health.clone(),
+        );
+        std::thread::Builder::new()
+            .name("eddy-engine".into())
+            .spawn(move || {
+                crate::runtime::run(crate::runtime::RunOptions {
+                    config,
+                    topology,
+                    stop,
+                    health,
+                })
+            })?
+    };
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let generator_stop = Arc::new(AtomicBool::new(false));
+    let generator = {
+        let generate = GenerateArgs {
+            bootstrap_servers: bootstrap.clone(),
+            events: 0,
+            rate: args.rate,
+            partitions: args.partitions,
+            seed: 7,
+            users: 5000,
+            start_ms: Some(crate::runtime::now_ms()),
+            step_ms: Some(1000.0 * args.speed / args.rate.max(1) as f64),
+            malformed_fraction: 0.001,
+            orders_topic: "orders".into(),
+            analytics_topic: "analytics".into(),
+        };
+        let (stop, sent) = (generator_stop.clone(), sent.clone());
+        std::thread::spawn(move || produce_events(&generate, &stop, &sent))
+    };
+
+    let output_refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let tail = TopicTail::new(&ClientSettings::plain(&bootstrap), &output_refs)?;
+    let mut table = LiveTable::default();
+    let started = Instant::now();
+    let mut next_render = Instant::now() + Duration::from_secs(2);
+    let interactive = std::io::stdout().is_terminal();
+    println!("eddy demo: {} aggregations over `orders` and `analytics` ({} partitions each), event time at {}x; Ctrl-C to stop", topology.aggregations.len(), args.partitions, args.speed);
+    while !stop.load(Ordering::Relaxed)
+        && args
+            .duration
+            .is_none_or(|d| started.elapsed() < Duration::from_secs(d))
+    {
+        if engine.is_finished() {
+            break;
+        }
+        if let Some(record) = tail.poll(Duration::from_millis(100)) {
+            if let Some(parsed) = record
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_slice::<AggregateRecord>(v).ok())
+            {
+                table.add(parsed);
+            }
+        }
+        if Instant::now() >= next_render {
+            next_render = Instant::now() + Duration::from_secs(2);
+            let elapsed = started.elapsed().as_secs_f64();
+            let events = sent.load(Ordering::Relaxed);
+            let mut screen = String::new();
+            if interactive {
+                screen.push_str("\x1b[2J\x1b[H");
+            }
+            screen.push_str(&table.render(6));
+            screen.push_str(&format!(
+                "\n[{elapsed:>5.0}s] events in: {events}  ({:.0}/s)   aggregates out: {}   ready: {}\n",
+                events as f64 / elapsed.max(0.001),
+                table.records_read,
+                health.is_ready()
+            ));
+            print!("{screen}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+    generator_stop.store(true, Ordering::Relaxed);
+    engine_stop.store(true, Ordering::Relaxed);
+    let generated = generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("generator panicked"))?;
+    let engine_result = engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine panicked"))?;
+    let _ = std::fs::remove_dir_all(&state_dir);
+    generated?;
+    engine_result?;
+    println!(
+        "demo stopped: {} events in, {} aggregates read back from the output topics",
+        sent.load(Ordering::Relaxed),
+        table.records_read
+    );
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! The commands around the engine: the demo, the event generator and the benchmarks.
+
+mod bench;
+mod demo;
+mod generate;
+mod live_table;
+mod memory;
+
+pub use bench::{run_bench, BenchCommand};
+pub use demo::{run_demo, DemoArgs};
+pub use generate::{run_generate, GenerateArgs};
+pub use live_table::LiveTable;
+pub use memory::peak_rss_bytes;

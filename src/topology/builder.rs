@@ -1,0 +1,552 @@
+//! The Rust API for building topologies; the file parser calls the same validation.
+
+use super::*;
+
+/// Builds a [`Topology`] and validates it as a whole.
+///
+/// # Examples
+/// ```
+/// use eddy::topology::*;
+/// let topology = Topology::builder()
+///     .source(SourceBuilder::new("orders", "orders", Schema::OrderCreated)
+///         .time_field("timestamp", TimeFormat::Rfc3339)
+///         .key_field("order_id")
+///         .build())
+///     .aggregation(AggregationBuilder::new("orders.per_minute", "orders", "order-aggregates")
+///         .tumbling(60_000)
+///         .aggregate("orders", AggregateKind::Count)
+///         .aggregate("revenue", AggregateKind::Sum("total_amount".into()))
+///         .build())
+///     .build()
+///     .unwrap();
+/// assert!(topology.needs_repartition(&topology.aggregations[0]));
+/// ```
+#[derive(Default)]
+pub struct TopologyBuilder {
+    sources: Vec<Source>,
+    aggregations: Vec<Aggregation>,
+}
+
+impl TopologyBuilder {
+    pub fn source(mut self, source: Source) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    pub fn aggregation(mut self, aggregation: Aggregation) -> Self {
+        self.aggregations.push(aggregation);
+        self
+    }
+
+    pub fn build(self) -> Result<Topology, TopologyError> {
+        let topology = Topology {
+            sources: self.sources,
+            aggregations: self.aggregations,
+        };
+        validate(&topology)?;
+        Ok(topology)
+    }
+}
+
+/// Builds a [`Source`] with the defaults: JSON schema, Kafka timestamp, dead-letter on decode errors.
+pub struct SourceBuilder(Source);
+
+impl SourceBuilder {
+    pub fn new(name: &str, topic: &str, schema: Schema) -> Self {
+        SourceBuilder(Source {
+            name: name.into(),
+            topic: topic.into(),
+            schema,
+            key_field: None,
+            time: EventTime::KafkaTimestamp,
+            on_decode_error: DecodeErrorPolicy::DeadLetter,
+            dead_letter_topic: None,
+        })
+    }
+    pub fn time_field(mut self, field: &str, format: TimeFormat) -> Self {
+        self.0.time = EventTime::Field {
+            field: field.into(),
+            format,
+        };
+        self
+    }
+    pub fn key_field(mut self, field: &str) -> Self {
+        self.0.key_field = Some(field.into());
+        self
+    }
+    pub fn on_decode_error(mut self, policy: DecodeErrorPolicy) -> Self {
+        self.0.on_decode_error = policy;
+        self
+    }
+    pub fn dead_letter_topic(mut self, topic: &str) -> Self {
+        self.0.dead_letter_topic = Some(topic.into());
+        self
+    }
+    pub fn build(self) -> Source {
+        self.0
+    }
+}
+
+/// Builds an [`Aggregation`]: a one-minute tumbling window, no grace, emit-final, until changed.
+pub struct AggregationBuilder(Aggregation);
+
+impl AggregationBuilder {
+    pub fn new(name: &str, source: &str, output_topic: &str) -> Self {
+        AggregationBuilder(Aggregation {
+            name: name.into(),
+            source: source.into(),
+            filter: None,
+            explode: None,
+            group_by: Vec::new(),
+            window: WindowSpec::Tumbling { size_ms: 60_000 },
+            grace_ms: 0,
+            retention_ms: 0,
+            emit: EmitMode::Final,
+            aggregates: Vec::new(),
+            output_topic: output_topic.into(),
+            late_records_topic: None,
+        })
+    }
+    pub fn tumbling(mut self, size_ms: i64) -> Self {
+        self.0.window = WindowSpec::Tumbling { size_ms };
+        self
+    }
+    pub fn hopping(mut self, size_ms: i64, advance_ms: i64) -> Self {
+        self.0.window = WindowSpec::Hopping {
+            size_ms,
+            advance_ms,
+        };
+        self
+    }
+    pub fn session(mut self, gap_ms: i64) -> Self {
+        self.0.window = WindowSpec::Session { gap_ms };
+        self
+    }
+    pub fn grace(mut self, grace_ms: i64) -> Self {
+        self.0.grace_ms = grace_ms;
+        self
+    }
+    pub fn retention(mut self, retention_ms: i64) -> Self {
+        self.0.retention_ms = retention_ms;
+        self
+    }
+    pub fn emit(mut self, emit: EmitMode) -> Self {
+        self.0.emit = emit;
+        self
+    }
+    pub fn group_by(mut self, field: &str) -> Self {
+        self.0.group_by.push(field.into());
+        self
+    }
+    pub fn explode(mut self, field: &str) -> Self {
+        self.0.explode = Some(field.into());
+        self
+    }
+    pub fn filter_in(mut self, field: &str, values: Vec<serde_json::Value>) -> Self {
+        self.0.filter = Some(Filter {
+            field: field.into(),
+            values,
+        });
+        self
+    }
+    pub fn aggregate(mut self, name: &str, kind: AggregateKind) -> Self {
+        self.0.aggregates.push((name.into(), kind));
+        self
+    }
+    pub fn late_records_topic(mut self, topic: &str) -> Self {
+        self.0.late_records_topic = Some(topic.into());
+        self
+    }
+    pub fn build(self) -> Aggregation {
+        self.0
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+const NAME_RULE: &str =
+    "1 to 200 characters from a-z, A-Z, 0-9, `.`, `_`, `-` (it becomes part of Kafka topic names)";
+
+/// Top-level fields of the seed schemas; `None` for free-form JSON.
+fn schema_fields(schema: Schema) -> Option<&'static [&'static str]> {
+    match schema {
+        Schema::OrderCreated => Some(&[
+            "order_id",
+            "user_id",
+            "items",
+            "total_amount",
+            "timestamp",
+            "version",
+        ]),
+        Schema::AnalyticsEvent => Some(&[
+            "id",
+            "timestamp",
+            "eventType",
+            "userId",
+            "properties",
+            "version",
+        ]),
+        Schema::Json => None,
+    }
+}
+
+fn schema_item_fields(schema: Schema, array: &str) -> Option<&'static [&'static str]> {
+    match (schema, array) {
+        (Schema::OrderCreated, "items") => Some(&["product_id", "quantity", "unit_price"]),
+        (Schema::Json, _) => None,
+        _ => Some(&[]),
+    }
+}
+
+/// The array of a seed schema whose elements have `field`.
+fn schema_item_array(schema: Schema, field: &str) -> Option<&'static str> {
+    match schema {
+        Schema::OrderCreated
+            if schema_item_fields(schema, "items").is_some_and(|f| f.contains(&field)) =>
+        {
+            Some("items")
+        }
+        _ => None,
+    }
+}
+
+fn validate(topology: &Topology) -> Result<(), TopologyError> {
+    let mut seen_sources = std::collections::HashSet::new();
+    for source in &topology.sources {
+        let at = format!("source `{}`", source.name);
+        if !is_valid_name(&source.name) {
+            return Err(TopologyError::invalid(
+                &at,
+                "name",
+                format!("{:?}", source.name),
+                NAME_RULE,
+            ));
+        }
+        if !seen_sources.insert(source.name.as_str()) {
+            return Err(TopologyError::invalid(
+                &at,
+                "name",
+                &source.name,
+                "source names must be unique across all topology files",
+            ));
+        }
+        if topology
+            .sources
+            .iter()
+            .filter(|s| s.topic == source.topic)
+            .count()
+            > 1
+        {
+            return Err(TopologyError::invalid(&at, "topic", &source.topic, "a topic read by no other source (declare one source per topic and share it between aggregations)"));
+        }
+        if !is_valid_name(&source.topic) {
+            return Err(TopologyError::invalid(
+                &at,
+                "topic",
+                format!("{:?}", source.topic),
+                NAME_RULE,
+            ));
+        }
+        if let (Some(fields), Some(key)) = (schema_fields(source.schema), &source.key_field) {
+            if !fields.contains(&key.as_str()) {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "key_field",
+                    key,
+                    format!(
+                        "one of the {} fields: {}",
+                        source.schema.name(),
+                        fields.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let (Some(fields), EventTime::Field { field, .. }) =
+            (schema_fields(source.schema), &source.time)
+        {
+            if !fields.contains(&field.as_str()) {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "time.field",
+                    field,
+                    format!(
+                        "one of the {} fields: {}",
+                        source.schema.name(),
+                        fields.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let mut seen_aggregations = std::collections::HashSet::new();
+    for aggregation in &topology.aggregations {
+        let at = format!("aggregation `{}`", aggregation.name);
+        if !is_valid_name(&aggregation.name) {
+            return Err(TopologyError::invalid(
+                &at,
+                "name",
+                format!("{:?}", aggregation.name),
+                NAME_RULE,
+            ));
+        }
+        if !seen_aggregations.insert(aggregation.name.as_str()) {
+            return Err(TopologyError::invalid(
+                &at,
+                "name",
+                &aggregation.name,
+                "aggregation names must be unique across all topology files",
+            ));
+        }
+        let Some(source) = topology.source(&aggregation.source) else {
+            let known: Vec<_> = topology.sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(TopologyError::invalid(
+                &at,
+                "source",
+                &aggregation.source,
+                format!("the name of a declared source ({})", known.join(", ")),
+            ));
+        };
+        if !is_valid_name(&aggregation.output_topic) {
+            return Err(TopologyError::invalid(
+                &at,
+                "output",
+                format!("{:?}", aggregation.output_topic),
+                NAME_RULE,
+            ));
+        }
+        match aggregation.window {
+            WindowSpec::Tumbling { size_ms } if size_ms <= 0 => {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "window.size",
+                    size_ms,
+                    "a positive duration",
+                ));
+            }
+            WindowSpec::Hopping {
+                size_ms,
+                advance_ms,
+            } if advance_ms <= 0 || advance_ms > size_ms || size_ms % advance_ms != 0 => {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "window.advance",
+                    format_duration_ms(advance_ms),
+                    format!(
+                        "a positive duration that divides the window size ({})",
+                        format_duration_ms(size_ms)
+                    ),
+                ));
+            }
+            WindowSpec::Session { gap_ms } if gap_ms <= 0 => {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "window.gap",
+                    gap_ms,
+                    "a positive duration",
+                ));
+            }
+            _ => {}
+        }
+        if aggregation.grace_ms < 0 || aggregation.retention_ms < 0 {
+            return Err(TopologyError::invalid(
+                &at,
+                "grace",
+                aggregation.grace_ms,
+                "a duration of zero or more",
+            ));
+        }
+        if aggregation.aggregates.is_empty() {
+            return Err(TopologyError::invalid(
+                &at,
+                "aggregates",
+                "{}",
+                "at least one named aggregate, e.g. `events = \"count\"`",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (name, _) in &aggregation.aggregates {
+            if name.is_empty() || !names.insert(name.as_str()) {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "aggregates",
+                    name,
+                    "aggregate names must be non-empty and unique within an aggregation",
+                ));
+            }
+        }
+        if let Some(explode) = &aggregation.explode {
+            let top = schema_fields(source.schema);
+            if top.is_some_and(|f| {
+                !f.contains(&explode.as_str())
+                    || schema_item_fields(source.schema, explode).is_some_and(|i| i.is_empty())
+            }) {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "explode",
+                    explode,
+                    format!("an array field of {} (e.g. `items`)", source.schema.name()),
+                ));
+            }
+        }
+        let check_field = |key: &str, field: &str| -> Result<(), TopologyError> {
+            let (array, item) = match (&aggregation.explode, field.split_once('.')) {
+                (Some(explode), Some((array, item))) if array == explode => (Some(array), item),
+                _ => (None, field),
+            };
+            let known = match array {
+                Some(array) => schema_item_fields(source.schema, array),
+                None => schema_fields(source.schema),
+            };
+            if field.is_empty() || known.is_some_and(|k| !k.contains(&item)) {
+                let hint = match (&aggregation.explode, known) {
+                    (Some(e), Some(k)) => {
+                        let items = schema_item_fields(source.schema, e).map(|f| format!(" ({})", f.join(", "))).unwrap_or_default();
+                        format!("a field of {} ({}), or `{e}.<field>` for exploded items{items}", source.schema.name(), k.join(", "))
+                    }
+                    (None, Some(k)) => match schema_item_array(source.schema, item) {
+                        Some(array) => format!("a field of {} ({}); `{item}` is a field of each element of `{array}`: add `explode = \"{array}\"` and write `{array}.{item}`", source.schema.name(), k.join(", ")),
+                        None => format!("a field of {} ({})", source.schema.name(), k.join(", ")),
+                    },
+                    (_, None) => "a non-empty field name".to_string(),
+                };
+                return Err(TopologyError::invalid(&at, key, field, hint));
+            }
+            Ok(())
+        };
+        for field in &aggregation.group_by {
+            check_field("group_by", field)?;
+        }
+        if let Some(filter) = &aggregation.filter {
+            check_field("filter.field", &filter.field)?;
+            if filter.values.is_empty()
+                || filter.values.iter().any(|v| v.is_array() || v.is_object())
+            {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "filter",
+                    format!("{:?}", filter.values),
+                    "`equals = VALUE` or `in = [VALUES]` with strings, numbers or booleans",
+                ));
+            }
+        }
+        for (name, kind) in &aggregation.aggregates {
+            for field in kind.fields() {
+                check_field(&format!("aggregates.{name}"), field)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn orders() -> Source {
+        SourceBuilder::new("orders", "orders", Schema::OrderCreated)
+            .time_field("timestamp", TimeFormat::Rfc3339)
+            .build()
+    }
+
+    #[test]
+    fn rejects_unknown_source_and_fields() {
+        let err = Topology::builder()
+            .source(orders())
+            .aggregation(
+                AggregationBuilder::new("a", "nope", "out")
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`source` = nope") && err.contains("orders"),
+            "{err}"
+        );
+
+        let err = Topology::builder()
+            .source(orders())
+            .aggregation(
+                AggregationBuilder::new("a", "orders", "out")
+                    .group_by("product_id")
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("group_by")
+                && err.contains("explode = \"items\"")
+                && err.contains("items.product_id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn exploded_item_fields_are_addressed_with_the_array_prefix() {
+        let topology = Topology::builder()
+            .source(orders())
+            .aggregation(
+                AggregationBuilder::new("by_product", "orders", "out")
+                    .explode("items")
+                    .group_by("items.product_id")
+                    .aggregate("quantity", AggregateKind::Sum("items.quantity".into()))
+                    .build(),
+            )
+            .build();
+        assert!(topology.is_ok(), "{topology:?}");
+    }
+
+    #[test]
+    fn hopping_advance_must_divide_size() {
+        let err = Topology::builder()
+            .source(orders())
+            .aggregation(
+                AggregationBuilder::new("h", "orders", "out")
+                    .hopping(300_000, 70_000)
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("window.advance") && err.contains("5m"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn grouping_by_the_source_key_needs_no_repartition() {
+        let source = SourceBuilder::new("a", "analytics", Schema::AnalyticsEvent)
+            .key_field("userId")
+            .build();
+        let topology = Topology::builder()
+            .source(source)
+            .aggregation(
+                AggregationBuilder::new("s", "a", "out")
+                    .session(1000)
+                    .group_by("userId")
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .aggregation(
+                AggregationBuilder::new("t", "a", "out")
+                    .group_by("eventType")
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        assert!(!topology.needs_repartition(&topology.aggregations[0]));
+        assert!(topology.needs_repartition(&topology.aggregations[1]));
+    }
+}

@@ -1,0 +1,347 @@
+//! What eddy computes: sources, windowed aggregations and where their results go.
+//!
+//! A [`Topology`] is built either with [`TopologyBuilder`] or from a `topology/*.toml` file
+//! ([`Topology::from_file`]); the file layer is a thin parser over the same builder, so both
+//! are validated by the same rules.
+
+mod builder;
+mod describe;
+mod duration;
+mod file;
+mod internal_topics;
+
+pub use builder::{AggregationBuilder, SourceBuilder, TopologyBuilder};
+pub use describe::describe;
+pub use duration::{format_duration_ms, parse_duration_ms, DurationMs};
+pub use internal_topics::{changelog_topic, dead_letter_topic, internal_topics, repartition_topic};
+
+use std::path::PathBuf;
+
+/// A problem in a topology, naming where it is and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopologyError {
+    #[error("could not read topology file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{location}: `{key}` = {value} is not valid: {allowed}")]
+    Invalid {
+        location: String,
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+impl TopologyError {
+    pub(crate) fn invalid(
+        location: impl Into<String>,
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        allowed: impl Into<String>,
+    ) -> Self {
+        TopologyError::Invalid {
+            location: location.into(),
+            key: key.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
+    }
+}
+
+/// The seed event schemas eddy knows, validated field by field on decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// `OrderCreated { order_id, user_id, items: [{product_id, quantity, unit_price}], total_amount, timestamp }`
+    OrderCreated,
+    /// `AnalyticsEvent { id, timestamp, eventType, userId, properties }`
+    AnalyticsEvent,
+    /// Any JSON object; only the fields the aggregations use are checked.
+    Json,
+}
+
+impl Schema {
+    pub const NAMES: &'static str = "`order_created`, `analytics_event` or `json`";
+
+    pub fn parse(name: &str) -> Option<Schema> {
+        match name {
+            "order_created" => Some(Schema::OrderCreated),
+            "analytics_event" => Some(Schema::AnalyticsEvent),
+            "json" => Some(Schema::Json),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Schema::OrderCreated => "order_created",
+            Schema::AnalyticsEvent => "analytics_event",
+            Schema::Json => "json",
+        }
+    }
+}
+
+/// How a record's event time is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventTime {
+    /// A field of the JSON value.
+    Field { field: String, format: TimeFormat },
+    /// The Kafka record timestamp (CreateTime or LogAppendTime, whichever the topic uses).
+    KafkaTimestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeFormat {
+    Rfc3339,
+    EpochSeconds,
+    EpochMillis,
+}
+
+impl TimeFormat {
+    pub const NAMES: &'static str = "`rfc3339`, `epoch_s`, `epoch_ms` or `kafka`";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeFormat::Rfc3339 => "rfc3339",
+            TimeFormat::EpochSeconds => "epoch_s",
+            TimeFormat::EpochMillis => "epoch_ms",
+        }
+    }
+}
+
+/// What to do with a record that cannot be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeErrorPolicy {
+    /// Send it to the dead-letter topic with headers naming the error (default).
+    DeadLetter,
+    /// Drop it and count it.
+    Skip,
+    /// Stop processing with an error.
+    Fail,
+}
+
+/// An input topic and how to read its records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Source {
+    pub name: String,
+    pub topic: String,
+    pub schema: Schema,
+    /// The field the producers key records by. Grouping by exactly this field needs no repartition.
+    pub key_field: Option<String>,
+    pub time: EventTime,
+    pub on_decode_error: DecodeErrorPolicy,
+    /// Overrides the default dead-letter topic `<application.id>-dlq`.
+    pub dead_letter_topic: Option<String>,
+}
+
+/// Window shapes, all in milliseconds of event time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowSpec {
+    Tumbling { size_ms: i64 },
+    Hopping { size_ms: i64, advance_ms: i64 },
+    Session { gap_ms: i64 },
+}
+
+/// When results leave eddy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmitMode {
+    /// Once per window, when stream time passes window end + grace (Kafka Streams' `suppress(untilWindowCloses)`).
+    Final,
+    /// The latest value at every commit in which the window changed (Kafka Streams' default with caching).
+    Update,
+}
+
+/// One named aggregate function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AggregateKind {
+    Count,
+    Sum(String),
+    /// `sum(a * b)`: the sum of a product of two fields of the same row (e.g. quantity * unit_price).
+    SumProduct(String, String),
+    Min(String),
+    Max(String),
+    /// Unique values as an Apache DataSketches HLL sketch with `2^lg_k` registers.
+    Distinct {
+        field: String,
+        lg_k: u8,
+    },
+}
+
+impl AggregateKind {
+    pub const DEFAULT_LG_K: u8 = 12;
+
+    /// The fields this aggregate reads.
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            AggregateKind::Count => vec![],
+            AggregateKind::Sum(f) | AggregateKind::Min(f) | AggregateKind::Max(f) => vec![f],
+            AggregateKind::SumProduct(a, b) => vec![a, b],
+            AggregateKind::Distinct { field, .. } => vec![field],
+        }
+    }
+
+    /// Parses `count`, `sum(total_amount)`, `min(f)`, `max(f)`, `distinct(userId)` or `distinct(userId, 14)`.
+    ///
+    /// # Examples
+    /// ```
+    /// use eddy::topology::AggregateKind;
+    /// assert_eq!(AggregateKind::parse("sum(total_amount)"), Ok(AggregateKind::Sum("total_amount".into())));
+    /// assert_eq!(AggregateKind::parse("sum(items.quantity * items.unit_price)"),
+    ///            Ok(AggregateKind::SumProduct("items.quantity".into(), "items.unit_price".into())));
+    /// assert_eq!(AggregateKind::parse("distinct(userId, 14)"),
+    ///            Ok(AggregateKind::Distinct { field: "userId".into(), lg_k: 14 }));
+    /// ```
+    pub fn parse(text: &str) -> Result<AggregateKind, String> {
+        let allowed = "`count`, `sum(FIELD)`, `min(FIELD)`, `max(FIELD)` or `distinct(FIELD[, PRECISION 4..=21])`";
+        let text = text.trim();
+        if text == "count" || text == "count()" {
+            return Ok(AggregateKind::Count);
+        }
+        let (function, rest) = text
+            .split_once('(')
+            .ok_or_else(|| format!("`{text}` is not an aggregate: expected {allowed}"))?;
+        let args = rest
+            .strip_suffix(')')
+            .ok_or_else(|| format!("`{text}` is missing its closing `)`: expected {allowed}"))?;
+        let mut args = args.split(',').map(str::trim);
+        let field = args
+            .next()
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| format!("`{text}` names no field: expected {allowed}"))?;
+        let field = field.to_string();
+        let precision = args.next();
+        if args.next().is_some() || (precision.is_some() && function.trim() != "distinct") {
+            return Err(format!(
+                "`{text}` has too many arguments: expected {allowed}"
+            ));
+        }
+        match function.trim() {
+            "sum" => match field.split_once('*') {
+                Some((a, b)) if !a.trim().is_empty() && !b.trim().is_empty() => Ok(AggregateKind::SumProduct(a.trim().into(), b.trim().into())),
+                Some(_) => Err(format!("`{text}`: a product needs two fields, e.g. `sum(items.quantity * items.unit_price)`")),
+                None => Ok(AggregateKind::Sum(field)),
+            },
+            "min" => Ok(AggregateKind::Min(field)),
+            "max" => Ok(AggregateKind::Max(field)),
+            "distinct" => {
+                let lg_k = match precision {
+                    None => Self::DEFAULT_LG_K,
+                    Some(p) => p
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|k| (4..=21).contains(k))
+                        .ok_or_else(|| format!("`{text}`: precision `{p}` must be a whole number from 4 to 21"))?,
+                };
+                Ok(AggregateKind::Distinct { field, lg_k })
+            }
+            other => Err(format!("`{text}` uses unknown function `{other}`: expected {allowed}")),
+        }
+    }
+}
+
+impl std::fmt::Display for AggregateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AggregateKind::Count => write!(f, "count"),
+            AggregateKind::Sum(x) => write!(f, "sum({x})"),
+            AggregateKind::SumProduct(a, b) => write!(f, "sum({a} * {b})"),
+            AggregateKind::Min(x) => write!(f, "min({x})"),
+            AggregateKind::Max(x) => write!(f, "max({x})"),
+            AggregateKind::Distinct { field, lg_k } => write!(f, "distinct({field}, {lg_k})"),
+        }
+    }
+}
+
+/// Keeps records whose field equals one of the values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Filter {
+    pub field: String,
+    pub values: Vec<serde_json::Value>,
+}
+
+/// One windowed aggregation: the unit eddy names its stores, topics and output records after.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aggregation {
+    pub name: String,
+    pub source: String,
+    pub filter: Option<Filter>,
+    /// An array field whose elements become one row each; their fields are named `<explode>.<field>`.
+    pub explode: Option<String>,
+    pub group_by: Vec<String>,
+    pub window: WindowSpec,
+    pub grace_ms: i64,
+    /// How long a window is kept after it closes (update mode keeps serving late queries and merges).
+    pub retention_ms: i64,
+    pub emit: EmitMode,
+    pub aggregates: Vec<(String, AggregateKind)>,
+    pub output_topic: String,
+    /// Where late records go; when absent they are dropped and counted.
+    pub late_records_topic: Option<String>,
+}
+
+/// A validated set of sources and aggregations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Topology {
+    pub sources: Vec<Source>,
+    pub aggregations: Vec<Aggregation>,
+}
+
+impl Topology {
+    pub fn builder() -> TopologyBuilder {
+        TopologyBuilder::default()
+    }
+
+    /// Reads and validates one topology file.
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Topology, TopologyError> {
+        file::load(&path.into())
+    }
+
+    /// Reads several files into one topology; names must stay unique across files.
+    pub fn from_files(paths: &[PathBuf]) -> Result<Topology, TopologyError> {
+        let mut builder = TopologyBuilder::default();
+        for path in paths {
+            let one = file::load(path)?;
+            for source in one.sources {
+                builder = builder.source(source);
+            }
+            for aggregation in one.aggregations {
+                builder = builder.aggregation(aggregation);
+            }
+        }
+        builder.build()
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn aggregation(&self, name: &str) -> Option<&Aggregation> {
+        self.aggregations.iter().find(|a| a.name == name)
+    }
+
+    /// Whether an aggregation must move its partials through a repartition topic: it does unless it
+    /// groups by exactly the field its source is keyed by.
+    pub fn needs_repartition(&self, aggregation: &Aggregation) -> bool {
+        let source = self.source(&aggregation.source).expect("validated");
+        match &source.key_field {
+            Some(key) => aggregation.group_by.as_slice() != std::slice::from_ref(key),
+            None => true,
+        }
+    }
+
+    /// Input topics, deduplicated, in declaration order.
+    pub fn input_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for source in &self.sources {
+            if !topics.contains(&source.topic) {
+                topics.push(source.topic.clone());
+            }
+        }
+        topics
+    }
+}

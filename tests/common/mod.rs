@@ -1,0 +1,268 @@
+//! Helpers for tests against the real broker that `scripts/kafka` starts.
+#![allow(dead_code)]
+
+use eddy::kafka::{ChangelogReader, ClientSettings, ReadRecord, RecordProducer, TopicAdmin};
+use eddy::task::AggregateRecord;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The test broker's address. Broker tests never pass silently without one.
+pub fn bootstrap() -> String {
+    std::env::var("EDDY_TEST_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!("EDDY_TEST_BOOTSTRAP is not set: broker tests need the real Kafka broker. Run them with `scripts/test` (everything) or `scripts/kafka run -- cargo test --release`")
+    })
+}
+
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{:x}", std::process::id(), nanos & 0xff_ffff_ffff)
+}
+
+pub fn settings() -> ClientSettings {
+    ClientSettings::plain(&bootstrap())
+}
+
+pub fn create_topics(topics: &[(&str, i32)]) {
+    TopicAdmin::new(&settings())
+        .unwrap()
+        .create_plain_topics(topics)
+        .unwrap();
+}
+
+pub fn produce(records: impl IntoIterator<Item = (String, Vec<u8>, Vec<u8>)>) {
+    let mut producer = RecordProducer::new(&settings(), None).unwrap();
+    for (topic, key, value) in records {
+        producer.send_to(&topic, &key, &value).unwrap();
+    }
+    producer.flush().unwrap();
+}
+
+pub fn read_committed(topic: &str) -> Vec<ReadRecord> {
+    ChangelogReader::new(&settings(), true)
+        .unwrap()
+        .read_topic(topic, Duration::from_secs(60))
+        .unwrap()
+}
+
+pub fn read_aggregates(topic: &str) -> Vec<AggregateRecord> {
+    read_committed(topic)
+        .into_iter()
+        .filter_map(|r| r.value)
+        .map(|v| serde_json::from_slice(&v).unwrap())
+        .collect()
+}
+
+/// The shipped topology files with every topic renamed `<topic>-<suffix>`, written to `dir`.
+/// Returns the files and the renamed input topics (orders, analytics).
+pub fn topologies(dir: &Path, suffix: &str) -> (Vec<PathBuf>, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for name in ["analytics.toml", "orders.toml"] {
+        let text = std::fs::read_to_string(root.join("topology").join(name)).unwrap();
+        let mut renamed = text.clone();
+        for topic in [
+            "analytics-aggregates",
+            "analytics-sessions",
+            "order-aggregates",
+        ] {
+            renamed = renamed.replace(
+                &format!("output = \"{topic}\""),
+                &format!("output = \"{topic}-{suffix}\""),
+            );
+        }
+        renamed = renamed
+            .replace(
+                "topic = \"orders\"",
+                &format!("topic = \"orders-{suffix}\""),
+            )
+            .replace(
+                "topic = \"analytics\"",
+                &format!("topic = \"analytics-{suffix}\""),
+            );
+        let path = dir.join(name);
+        std::fs::write(&path, renamed).unwrap();
+        files.push(path);
+    }
+    (
+        files,
+        format!("orders-{suffix}"),
+        format!("analytics-{suffix}"),
+    )
+}
+
+/// An `eddy run` subprocess, the way users run it.
+pub struct EddyProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub struct EddyOptions<'a> {
+    pub application_id: &'a str,
+    pub topologies: &'a [PathBuf],
+    pub state_dir: &'a Path,
+    pub guarantee: &'a str,
+    pub instance: &'a str,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl EddyProcess {
+    pub fn start(options: &EddyOptions<'_>) -> EddyProcess {
+        let log = options
+            .state_dir
+            .join(format!("eddy-{}.log", options.instance));
+        std::fs::create_dir_all(options.state_dir).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+        command
+            .arg("run")
+            .args(["--bootstrap-servers", &bootstrap()])
+            .args(["--application-id", options.application_id])
+            .args([
+                "--state-dir",
+                options.state_dir.join(options.instance).to_str().unwrap(),
+            ])
+            .args(["--processing-guarantee", options.guarantee])
+            .args(["--num-threads", "2"])
+            .arg("--no-http")
+            .env("RUST_LOG", "eddy=info,warn")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        for topology in options.topologies {
+            command.args(["--topology", topology.to_str().unwrap()]);
+        }
+        for (k, v) in &options.extra_env {
+            command.env(k, v);
+        }
+        EddyProcess {
+            child: command.spawn().expect("spawn eddy"),
+            log,
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit code.
+    pub fn stop(mut self, within: Duration) -> i32 {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "eddy did not stop within {within:?} after SIGTERM; log: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub mod reference;
+
+use reference::Produced;
+
+/// `n` generated events spread over `partitions` by key, then one closing record per partition
+/// and topic a day later, so every real window closes.
+pub fn generate(
+    n: usize,
+    partitions: i32,
+    orders: &str,
+    analytics: &str,
+    config: eddy::events::GeneratorConfig,
+) -> Vec<Produced> {
+    let mut generator = eddy::events::EventGenerator::new(config);
+    let mut events = Vec::with_capacity(n + 2 * partitions as usize);
+    let mut last_ms = 0;
+    for _ in 0..n {
+        let e = generator.next_event();
+        last_ms = last_ms.max(e.event_time_ms);
+        let topic = if e.stream == "orders" {
+            orders
+        } else {
+            analytics
+        };
+        let partition = eddy::task::partition_for(e.key.as_bytes(), partitions);
+        events.push(Produced {
+            topic: topic.into(),
+            partition,
+            key: e.key,
+            value: serde_json::from_slice(&e.value).unwrap(),
+            closing: false,
+        });
+    }
+    let closing_ms = last_ms + 86_400_000;
+    for partition in 0..partitions {
+        let order = serde_json::json!({"order_id": format!("closing-{partition}"), "user_id": "closer", "items": [{"product_id": "closing", "quantity": 1, "unit_price": 0.0}], "total_amount": 0.0, "timestamp": eddy::record::format_rfc3339_ms(closing_ms)});
+        let event = serde_json::json!({"id": format!("closing-{partition}"), "timestamp": closing_ms, "eventType": "closing", "userId": "closer", "properties": {}});
+        events.push(Produced {
+            topic: orders.into(),
+            partition,
+            key: "closer".into(),
+            value: order,
+            closing: true,
+        });
+        events.push(Produced {
+            topic: analytics.into(),
+            partition,
+            key: "closer".into(),
+            value: event,
+            closing: true,
+        });
+    }
+    events
+}
+
+/// Produces events to their explicit partitions.
+pub fn produce_partitioned(events: &[Produced]) {
+    let mut producer = RecordProducer::new(&settings(), None).unwrap();
+    for e in events {
+        let record = eddy::task::OutgoingRecord {
+            kind: eddy::task::OutgoingKind::DeadLetter,
+            topic: e.topic.clone(),
+            partition: Some(e.partition),
+            key: Some(e.key.clone().into_bytes()),
+            value: Some(serde_json::to_vec(&e.value).unwrap()),
+            headers: Vec::new(),
+            window_end_ms: None,
+        };
+        producer.send(&record).unwrap();
+    }
+    producer.flush().unwrap();
+}

@@ -1,0 +1,264 @@
+//! An independent reference for fixed-window aggregations: per-partition stream time, lateness,
+//! grouping, explode and every aggregate computed naively from the raw JSON of each event.
+#![allow(dead_code)]
+
+use eddy::aggregate::{ExactSum, HllSketch};
+use eddy::task::AggregateRecord;
+use eddy::topology::{AggregateKind, EventTime, TimeFormat, Topology, WindowSpec};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+/// One input record as produced: topic, partition, JSON value; `closing` records only move time.
+#[derive(Clone, Debug)]
+pub struct Produced {
+    pub topic: String,
+    pub partition: i32,
+    pub key: String,
+    pub value: Value,
+    pub closing: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Identity {
+    pub aggregation: String,
+    pub start: i64,
+    pub end: i64,
+    pub group: String,
+}
+
+impl Identity {
+    pub fn of(record: &AggregateRecord) -> Identity {
+        Identity {
+            aggregation: record.aggregation.clone(),
+            start: record.window.start,
+            end: record.window.end,
+            group: Value::Object(record.group.clone()).to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Acc {
+    Count(u64),
+    Sum(ExactSum),
+    Max(Option<f64>),
+    Min(Option<f64>),
+    Distinct(HllSketch),
+}
+
+#[derive(Clone, Debug)]
+pub struct Expected {
+    accs: Vec<(String, Acc)>,
+}
+
+fn event_time(topology: &Topology, topic: &str, value: &Value) -> i64 {
+    let source = topology.sources.iter().find(|s| s.topic == topic).unwrap();
+    match &source.time {
+        EventTime::Field {
+            field,
+            format: TimeFormat::Rfc3339,
+        } => eddy::record::parse_rfc3339_ms(value[field].as_str().unwrap()).unwrap(),
+        EventTime::Field {
+            field,
+            format: TimeFormat::EpochMillis,
+        } => value[field].as_i64().unwrap(),
+        EventTime::Field {
+            field,
+            format: TimeFormat::EpochSeconds,
+        } => value[field].as_i64().unwrap() * 1000,
+        EventTime::KafkaTimestamp => panic!("reference needs event-time fields"),
+    }
+}
+
+fn field<'a>(row: &'a Value, item: Option<&'a Value>, name: &str) -> Option<&'a Value> {
+    match (item, name.split_once('.')) {
+        (Some(item), Some((_, inner))) => item.get(inner),
+        _ => row.get(name),
+    }
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// Expected final aggregates of every fixed-window aggregation in `topology`.
+pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity, Expected> {
+    let mut out = BTreeMap::new();
+    for aggregation in &topology.aggregations {
+        if matches!(aggregation.window, WindowSpec::Session { .. }) {
+            continue;
+        }
+        let source = topology.source(&aggregation.source).unwrap();
+        let mut stream_time: HashMap<i32, i64> = HashMap::new();
+        for event in events.iter().filter(|e| e.topic == source.topic) {
+            let ts = event_time(topology, &event.topic, &event.value);
+            let st = stream_time.entry(event.partition).or_insert(i64::MIN);
+            *st = (*st).max(ts);
+            if event.closing {
+                continue;
+            }
+            let items: Vec<Option<&Value>> = match &aggregation.explode {
+                Some(array) => event.value[array]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(Some)
+                    .collect(),
+                None => vec![None],
+            };
+            for item in items {
+                if let Some(filter) = &aggregation.filter {
+                    if !field(&event.value, item, &filter.field)
+                        .is_some_and(|v| filter.values.contains(v))
+                    {
+                        continue;
+                    }
+                }
+                let mut group = serde_json::Map::new();
+                for name in &aggregation.group_by {
+                    group.insert(
+                        name.clone(),
+                        field(&event.value, item, name)
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    );
+                }
+                let group = Value::Object(group).to_string();
+                let mut windows = Vec::new();
+                eddy::window::assign_windows(&aggregation.window, ts, |w| windows.push(w));
+                for window in windows {
+                    if window.end + aggregation.grace_ms <= *st {
+                        continue;
+                    }
+                    let identity = Identity {
+                        aggregation: aggregation.name.clone(),
+                        start: window.start,
+                        end: window.end,
+                        group: group.clone(),
+                    };
+                    let expected = out.entry(identity).or_insert_with(|| Expected {
+                        accs: aggregation
+                            .aggregates
+                            .iter()
+                            .map(|(name, kind)| {
+                                let acc = match kind {
+                                    AggregateKind::Count => Acc::Count(0),
+                                    AggregateKind::Sum(_) | AggregateKind::SumProduct(..) => {
+                                        Acc::Sum(ExactSum::default())
+                                    }
+                                    AggregateKind::Min(_) => Acc::Min(None),
+                                    AggregateKind::Max(_) => Acc::Max(None),
+                                    AggregateKind::Distinct { lg_k, .. } => {
+                                        Acc::Distinct(HllSketch::new(*lg_k))
+                                    }
+                                };
+                                (name.clone(), acc)
+                            })
+                            .collect(),
+                    });
+                    for ((_, acc), (_, kind)) in
+                        expected.accs.iter_mut().zip(&aggregation.aggregates)
+                    {
+                        let get = |name: &str| field(&event.value, item, name);
+                        match (acc, kind) {
+                            (Acc::Count(n), _) => *n += 1,
+                            (Acc::Sum(sum), AggregateKind::Sum(f)) => match get(f) {
+                                Some(v) if v.is_i64() => sum.add_int(v.as_i64().unwrap()),
+                                Some(v) if v.is_number() => sum.add_float(v.as_f64().unwrap()),
+                                _ => {}
+                            },
+                            (Acc::Sum(sum), AggregateKind::SumProduct(a, b)) => {
+                                match (get(a), get(b)) {
+                                    (Some(a), Some(b)) if a.is_i64() && b.is_i64() => {
+                                        sum.add_int(a.as_i64().unwrap() * b.as_i64().unwrap())
+                                    }
+                                    (Some(a), Some(b)) => {
+                                        sum.add_float(a.as_f64().unwrap() * b.as_f64().unwrap())
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            (Acc::Max(m), AggregateKind::Max(f)) => {
+                                if let Some(x) = get(f).and_then(Value::as_f64) {
+                                    *m = Some(m.map_or(x, |m| m.max(x)));
+                                }
+                            }
+                            (Acc::Min(m), AggregateKind::Min(f)) => {
+                                if let Some(x) = get(f).and_then(Value::as_f64) {
+                                    *m = Some(m.map_or(x, |m| m.min(x)));
+                                }
+                            }
+                            (Acc::Distinct(s), AggregateKind::Distinct { field: f, .. }) => {
+                                if let Some(v) = get(f) {
+                                    s.update_str(&text(v));
+                                }
+                            }
+                            _ => unreachable!(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Compares one emitted record with its expectation; returns a description of any difference.
+pub fn compare(record: &AggregateRecord, expected: &Expected) -> Option<String> {
+    use base64::Engine;
+    for (name, acc) in &expected.accs {
+        let got = &record.values[name];
+        let ok = match acc {
+            Acc::Count(n) => got.as_u64() == Some(*n),
+            Acc::Sum(sum) => *got == sum.to_json(),
+            Acc::Max(m) | Acc::Min(m) => got.as_f64() == *m,
+            Acc::Distinct(sketch) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(record.sketches[name].as_str().unwrap_or_default())
+                    .unwrap_or_default();
+                let emitted = HllSketch::from_bytes(&bytes);
+                got.as_u64() == Some(sketch.canonical().estimate().round() as u64)
+                    && emitted.is_ok_and(|e| e == *sketch)
+            }
+        };
+        if !ok {
+            return Some(format!(
+                "{}: {name} = {got}, expected {acc:?}",
+                Identity::of(record).aggregation
+            ));
+        }
+    }
+    None
+}
+
+/// Checks emitted records against the reference: every expected window exactly once, final, equal.
+/// Returns (checked, mismatches, duplicates, missing) and prints the first problems.
+pub fn verify(
+    expected: &BTreeMap<Identity, Expected>,
+    emitted: &[AggregateRecord],
+) -> (usize, usize, usize, usize) {
+    let mut seen: HashMap<Identity, usize> = HashMap::new();
+    let mut mismatches = 0;
+    for record in emitted.iter().filter(|r| r.is_final) {
+        let identity = Identity::of(record);
+        let Some(want) = expected.get(&identity) else {
+            continue;
+        };
+        *seen.entry(identity.clone()).or_default() += 1;
+        if let Some(problem) = compare(record, want) {
+            if mismatches < 5 {
+                eprintln!("mismatch {identity:?}: {problem}");
+            }
+            mismatches += 1;
+        }
+    }
+    let duplicates = seen.values().filter(|&&n| n > 1).count();
+    let missing = expected.keys().filter(|k| !seen.contains_key(*k)).count();
+    if missing > 0 {
+        eprintln!(
+            "missing, e.g. {:?}",
+            expected.keys().find(|k| !seen.contains_key(*k))
+        );
+    }
+    (seen.len(), mismatches, duplicates, missing)
+}

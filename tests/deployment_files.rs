@@ -1,0 +1,137 @@
+//! Static checks of docker/: no Docker engine runs here, so everything checkable is checked.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> String {
+    std::env::var("EDDY_PYTHON").unwrap_or_else(|_| panic!("EDDY_PYTHON is not set: run `scripts/setup` (it makes .venv with pyyaml and datasketches) and set EDDY_PYTHON=.venv/bin/python, or use `scripts/test`"))
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}. `scripts/setup` installs it"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{command:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn compose_file_parses_and_runs_three_replicas_in_one_group() {
+    let script = r#"
+import sys, yaml
+compose = yaml.safe_load(open(sys.argv[1]))
+services = compose["services"]
+replicas = [n for n in services if n.startswith("eddy-")]
+assert len(replicas) == 3, replicas
+ids = {services[n]["environment"]["EDDY__GROUP_INSTANCE_ID"] for n in replicas}
+assert len(ids) == 3, ids
+for needed in ["kafka", "kafka-init", "generator", "prometheus", "grafana"]:
+    assert needed in services, needed
+assert "KRaft" or services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+print("ok", sorted(services))
+"#;
+    let out = run(Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(root().join("docker/docker-compose.yml")));
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn promtool_accepts_the_scrape_config_and_alert_rules() {
+    let dir = root().join("docker/prometheus");
+    // prometheus.yml names the rules by their in-container path; check a copy pointing at the repo file.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(dir.join("prometheus.yml"))
+        .unwrap()
+        .replace(
+            "/etc/prometheus/alerts.yml",
+            dir.join("alerts.yml").to_str().unwrap(),
+        );
+    std::fs::write(tmp.path().join("prometheus.yml"), config).unwrap();
+    run(Command::new("promtool")
+        .args(["check", "config"])
+        .arg(tmp.path().join("prometheus.yml")));
+    let rules = run(Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(dir.join("alerts.yml")));
+    assert!(rules.contains("5 rules found"), "{rules}");
+}
+
+fn metric_names_in(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("eddy_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end] == b'_'
+                || bytes[end].is_ascii_digit())
+        {
+            end += 1;
+        }
+        let mut name = text[start..end].to_string();
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(stripped) = name.strip_suffix(suffix) {
+                name = stripped.to_string();
+            }
+        }
+        names.push(name);
+        i = end;
+    }
+    names
+}
+
+fn check_uses_only_exported_metrics(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let exported: Vec<&str> = eddy::telemetry::metrics::CATALOG
+        .iter()
+        .map(|m| m.0)
+        .collect();
+    let used = metric_names_in(&text);
+    for name in &used {
+        assert!(
+            exported.contains(&name.as_str()),
+            "{} uses `{name}`, which eddy does not export",
+            path.display()
+        );
+    }
+    used.len()
+}
+
+#[test]
+fn dashboard_parses_and_queries_only_exported_metrics() {
+    let path = root().join("docker/grafana/dashboards/eddy.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 12);
+    assert!(check_uses_only_exported_metrics(&path) >= 12);
+    check_uses_only_exported_metrics(&root().join("docker/prometheus/alerts.yml"));
+}
+
+#[test]
+fn readme_documents_every_metric() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for (name, kind, labels, _) in eddy::telemetry::metrics::CATALOG {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}`")))
+            .unwrap_or_else(|| panic!("README has no metrics-table row for {name}"));
+        assert!(
+            row.contains(kind) && row.contains(labels),
+            "README row for {name} must give type {kind} and labels {labels}: {row}"
+        );
+    }
+}
