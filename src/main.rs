@@ -37,6 +37,16 @@ enum Command {
     },
     /// Produce generated OrderCreated and AnalyticsEvent records to a cluster (load, tests, docker).
     Generate(eddy::tools::GenerateArgs),
+    /// Print a topic's records (read_committed) from the beginning to its current end, one JSON value per line.
+    Read {
+        topic: String,
+        #[arg(
+            long,
+            env = "EDDY__BOOTSTRAP_SERVERS",
+            default_value = "localhost:9092"
+        )]
+        bootstrap_servers: String,
+    },
     /// Benchmarks: the in-process pipeline, or end-to-end against a broker.
     Bench {
         #[command(subcommand)]
@@ -95,7 +105,9 @@ struct RunArgs {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Guarantee {
+    #[value(name = "exactly_once", alias = "exactly-once")]
     ExactlyOnce,
+    #[value(name = "at_least_once", alias = "at-least-once")]
     AtLeastOnce,
 }
 
@@ -250,6 +262,29 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => {
             init_logging(LogFormat::Human, "warn");
             eddy::tools::run_generate(args, stop_on_signals())
+        }
+        Command::Read {
+            topic,
+            bootstrap_servers,
+        } => {
+            let reader = eddy::kafka::ChangelogReader::new(
+                &eddy::kafka::ClientSettings::plain(&bootstrap_servers),
+                true,
+            )?;
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            for record in reader.read_topic(&topic, std::time::Duration::from_secs(120))? {
+                if writeln!(
+                    out,
+                    "{}",
+                    String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
+                )
+                .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(())
         }
         Command::Bench { command } => eddy::tools::run_bench(command),
     }

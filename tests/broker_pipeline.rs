@@ -49,16 +49,22 @@ fn shipped_topologies_produce_exactly_the_reference_aggregates() {
             .flat_map(|t| common::read_aggregates(t))
             .collect::<Vec<_>>()
     };
-    let mut last = (0, 0, 0, usize::MAX);
-    common::wait_for(
-        "every expected window to be emitted",
-        Duration::from_secs(180),
-        || {
-            last = verify(&expected, &read());
-            last.3 == 0
-        },
-    );
-    let (checked, mismatches, duplicates, missing) = verify(&expected, &read());
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let (checked, mismatches, duplicates, missing) = loop {
+        let result = verify(&expected, &read());
+        if result.3 == 0 || std::time::Instant::now() > deadline {
+            break result;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    if missing > 0 || mismatches > 0 {
+        let log = eddy.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!(
+            "eddy log (last lines):\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     println!("windows checked: {checked}, mismatches: {mismatches}, duplicates: {duplicates}, missing: {missing}");
     assert_eq!((mismatches, duplicates, missing), (0, 0, 0));
 
