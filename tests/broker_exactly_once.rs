@@ -80,15 +80,14 @@ impl Scenario {
     /// Waits until every expected window was emitted, then checks values and duplicates.
     fn verify(&self, timeout: Duration) -> (usize, usize, usize, usize) {
         let expected = reference(&self.topology, &self.events);
-        let mut last = (0, 0, 0, 0);
         let deadline = Instant::now() + timeout;
-        loop {
-            last = verify(&expected, &self.outputs());
-            if last.3 == 0 || Instant::now() > deadline {
-                break;
+        let last = loop {
+            let result = verify(&expected, &self.outputs());
+            if result.3 == 0 || Instant::now() > deadline {
+                break result;
             }
             std::thread::sleep(Duration::from_secs(2));
-        }
+        };
         let (checked, mismatches, duplicates, missing) = last;
         println!("{}: {} events, {checked} windows checked, mismatches {mismatches}, duplicate finals {duplicates}, missing {missing}", self.suffix, self.events.len());
         last

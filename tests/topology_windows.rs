@@ -45,7 +45,7 @@ fn counts(records: &[AggregateRecord]) -> Vec<(i64, i64, serde_json::Value, u64,
             )
         })
         .collect();
-    rows.sort_by(|a, b| (a.0, a.2.to_string()).cmp(&(b.0, b.2.to_string())));
+    rows.sort_by_key(|row| (row.0, row.2.to_string()));
     rows
 }
 

@@ -108,7 +108,9 @@ impl EventGenerator {
     pub fn next_event(&mut self) -> GeneratedEvent {
         self.sequence += 1;
         if self.config.events_per_order > 0
-            && self.sequence % self.config.events_per_order as u64 == 0
+            && self
+                .sequence
+                .is_multiple_of(self.config.events_per_order as u64)
         {
             self.next_order()
         } else {

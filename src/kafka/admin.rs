@@ -154,7 +154,46 @@ impl TopicAdmin {
                 });
             }
         }
-        Ok(())
+        let created: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
+        self.wait_for_leaders(&created, Duration::from_secs(30))
+    }
+
+    /// Waits until every partition of `topics` has a leader, so the first reads and writes do not
+    /// race the controller right after creation.
+    fn wait_for_leaders(
+        &self,
+        topics: &[String],
+        patience: Duration,
+    ) -> Result<(), KafkaClientError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let metadata = self
+                .metadata
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(|e| operation_error("metadata", e))?;
+            let ready = topics.iter().all(|name| {
+                metadata.topics().iter().any(|t| {
+                    t.name() == name
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            });
+            if ready {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(operation_error(
+                    "waiting for partition leaders",
+                    format!(
+                        "topics {topics:?} have partitions without a leader after {patience:?}"
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Creates plain topics (tests, the demo, the benchmark command).

@@ -106,10 +106,11 @@ impl GroupHandle<'_> {
         partitions: &[(String, i32)],
         timeout: Duration,
     ) -> Result<Vec<PartitionOffset>, KafkaClientError> {
-        let list = self
-            .consumer
-            .committed_offsets(list_of(partitions), timeout)
-            .map_err(|e| operation_error("offset fetch", e))?;
+        let list = super::with_retries("offset fetch", timeout, || {
+            self.consumer
+                .committed_offsets(list_of(partitions), Duration::from_secs(10))
+        })
+        .map_err(|e| operation_error("offset fetch", e))?;
         Ok(list
             .elements()
             .iter()
@@ -170,9 +171,11 @@ impl GroupHandle<'_> {
 
     /// (low, high) offsets of a partition.
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaClientError> {
-        self.consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .map_err(|e| operation_error("list offsets", e))
+        super::with_retries("list offsets", Duration::from_secs(10), || {
+            self.consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        })
+        .map_err(|e| operation_error("list offsets", e))
     }
 
     /// This member's current assignment.

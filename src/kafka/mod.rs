@@ -47,3 +47,25 @@ pub(crate) fn operation_error(
         reason: error.to_string(),
     }
 }
+
+/// Retries a broker call that can fail transiently (leader elections right after topic creation,
+/// coordinator moves) for up to `patience`, then returns the last error.
+pub(crate) fn with_retries<T, E: std::fmt::Display>(
+    what: &str,
+    patience: std::time::Duration,
+    mut call: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        match call() {
+            Ok(value) => return Ok(value),
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::debug!(%error, what, "retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

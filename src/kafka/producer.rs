@@ -58,13 +58,8 @@ fn classify(error: KafkaError) -> CommitFailure {
             }
             _ => CommitFailure::Fatal(text),
         },
-        KafkaError::Transaction(e) if e.txn_requires_abort() => match e.code() {
-            RDKafkaErrorCode::FencedInstanceId
-            | RDKafkaErrorCode::IllegalGeneration
-            | RDKafkaErrorCode::UnknownMemberId
-            | RDKafkaErrorCode::RebalanceInProgress => CommitFailure::Fenced(text),
-            _ => CommitFailure::Abortable(text),
-        },
+        // A stale group generation (KIP-447 fencing of the consumer) aborts the transaction; the
+        // producer itself stays usable and the consumer rejoins on its own.
         _ => CommitFailure::Abortable(text),
     }
 }

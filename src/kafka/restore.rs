@@ -54,10 +54,11 @@ impl ChangelogReader {
         let mut ends = Vec::new();
         let mut pending: HashSet<i32> = HashSet::new();
         for &partition in partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                .map_err(|e| operation_error(format!("list offsets of {topic}-{partition}"), e))?;
+            let (low, high) = super::with_retries("list offsets", Duration::from_secs(30), || {
+                self.consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            })
+            .map_err(|e| operation_error(format!("list offsets of {topic}-{partition}"), e))?;
             let start = from.map_or(low, |f| f.max(low));
             if high > start {
                 list.add_partition_offset(topic, partition, Offset::Offset(start))

@@ -306,12 +306,10 @@ fn initialize_task(
         task.restore_metadata(&c.metadata);
     }
     task.set_next_offset(committed_offset);
-    group
-        .seek(topic, partition, committed_offset)
-        .or_else(|_| {
-            // A partition that was never fetched cannot be seeked yet; it starts from the committed offset anyway.
-            Ok::<(), crate::kafka::KafkaClientError>(())
-        })?;
+    if let Err(error) = group.seek(topic, partition, committed_offset) {
+        // A partition that was never fetched cannot be seeked yet; it starts from the committed offset anyway.
+        tracing::debug!(task = %topic, partition, %error, "seek to the committed offset deferred");
+    }
     shared.tasks.insert(
         id,
         TaskSlot {

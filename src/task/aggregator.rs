@@ -577,16 +577,7 @@ fn aggregate_record(
     accumulators: &Accumulators,
     is_final: bool,
 ) -> OutgoingRecord {
-    let record = AggregateRecord::new(
-        &spec.name,
-        &spec.window,
-        &spec.group_names,
-        &spec.aggregates,
-        &key.group,
-        key.window,
-        accumulators,
-        is_final,
-    );
+    let record = AggregateRecord::new(spec, key, accumulators, is_final);
     OutgoingRecord {
         kind: OutgoingKind::Aggregate { is_final },
         topic: spec.output_topic.clone(),

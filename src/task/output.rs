@@ -1,10 +1,10 @@
 //! What a task hands to the commit path: records to produce and store writes to apply afterwards.
 
-use crate::aggregate::{Accumulators, CompiledAggregate};
-use crate::record::GroupKey;
+use super::compiled::CompiledAggregation;
+use crate::aggregate::Accumulators;
+use crate::state::StateKey;
 use crate::state::StoreWrite;
 use crate::topology::WindowSpec;
-use crate::window::Window;
 
 /// Why a record is produced; the commit path and metrics treat each kind differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,28 +65,25 @@ impl AggregateRecord {
     /// Builds the output record of one (group, window). Session windows report their first and
     /// last event times; fixed windows report `[start, end)`.
     pub fn new(
-        aggregation: &str,
-        spec: &WindowSpec,
-        group_names: &[String],
-        aggregates: &[CompiledAggregate],
-        group: &GroupKey,
-        window: Window,
+        spec: &CompiledAggregation,
+        key: &StateKey,
         accumulators: &Accumulators,
         is_final: bool,
     ) -> AggregateRecord {
-        let end = match spec {
+        let (group, window) = (&key.group, key.window);
+        let end = match spec.window {
             WindowSpec::Session { .. } => window.end - 1,
             _ => window.end,
         };
         AggregateRecord {
-            aggregation: aggregation.into(),
+            aggregation: spec.name.clone(),
             window: WindowBounds {
                 start: window.start,
                 end,
             },
-            group: group.to_json(group_names),
-            values: accumulators.values_json(aggregates),
-            sketches: accumulators.sketches_json(aggregates),
+            group: group.to_json(&spec.group_names),
+            values: accumulators.values_json(&spec.aggregates),
+            sketches: accumulators.sketches_json(&spec.aggregates),
             is_final,
         }
     }

@@ -233,7 +233,7 @@ impl TopologyTestDriver {
                 }
             }
         }
-        rows.sort_by(|a, b| (a.1, a.0.to_string()).cmp(&(b.1, b.0.to_string())));
+        rows.sort_by_key(|row| (row.1, row.0.to_string()));
         rows
     }
 
