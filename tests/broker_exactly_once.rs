@@ -67,6 +67,7 @@ impl Scenario {
         [
             format!("analytics-aggregates-{}", self.suffix),
             format!("order-aggregates-{}", self.suffix),
+            format!("analytics-sessions-{}", self.suffix),
         ]
         .iter()
         .flat_map(|t| common::read_aggregates(t))
@@ -204,24 +205,38 @@ fn d_a_frozen_instance_is_fenced_and_its_later_writes_stay_invisible() {
     let healthy = s.start("healthy", "exactly_once", vec![]);
     s.produce(0..n / 2);
     std::thread::sleep(Duration::from_secs(8));
+    let takeovers = |p: &EddyProcess| {
+        p.log_text()
+            .matches("partitions assigned partitions=[(")
+            .count()
+    };
+    let before = takeovers(&healthy);
+    let frozen_at = Instant::now();
     zombie.signal(libc::SIGSTOP);
     // Records keep arriving while it is frozen; its partitions move after the session timeout.
     s.produce(n / 2..3 * n / 4);
     common::wait_for(
         "the healthy instance to take over the frozen one's partitions",
         Duration::from_secs(90),
-        || healthy.log_text().matches("partitions assigned").count() >= 2,
+        || takeovers(&healthy) > before,
     );
-    std::thread::sleep(Duration::from_secs(5));
+    let frozen_for = frozen_at.elapsed();
+    // Past the transaction timeout too, so the coordinator has aborted the zombie's open transaction.
+    std::thread::sleep(Duration::from_secs(12));
+    let zombie_log_before = zombie.log_text().len();
     zombie.signal(libc::SIGCONT);
     s.produce(3 * n / 4..n);
     let (_, mismatches, duplicates, missing) = s.verify(Duration::from_secs(300));
-    let zombie_log = zombie.log_text();
-    println!(
-        "zombie log after SIGCONT mentions fencing/rollback: {}",
-        zombie_log.contains("rolling back") || zombie_log.contains("lost")
-    );
+    let zombie_log = zombie.log_text()[zombie_log_before..].to_string();
+    let fenced = zombie_log.contains("lost=true")
+        || zombie_log.contains("rolling back")
+        || zombie_log.contains("fenced");
+    println!("zombie frozen {frozen_for:?} until its partitions moved (+12 s); after SIGCONT it was fenced: {fenced}");
     zombie.kill();
+    assert!(
+        fenced,
+        "the zombie must notice it was fenced; its log after SIGCONT:\n{zombie_log}"
+    );
     healthy.kill();
     assert_eq!(
         (mismatches, duplicates, missing),
@@ -254,12 +269,28 @@ fn e_at_least_once_may_duplicate_where_exactly_once_does_not() {
         let mut crashing = s.start("a", guarantee, failpoint);
         let status = crashing.child.wait().unwrap();
         assert!(!status.success(), "the failpoint aborts the process");
+        let visible_after_crash = s.outputs().iter().filter(|r| r.is_final).count();
+        println!("{guarantee}: final records visible to read_committed right after the crash: {visible_after_crash}");
+        if guarantee == "exactly_once" {
+            assert_eq!(
+                visible_after_crash, 0,
+                "the crashed transaction's output must stay invisible"
+            );
+        } else {
+            assert!(
+                visible_after_crash > 0,
+                "at-least-once output is visible before its offsets commit"
+            );
+        }
         let restarted = s.start(
             "a",
             guarantee,
             vec![("EDDY__COMMIT_INTERVAL_MS".to_string(), "2000".to_string())],
         );
-        let (_, mismatches, dups, missing) = s.verify(Duration::from_secs(240));
+        let (_, mismatches, _, missing) = s.verify(Duration::from_secs(240));
+        // Let the restarted instance finish re-emitting, then count what a reader sees twice.
+        std::thread::sleep(Duration::from_secs(5));
+        let dups = final_duplicates(&s.outputs());
         restarted.kill();
         println!("{guarantee}: crash after output was delivered, before the commit -> duplicate finals {dups}, mismatches {mismatches}, missing {missing}");
         assert_eq!(missing, 0);

@@ -85,6 +85,8 @@ impl ClientSettings {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
+            // Restores read to a known end; the broker must not hold empty fetches for 500 ms.
+            .set("fetch.wait.max.ms", "10")
             .set(
                 "isolation.level",
                 if read_committed {

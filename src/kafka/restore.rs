@@ -104,6 +104,14 @@ impl ChangelogReader {
                         value: message.payload().map(<[u8]>::to_vec),
                         headers,
                     });
+                    // The last record before the end seen at the start: done without waiting for EOF.
+                    let end = ends
+                        .iter()
+                        .find(|(p, _)| *p == message.partition())
+                        .map(|(_, h)| *h);
+                    if end.is_some_and(|high| message.offset() + 1 >= high) {
+                        pending.remove(&message.partition());
+                    }
                 }
             }
         }

@@ -13,6 +13,7 @@ pub(crate) struct TaskWork<'s, 'r> {
 }
 
 fn run_one(work: &mut TaskWork<'_, '_>) {
+    let _span = tracing::debug_span!("task", task = %work.slot.task.id).entered();
     for record in &work.records {
         if let Err(error) = work.slot.task.process(*record, &mut work.output) {
             work.result = Err(error);

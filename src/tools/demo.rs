@@ -52,6 +52,11 @@ pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     for topic in &outputs {
         cluster.create_topic(topic, 1)?;
     }
+    // The mock cluster has no CreateTopics API: create eddy's internal topics up front, all as wide
+    // as the inputs (which is what eddy would create).
+    for (topic, _) in crate::topology::internal_topics("eddy-demo", &topology) {
+        cluster.create_topic(&topic, args.partitions)?;
+    }
     let state_dir = std::env::temp_dir().join(format!("eddy-demo-{}", std::process::id()));
     let mut config = Config {
         application_id: "eddy-demo".into(),

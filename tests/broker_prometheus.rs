@@ -1,0 +1,149 @@
+//! A real Prometheus scrapes a running eddy that processes events from the test broker; its HTTP
+//! API then shows a non-zero processing rate and lag series for the assigned partitions.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A bare HTTP/1.0 GET, enough for Prometheus' API and eddy's endpoints.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+fn query(port: u16, promql: &str) -> serde_json::Value {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let (_, body) = http_get(port, &format!("/api/v1/query?query={encoded}")).unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn prometheus_scrapes_processing_rate_and_lag() {
+    let suffix = common::unique("prom");
+    let dir = tempfile::tempdir().unwrap();
+    let (files, orders, analytics) = common::topologies(dir.path(), &suffix);
+    common::create_topics(&[(&orders, 3), (&analytics, 3)]);
+    let eddy_port = free_port();
+    let app = common::unique("prom-app");
+    let mut eddy = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    eddy.arg("run")
+        .args([
+            "--bootstrap-servers",
+            &common::bootstrap(),
+            "--application-id",
+            &app,
+        ])
+        .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
+        .args(["--http-listen", &format!("127.0.0.1:{eddy_port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for f in &files {
+        eddy.args(["--topology", f.to_str().unwrap()]);
+    }
+    let mut eddy = eddy.spawn().unwrap();
+
+    // Events keep flowing while Prometheus scrapes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (stop, orders, analytics) = (stop.clone(), orders.clone(), analytics.clone());
+        std::thread::spawn(move || {
+            let config = eddy::events::GeneratorConfig {
+                seed: 9,
+                step_ms: 50.0,
+                ..Default::default()
+            };
+            let events = common::generate(60_000, 3, &orders, &analytics, config);
+            for chunk in events.chunks(2_000) {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                common::produce_partitioned(chunk);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+
+    common::wait_for("eddy's readiness endpoint", Duration::from_secs(60), || {
+        http_get(eddy_port, "/health/ready").is_some_and(|(s, _)| s == 200)
+    });
+    assert_eq!(
+        http_get(eddy_port, "/health/live").map(|(s, _)| s),
+        Some(200)
+    );
+
+    let prom_port = free_port();
+    let config = format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: eddy\n    static_configs:\n      - targets: ['127.0.0.1:{eddy_port}']\n");
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's `prometheus` package is installed by scripts/setup");
+
+    let mut rate = 0.0;
+    let mut lag_series = 0;
+    common::wait_for(
+        "Prometheus to see processing and lag",
+        Duration::from_secs(90),
+        || {
+            let result = query(prom_port, "sum(rate(eddy_records_processed_total[15s]))");
+            rate = result["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            let lag = query(prom_port, "eddy_consumer_lag_records");
+            lag_series = lag["data"]["result"].as_array().map_or(0, Vec::len);
+            rate > 0.0 && lag_series >= 6
+        },
+    );
+    println!("prometheus: processed rate {rate:.0}/s, {lag_series} consumer-lag series");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = producer.join();
+    let _ = prometheus.kill();
+    let _ = eddy.kill();
+    let _ = prometheus.wait();
+    let _ = eddy.wait();
+    assert!(rate > 0.0);
+    assert!(
+        lag_series >= 6,
+        "lag series for the assigned input partitions"
+    );
+}
