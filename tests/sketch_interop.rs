@@ -34,7 +34,13 @@ fn python_datasketches_reads_and_unions_emitted_sketches() {
         for user in users {
             let value = serde_json::json!({"id": "e", "timestamp": minute * 60_000 + (user % 60_000), "eventType": "view", "userId": format!("user-{user}"), "properties": {}});
             driver
-                .pipe("analytics", user % 2, None, &value.to_string(), None)
+                .pipe(
+                    "analytics",
+                    (user % 2) as i32,
+                    None,
+                    &value.to_string(),
+                    None,
+                )
                 .unwrap();
         }
     }

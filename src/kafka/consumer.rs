@@ -36,15 +36,31 @@ pub(crate) struct EddyConsumerContext {
 }
 
 impl ClientContext for EddyConsumerContext {
-    /// librdkafka's periodic statistics carry each fetched partition's lag (to the last stable
-    /// offset under read_committed); they become the consumer-lag gauge.
+    /// librdkafka's periodic statistics become the consumer-lag gauge. Its own `consumer_lag` is
+    /// measured from the consumer's committed offset, which exactly-once never sets (offsets commit
+    /// through the producer's transaction), so lag here is the end of the partition (the last stable
+    /// offset under read_committed) minus the position eddy has consumed to.
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                if *partition < 0 || p.fetch_state == "none" || p.consumer_lag < 0 {
+                if *partition < 0 || p.fetch_state != "active" {
                     continue;
                 }
-                metrics::gauge!(crate::telemetry::metrics::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(p.consumer_lag as f64);
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                let position = if p.app_offset >= 0 {
+                    p.app_offset
+                } else {
+                    p.next_offset
+                };
+                if end < 0 || position < 0 {
+                    continue;
+                }
+                metrics::gauge!(crate::telemetry::metrics::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set((end - position).max(0) as f64);
             }
         }
     }

@@ -35,9 +35,16 @@ pub fn serve_http(
                     let Ok((mut stream, _)) = listener.accept().await else { continue };
                     let (metrics, health) = (metrics.clone(), health.clone());
                     tokio::spawn(async move {
-                        let mut buf = vec![0u8; 4096];
-                        let Ok(n) = stream.read(&mut buf).await else { return };
-                        let request = String::from_utf8_lossy(&buf[..n]);
+                        // Read the whole request head: closing with unread bytes would reset the connection.
+                        let mut buf = Vec::with_capacity(1024);
+                        let mut chunk = [0u8; 1024];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let request = String::from_utf8_lossy(&buf);
                         let path = request.split_whitespace().nth(1).unwrap_or("/");
                         let (status, content_type, body) = match path {
                             "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
@@ -48,6 +55,7 @@ pub fn serve_http(
                         };
                         let response = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                         let _ = stream.write_all(response.as_bytes()).await;
+                        let _ = stream.shutdown().await;
                     });
                 }
             });
