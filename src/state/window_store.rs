@@ -40,6 +40,9 @@ struct CacheEntry {
     /// `None` marks a delete that has not been flushed yet.
     value: Option<Accumulators>,
     dirty: bool,
+    /// Whether the backend (and so the changelog) holds this key. A key created and deleted
+    /// between two flushes never reaches either.
+    persisted: bool,
 }
 
 /// A named store of (group, window) -> accumulators.
@@ -47,7 +50,7 @@ pub struct WindowStore {
     name: String,
     backend: Box<dyn StateBackend>,
     cache: HashMap<StateKey, CacheEntry>,
-    dirty: Vec<StateKey>,
+    dirty: usize,
     max_cached_entries: usize,
 }
 
@@ -61,7 +64,7 @@ impl WindowStore {
             name: name.into(),
             backend,
             cache: HashMap::new(),
-            dirty: Vec::new(),
+            dirty: 0,
             max_cached_entries,
         }
     }
@@ -74,6 +77,15 @@ impl WindowStore {
         StateError::Corrupt {
             store: self.name.clone(),
             reason,
+        }
+    }
+
+    fn load(&self, key: &StateKey) -> Result<Option<Accumulators>, StateError> {
+        match self.backend.get(&key.to_bytes())? {
+            Some(bytes) => decode_accumulators(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt(e)),
+            None => Ok(None),
         }
     }
 
@@ -90,14 +102,10 @@ impl WindowStore {
     ) -> Result<(), StateError> {
         let probe = KeyRef { group, window };
         if let Some(entry) = self.cache.get_mut(&probe) {
-            let value = entry.value.get_or_insert_with(create);
-            update(value);
+            update(entry.value.get_or_insert_with(create));
             if !entry.dirty {
                 entry.dirty = true;
-                self.dirty.push(StateKey {
-                    group: GroupKey(group.into()),
-                    window,
-                });
+                self.dirty += 1;
             }
             return Ok(());
         }
@@ -105,20 +113,17 @@ impl WindowStore {
             group: GroupKey(group.into()),
             window,
         };
-        let mut value = match exists {
-            true => match self.backend.get(&key.to_bytes())? {
-                Some(bytes) => decode_accumulators(&bytes).map_err(|e| self.corrupt(e))?,
-                None => create(),
-            },
-            false => create(),
-        };
+        let loaded = if exists { self.load(&key)? } else { None };
+        let persisted = loaded.is_some();
+        let mut value = loaded.unwrap_or_else(create);
         update(&mut value);
-        self.dirty.push(key.clone());
+        self.dirty += 1;
         self.cache.insert(
             key,
             CacheEntry {
                 value: Some(value),
                 dirty: true,
+                persisted,
             },
         );
         Ok(())
@@ -126,72 +131,82 @@ impl WindowStore {
 
     /// Reads the current value (cached or stored).
     pub fn get(&mut self, key: &StateKey) -> Result<Option<Accumulators>, StateError> {
-        if let Some(entry) = self.cache.get(key) {
-            return Ok(entry.value.clone());
-        }
-        match self.backend.get(&key.to_bytes())? {
-            Some(bytes) => decode_accumulators(&bytes)
-                .map(Some)
-                .map_err(|e| self.corrupt(e)),
-            None => Ok(None),
+        match self.cache.get(key) {
+            Some(entry) => Ok(entry.value.clone()),
+            None => self.load(key),
         }
     }
 
-    /// Removes a key; the delete reaches the backend and the changelog at the next flush.
-    pub fn delete(&mut self, key: &StateKey) {
-        match self.cache.get_mut(key) {
-            Some(entry) => {
-                entry.value = None;
-                if !entry.dirty {
-                    entry.dirty = true;
-                    self.dirty.push(key.clone());
+    /// Removes a key and returns its value; the delete reaches the backend and the changelog at
+    /// the next flush, unless the key never got there.
+    pub fn take(&mut self, key: &StateKey) -> Result<Option<Accumulators>, StateError> {
+        if let Some(entry) = self.cache.get_mut(key) {
+            let value = entry.value.take();
+            if !entry.persisted {
+                if entry.dirty {
+                    self.dirty -= 1;
                 }
+                self.cache.remove(key);
+            } else if !entry.dirty {
+                entry.dirty = true;
+                self.dirty += 1;
             }
-            None => {
-                self.cache.insert(
-                    key.clone(),
-                    CacheEntry {
-                        value: None,
-                        dirty: true,
-                    },
-                );
-                self.dirty.push(key.clone());
-            }
+            return Ok(value);
         }
+        let value = self.load(key)?;
+        if value.is_some() {
+            self.dirty += 1;
+            self.cache.insert(
+                key.clone(),
+                CacheEntry {
+                    value: None,
+                    dirty: true,
+                    persisted: true,
+                },
+            );
+        }
+        Ok(value)
+    }
+
+    /// Removes a key (see [`WindowStore::take`]).
+    pub fn delete(&mut self, key: &StateKey) -> Result<(), StateError> {
+        self.take(key).map(|_| ())
     }
 
     /// Whether anything changed since the last flush.
     pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty()
+        self.dirty > 0
     }
 
     /// Encodes every change since the last flush. The caller sends them to the changelog inside the
     /// commit's transaction and calls [`WindowStore::apply`] once the commit succeeded.
     pub fn flush(&mut self) -> Vec<StoreWrite> {
-        let mut writes = Vec::with_capacity(self.dirty.len());
-        for key in self.dirty.drain(..) {
-            let Some(entry) = self.cache.get_mut(&key) else {
-                continue;
-            };
-            entry.dirty = false;
-            let value = entry.value.as_ref().map(|accumulators| {
-                let mut bytes = Vec::with_capacity(64);
-                encode_accumulators(accumulators, &mut bytes);
-                bytes
-            });
-            writes.push(StoreWrite {
-                key: key.to_bytes(),
-                value,
-            });
+        let mut writes = Vec::with_capacity(self.dirty);
+        if self.dirty > 0 {
+            for (key, entry) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
+                entry.dirty = false;
+                entry.persisted = entry.value.is_some();
+                let value = entry.value.as_ref().map(|accumulators| {
+                    let mut bytes = Vec::with_capacity(64);
+                    encode_accumulators(accumulators, &mut bytes);
+                    bytes
+                });
+                writes.push(StoreWrite {
+                    key: key.to_bytes(),
+                    value,
+                });
+            }
+            self.cache.retain(|_, entry| entry.value.is_some());
         }
+        self.dirty = 0;
         writes
     }
 
     /// Writes a committed flush to the backend as one batch, then trims the cache.
     pub fn apply(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
-        self.backend.write_batch(writes)?;
-        self.cache
-            .retain(|_, entry| entry.dirty || entry.value.is_some());
+        if !writes.is_empty() {
+            self.backend.write_batch(writes)?;
+        }
         if self.cache.len() > self.max_cached_entries {
             self.cache.retain(|_, entry| entry.dirty);
         }
@@ -201,12 +216,12 @@ impl WindowStore {
     /// Forgets everything not yet applied (the commit was aborted).
     pub fn discard_uncommitted(&mut self) {
         self.cache.clear();
-        self.dirty.clear();
+        self.dirty = 0;
     }
 
     /// Writes restored changelog records straight to the backend.
     pub fn restore_batch(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
-        self.cache.clear();
+        self.discard_uncommitted();
         self.backend.write_batch(writes)
     }
 
@@ -273,10 +288,27 @@ mod tests {
             Some(count(3)),
             "aborted changes are forgotten"
         );
-        store.delete(&key);
+        store.delete(&key).unwrap();
         let writes = store.flush();
         store.apply(&writes).unwrap();
         assert_eq!(store.get(&key).unwrap(), None);
         assert_eq!(store.committed_keys().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn keys_created_and_deleted_between_flushes_write_nothing() {
+        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), 100);
+        let w = Window { start: 0, end: 10 };
+        store.update(b"g", w, false, || count(0), bump).unwrap();
+        let key = StateKey {
+            group: GroupKey(b"g".as_slice().into()),
+            window: w,
+        };
+        assert_eq!(store.take(&key).unwrap(), Some(count(1)));
+        assert!(!store.has_changes());
+        assert!(
+            store.flush().is_empty(),
+            "no tombstone for a key the changelog never saw"
+        );
     }
 }

@@ -354,10 +354,9 @@ impl WindowAggregator {
                         group: GroupKey(group.into()),
                         window,
                     };
-                    if let Some(previous) = s.store.get(&key)? {
+                    if let Some(previous) = s.store.take(&key)? {
                         accumulators.merge(&previous);
                     }
-                    s.store.delete(&key);
                 }
                 s.closing
                     .entry(close_time(&spec.window, merged, spec.grace_ms))
@@ -418,7 +417,16 @@ impl WindowAggregator {
                             group: GroupKey(group.clone().into()),
                             window,
                         };
-                        if let Some(accumulators) = s.store.get(&key)? {
+                        let closed = if spec.retention_ms > 0 {
+                            s.store.get(&key)?
+                        } else {
+                            windows.swap_remove(position);
+                            if windows.is_empty() {
+                                s.open.remove(&group);
+                            }
+                            s.store.take(&key)?
+                        };
+                        if let Some(accumulators) = closed {
                             out.records
                                 .push(aggregate_record(&spec, &key, &accumulators, true));
                             self.stats.emitted_final += 1;
@@ -428,13 +436,7 @@ impl WindowAggregator {
                                 .entry(close_at + spec.retention_ms)
                                 .or_default()
                                 .push((group, window));
-                            continue;
                         }
-                        windows.swap_remove(position);
-                        if windows.is_empty() {
-                            s.open.remove(&group);
-                        }
-                        s.store.delete(&key);
                     }
                 }
                 while let Some(entry) = s.expiring.first_entry() {
@@ -451,7 +453,7 @@ impl WindowAggregator {
                         s.store.delete(&StateKey {
                             group: GroupKey(group.into()),
                             window,
-                        });
+                        })?;
                     }
                 }
                 if !s.store.has_changes() {
