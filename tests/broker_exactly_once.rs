@@ -104,7 +104,7 @@ fn final_duplicates(records: &[AggregateRecord]) -> usize {
 }
 
 #[test]
-fn a_three_instances_match_the_reference() {
+fn eos_a_three_instances_match_the_reference() {
     let s = Scenario::new("three", 200_000, 1);
     let instances: Vec<EddyProcess> = ["a", "b", "c"]
         .iter()
@@ -119,7 +119,7 @@ fn a_three_instances_match_the_reference() {
 }
 
 #[test]
-fn b_scaling_one_to_three_to_one_matches_the_reference() {
+fn eos_b_scaling_one_to_three_to_one_matches_the_reference() {
     let s = Scenario::new("scale", 200_000, 2);
     let n = s.events.len();
     let a = s.start("a", "exactly_once", vec![]);
@@ -151,7 +151,7 @@ fn b_scaling_one_to_three_to_one_matches_the_reference() {
 }
 
 #[test]
-fn c_sigkill_and_restart_matches_the_reference_with_single_finals() {
+fn eos_c_sigkill_and_restart_matches_the_reference_with_single_finals() {
     let s = Scenario::new("kill", 200_000, 3);
     let n = s.events.len();
     let names = ["a", "b", "c"];
@@ -198,7 +198,7 @@ fn c_sigkill_and_restart_matches_the_reference_with_single_finals() {
 }
 
 #[test]
-fn d_a_frozen_instance_is_fenced_and_its_later_writes_stay_invisible() {
+fn eos_d_a_frozen_instance_is_fenced_and_its_later_writes_stay_invisible() {
     let s = Scenario::new("zombie", 60_000, 4);
     let n = s.events.len();
     let zombie = s.start("zombie", "exactly_once", vec![]);
@@ -246,7 +246,7 @@ fn d_a_frozen_instance_is_fenced_and_its_later_writes_stay_invisible() {
 }
 
 #[test]
-fn e_at_least_once_may_duplicate_where_exactly_once_does_not() {
+fn eos_e_at_least_once_may_duplicate_where_exactly_once_does_not() {
     let mut duplicates = HashMap::new();
     for guarantee in ["at_least_once", "exactly_once"] {
         let s = Scenario::new(

@@ -1,6 +1,7 @@
 //! Unique counts as Apache DataSketches HLL sketches, so any DataSketches library can read and union them.
 
 use datasketches::hash::value::raw_bytes;
+pub use datasketches::hll::Coupon;
 use datasketches::hll::{HllType, HllUnion};
 
 /// An HLL sketch over string values. Values are hashed like DataSketches' `update(String)` in
@@ -22,6 +23,17 @@ impl HllSketch {
     #[inline]
     pub fn update_str(&mut self, value: &str) {
         self.inner.update(raw_bytes::from_str(value));
+    }
+
+    /// The hash of a value, computed once and applied to any number of sketches (of any precision).
+    #[inline]
+    pub fn coupon_of(value: &str) -> Coupon {
+        Coupon::from_value(raw_bytes::from_str(value))
+    }
+
+    #[inline]
+    pub fn update_coupon(&mut self, coupon: Coupon) {
+        self.inner.update_with_coupon(coupon);
     }
 
     pub fn lg_k(&self) -> u8 {

@@ -4,7 +4,7 @@ mod exact_sum;
 mod hll;
 
 pub use exact_sum::{ExactSum, SUM_SCALE};
-pub use hll::HllSketch;
+pub use hll::{Coupon, HllSketch};
 
 use crate::record::{DecodePlan, DecodedRecord, FieldRef, FieldValue};
 use crate::topology::AggregateKind;
@@ -76,13 +76,25 @@ impl Accumulators {
 
     /// Adds one row (`item` selects the exploded element, if any).
     #[inline]
+    /// `coupons` holds, per aggregate, the precomputed hash of a `distinct` value (see
+    /// [`Accumulators::coupons`]), so one row updates many windows' sketches with one hash.
     pub fn update(
         &mut self,
         aggregates: &[CompiledAggregate],
         record: &DecodedRecord<'_>,
         item: Option<usize>,
+        coupons: &[Option<Coupon>],
     ) {
-        for (accumulator, aggregate) in self.0.iter_mut().zip(aggregates) {
+        for ((accumulator, aggregate), coupon) in self
+            .0
+            .iter_mut()
+            .zip(aggregates)
+            .zip(coupons.iter().chain(std::iter::repeat(&None)))
+        {
+            if let (Accumulator::Distinct(sketch), Some(coupon)) = (&mut *accumulator, coupon) {
+                sketch.update_coupon(*coupon);
+                continue;
+            }
             let value = aggregate.field.and_then(|f| record.get(f, item));
             if let Some(factor) = aggregate.factor {
                 if let (Accumulator::Sum(sum), Some(a), Some(b)) =
@@ -124,6 +136,36 @@ impl Accumulators {
                 },
                 _ => {}
             }
+        }
+    }
+
+    /// The HLL coupon of each `distinct` aggregate's value in one row (`None` elsewhere).
+    pub fn coupons(
+        aggregates: &[CompiledAggregate],
+        record: &DecodedRecord<'_>,
+        item: Option<usize>,
+        out: &mut Vec<Option<Coupon>>,
+    ) {
+        out.clear();
+        for aggregate in aggregates {
+            let coupon = match (
+                &aggregate.kind,
+                aggregate.field.and_then(|f| record.get(f, item)),
+            ) {
+                (AggregateKind::Distinct { .. }, Some(value)) => match value {
+                    FieldValue::Str(s) => Some(HllSketch::coupon_of(s)),
+                    FieldValue::Int(i) => {
+                        Some(HllSketch::coupon_of(itoa::Buffer::new().format(*i)))
+                    }
+                    FieldValue::Float(f) => Some(HllSketch::coupon_of(&f.to_string())),
+                    FieldValue::Bool(b) => {
+                        Some(HllSketch::coupon_of(if *b { "true" } else { "false" }))
+                    }
+                    FieldValue::Null => None,
+                },
+                _ => None,
+            };
+            out.push(coupon);
         }
     }
 

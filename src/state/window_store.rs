@@ -139,25 +139,34 @@ impl WindowStore {
 
     /// Removes a key and returns its value; the delete reaches the backend and the changelog at
     /// the next flush, unless the key never got there.
-    pub fn take(&mut self, key: &StateKey) -> Result<Option<Accumulators>, StateError> {
-        if let Some(entry) = self.cache.get_mut(key) {
+    pub fn take(
+        &mut self,
+        group: &[u8],
+        window: Window,
+    ) -> Result<Option<Accumulators>, StateError> {
+        let probe = KeyRef { group, window };
+        if let Some(entry) = self.cache.get_mut(&probe) {
             let value = entry.value.take();
             if !entry.persisted {
                 if entry.dirty {
                     self.dirty -= 1;
                 }
-                self.cache.remove(key);
+                self.cache.remove(&probe);
             } else if !entry.dirty {
                 entry.dirty = true;
                 self.dirty += 1;
             }
             return Ok(value);
         }
-        let value = self.load(key)?;
+        let key = StateKey {
+            group: GroupKey(group.into()),
+            window,
+        };
+        let value = self.load(&key)?;
         if value.is_some() {
             self.dirty += 1;
             self.cache.insert(
-                key.clone(),
+                key,
                 CacheEntry {
                     value: None,
                     dirty: true,
@@ -169,8 +178,8 @@ impl WindowStore {
     }
 
     /// Removes a key (see [`WindowStore::take`]).
-    pub fn delete(&mut self, key: &StateKey) -> Result<(), StateError> {
-        self.take(key).map(|_| ())
+    pub fn delete(&mut self, group: &[u8], window: Window) -> Result<(), StateError> {
+        self.take(group, window).map(|_| ())
     }
 
     /// Whether anything changed since the last flush.
@@ -288,7 +297,7 @@ mod tests {
             Some(count(3)),
             "aborted changes are forgotten"
         );
-        store.delete(&key).unwrap();
+        store.delete(b"g", w).unwrap();
         let writes = store.flush();
         store.apply(&writes).unwrap();
         assert_eq!(store.get(&key).unwrap(), None);
@@ -300,11 +309,7 @@ mod tests {
         let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), 100);
         let w = Window { start: 0, end: 10 };
         store.update(b"g", w, false, || count(0), bump).unwrap();
-        let key = StateKey {
-            group: GroupKey(b"g".as_slice().into()),
-            window: w,
-        };
-        assert_eq!(store.take(&key).unwrap(), Some(count(1)));
+        assert_eq!(store.take(b"g", w).unwrap(), Some(count(1)));
         assert!(!store.has_changes());
         assert!(
             store.flush().is_empty(),

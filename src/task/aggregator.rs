@@ -7,7 +7,7 @@ use super::output::{
 };
 use super::repartition::{partition_for, RepartitionMessage};
 use super::sessions;
-use crate::aggregate::Accumulators;
+use crate::aggregate::{Accumulators, Coupon};
 use crate::record::{DecodedRecord, GroupKey};
 use crate::state::{decode_accumulators, encode_accumulators, StateError, StateKey, WindowStore};
 use crate::topology::{EmitMode, WindowSpec};
@@ -41,7 +41,7 @@ pub struct AggregatorStats {
 }
 
 enum Delta<'r, 'a> {
-    Row(&'r DecodedRecord<'a>, Option<usize>),
+    Row(&'r DecodedRecord<'a>, Option<usize>, &'r [Option<Coupon>]),
     Partial(&'r Accumulators),
 }
 
@@ -49,7 +49,9 @@ impl Delta<'_, '_> {
     #[inline]
     fn apply(&self, spec: &CompiledAggregation, accumulators: &mut Accumulators) {
         match self {
-            Delta::Row(record, item) => accumulators.update(&spec.aggregates, record, *item),
+            Delta::Row(record, item, coupons) => {
+                accumulators.update(&spec.aggregates, record, *item, coupons)
+            }
             Delta::Partial(partial) => accumulators.merge(partial),
         }
     }
@@ -83,6 +85,7 @@ pub struct WindowAggregator {
     spec: Arc<CompiledAggregation>,
     state: State,
     group_buf: Vec<u8>,
+    coupon_buf: Vec<Option<Coupon>>,
     stats: AggregatorStats,
 }
 
@@ -117,6 +120,7 @@ impl WindowAggregator {
             spec,
             state,
             group_buf: Vec::with_capacity(64),
+            coupon_buf: Vec::new(),
             stats: AggregatorStats::default(),
         }
     }
@@ -214,7 +218,9 @@ impl WindowAggregator {
             }
             let mut group = std::mem::take(&mut self.group_buf);
             spec.group_key_into(record, item, &mut group);
-            let delta = Delta::Row(record, item);
+            let mut coupons = std::mem::take(&mut self.coupon_buf);
+            Accumulators::coupons(&spec.aggregates, record, item, &mut coupons);
+            let delta = Delta::Row(record, item, &coupons);
             let result = match &spec.window {
                 WindowSpec::Session { gap_ms } => self.add_session(
                     &group,
@@ -237,6 +243,7 @@ impl WindowAggregator {
                 }
             };
             self.group_buf = group;
+            self.coupon_buf = coupons;
             result?;
         }
         Ok(false)
@@ -342,6 +349,24 @@ impl WindowAggregator {
                             |acc| delta.apply(spec, acc),
                         );
                     }
+                    // The common case: a record extends one session. Its accumulators move to the
+                    // wider key; its closing entry (matched by start) is rescheduled when it comes due.
+                    let merged = sessions::span(sessions, &joined, new);
+                    sessions[only] = merged;
+                    let mut accumulators = s
+                        .store
+                        .take(group, existing)?
+                        .unwrap_or_else(|| Accumulators::new(&spec.aggregates));
+                    delta.apply(spec, &mut accumulators);
+                    if merged.start != existing.start {
+                        s.closing
+                            .entry(close_time(&spec.window, merged, spec.grace_ms))
+                            .or_default()
+                            .push((group.into(), merged));
+                    }
+                    return s
+                        .store
+                        .update(group, merged, false, || accumulators, |_| {});
                 }
                 let merged = sessions::span(sessions, &joined, new);
                 let mut accumulators = Accumulators::new(&spec.aggregates);
@@ -349,19 +374,18 @@ impl WindowAggregator {
                 let old: Vec<Window> = joined.iter().map(|&i| sessions[i]).collect();
                 sessions.retain(|w| !old.contains(w));
                 sessions.push(merged);
-                for window in old {
-                    let key = StateKey {
-                        group: GroupKey(group.into()),
-                        window,
-                    };
-                    if let Some(previous) = s.store.take(&key)? {
+                for &window in &old {
+                    if let Some(previous) = s.store.take(group, window)? {
                         accumulators.merge(&previous);
                     }
                 }
-                s.closing
-                    .entry(close_time(&spec.window, merged, spec.grace_ms))
-                    .or_default()
-                    .push((group.into(), merged));
+                // One closing entry per session start: an old session keeping its start keeps its entry.
+                if !old.iter().any(|w| w.start == merged.start) {
+                    s.closing
+                        .entry(close_time(&spec.window, merged, spec.grace_ms))
+                        .or_default()
+                        .push((group.into(), merged));
+                }
                 s.store
                     .update(group, merged, false, || accumulators, |_| {})
             }
@@ -406,13 +430,22 @@ impl WindowAggregator {
                         break;
                     }
                     let (close_at, due) = entry.remove_entry();
-                    for (group, window) in due {
+                    for (group, scheduled) in due {
                         let Some(windows) = s.open.get_mut(&group) else {
                             continue;
                         };
-                        let Some(position) = windows.iter().position(|w| *w == window) else {
+                        // Sessions grow after they are scheduled: match by start, close what is there now.
+                        let Some(position) =
+                            windows.iter().position(|w| w.start == scheduled.start)
+                        else {
                             continue;
                         };
+                        let window = windows[position];
+                        let due_at = close_time(&spec.window, window, spec.grace_ms);
+                        if due_at > watermark {
+                            s.closing.entry(due_at).or_default().push((group, window));
+                            continue;
+                        }
                         let key = StateKey {
                             group: GroupKey(group.clone().into()),
                             window,
@@ -424,7 +457,7 @@ impl WindowAggregator {
                             if windows.is_empty() {
                                 s.open.remove(&group);
                             }
-                            s.store.take(&key)?
+                            s.store.take(&group, window)?
                         };
                         if let Some(accumulators) = closed {
                             out.records
@@ -450,10 +483,7 @@ impl WindowAggregator {
                                 s.open.remove(&group);
                             }
                         }
-                        s.store.delete(&StateKey {
-                            group: GroupKey(group.into()),
-                            window,
-                        })?;
+                        s.store.delete(&group, window)?;
                     }
                 }
                 if !s.store.has_changes() {
