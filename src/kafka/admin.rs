@@ -196,6 +196,39 @@ impl TopicAdmin {
         }
     }
 
+    /// The offsets a consumer group has committed for `partitions` of `topic` (`None`: nothing yet).
+    pub fn group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Vec<Option<i64>>, KafkaClientError> {
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = config.create().map_err(|e| KafkaClientError::Create {
+            client: "offset reader",
+            reason: e.to_string(),
+        })?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition(topic, partition);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .map_err(|e| operation_error("offset fetch", e))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Creates plain topics (tests, the demo, the benchmark command).
     pub fn create_plain_topics(&self, names: &[(&str, i32)]) -> Result<(), KafkaClientError> {
         let topics: Vec<InternalTopic> = names

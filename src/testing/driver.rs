@@ -3,8 +3,8 @@
 
 use crate::state::StateKey;
 use crate::task::{
-    AggregateRecord, CompiledTopology, InputRecord, OutgoingKind, StateLocation, StreamTask,
-    TaskError, TaskId, TaskOutput,
+    AggregateRecord, CompiledTopology, InputRecord, OutgoingKind, OutgoingRecord, StateLocation,
+    StreamTask, TaskError, TaskId, TaskOutput,
 };
 use crate::topology::Topology;
 use crate::window::Window;
@@ -18,6 +18,18 @@ pub struct TestRecord {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl From<OutgoingRecord> for TestRecord {
+    fn from(record: OutgoingRecord) -> TestRecord {
+        TestRecord {
+            topic: record.topic,
+            partition: record.partition,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+        }
+    }
 }
 
 impl TestRecord {
@@ -158,13 +170,7 @@ impl TopologyTestDriver {
                         )?;
                         self.capture(inner);
                     }
-                    self.captured.push(TestRecord {
-                        topic: record.topic,
-                        partition: record.partition,
-                        key: record.key,
-                        value: record.value,
-                        headers: record.headers,
-                    });
+                    self.captured.push(record.into());
                 }
             }
         }
@@ -172,15 +178,8 @@ impl TopologyTestDriver {
     }
 
     fn capture(&mut self, out: TaskOutput) {
-        for record in out.records {
-            self.captured.push(TestRecord {
-                topic: record.topic,
-                partition: record.partition,
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
-            });
-        }
+        self.captured
+            .extend(out.records.into_iter().map(TestRecord::from));
     }
 
     /// Takes every captured record of `topic`.

@@ -22,6 +22,26 @@ pub enum BenchCommand {
         #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
         topology: Vec<PathBuf>,
     },
+    /// End to end on a real broker: produce generated events, then time a consume-only rdkafka
+    /// loop over them and eddy (exactly-once, the shipped topologies) until its committed offsets
+    /// reach the end of every input partition.
+    E2e {
+        #[arg(
+            long,
+            env = "EDDY__BOOTSTRAP_SERVERS",
+            default_value = "localhost:9092"
+        )]
+        bootstrap_servers: String,
+        #[arg(long, default_value_t = 500_000)]
+        events: usize,
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Worker threads of the eddy instance.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
+        topology: Vec<PathBuf>,
+    },
 }
 
 pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
@@ -31,7 +51,139 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             commit_every,
             topology,
         } => pipeline(events, commit_every, &topology),
+        BenchCommand::E2e {
+            bootstrap_servers,
+            events,
+            partitions,
+            threads,
+            topology,
+        } => end_to_end(&bootstrap_servers, events, partitions, threads, &topology),
     }
+}
+
+fn end_to_end(
+    bootstrap: &str,
+    count: usize,
+    partitions: i32,
+    threads: usize,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    use crate::kafka::{ChangelogReader, ClientSettings, RecordProducer, TopicAdmin};
+    let run = format!("{:x}", crate::runtime::now_ms());
+    let (orders, analytics) = (
+        format!("bench-orders-{run}"),
+        format!("bench-analytics-{run}"),
+    );
+    let mut topology = Topology::from_files(files)?;
+    for source in &mut topology.sources {
+        source.topic = if source.schema == crate::topology::Schema::OrderCreated {
+            orders.clone()
+        } else {
+            analytics.clone()
+        };
+    }
+    for aggregation in &mut topology.aggregations {
+        aggregation.output_topic = format!("bench-{}-{run}", aggregation.output_topic);
+    }
+    let settings = ClientSettings::plain(bootstrap);
+    let admin = TopicAdmin::new(&settings)?;
+    admin.create_plain_topics(&[(&orders, partitions), (&analytics, partitions)])?;
+    let mut producer = RecordProducer::new(&settings, None)?;
+    let mut generator = EventGenerator::new(GeneratorConfig {
+        step_ms: 2.0,
+        ..GeneratorConfig::default()
+    });
+    for _ in 0..count {
+        let event = generator.next_event();
+        producer.send_to(
+            if event.stream == "orders" {
+                &orders
+            } else {
+                &analytics
+            },
+            event.key.as_bytes(),
+            &event.value,
+        )?;
+    }
+    producer.flush()?;
+
+    // Consume-only: the same records through the same client library, no processing.
+    let reader = ChangelogReader::new(&settings, true)?;
+    let all: Vec<i32> = (0..partitions).collect();
+    let mut ends = Vec::new();
+    let started = Instant::now();
+    let mut consumed = 0usize;
+    for topic in [&orders, &analytics] {
+        ends.push(reader.read_to_end(
+            topic,
+            &all,
+            None,
+            std::time::Duration::from_secs(600),
+            |_| consumed += 1,
+        )?);
+    }
+    let consume_secs = started.elapsed().as_secs_f64();
+
+    let state_dir = std::env::temp_dir().join(format!("eddy-e2e-{run}"));
+    let config = crate::config::Config {
+        application_id: format!("bench-{run}"),
+        bootstrap_servers: bootstrap.into(),
+        state_dir: state_dir.clone(),
+        num_threads: threads,
+        ..Default::default()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let engine = {
+        let (config, topology, stop) = (config.clone(), topology.clone(), stop.clone());
+        std::thread::spawn(move || {
+            crate::runtime::run(crate::runtime::RunOptions {
+                config,
+                topology,
+                stop,
+                health: Default::default(),
+            })
+        })
+    };
+    loop {
+        let done = [&orders, &analytics]
+            .iter()
+            .zip(&ends)
+            .all(|(topic, ends)| {
+                admin
+                    .group_offsets(&config.application_id, topic, partitions)
+                    .is_ok_and(|offsets| {
+                        offsets
+                            .iter()
+                            .zip(ends)
+                            .all(|(offset, (_, end))| offset.is_some_and(|o| o >= *end))
+                    })
+            });
+        if done || engine.is_finished() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let eddy_secs = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine panicked"))??;
+    let _ = std::fs::remove_dir_all(&state_dir);
+
+    let consume_rate = consumed as f64 / consume_secs;
+    let eddy_rate = count as f64 / eddy_secs;
+    println!("events:                 {count} over {partitions} partitions per input topic");
+    println!("consume-only (rdkafka): {consume_rate:>10.0} events/s ({consumed} read in {consume_secs:.2}s)");
+    println!("eddy, exactly-once:     {eddy_rate:>10.0} events/s ({eddy_secs:.2}s to commit every input offset, startup included)");
+    println!(
+        "eddy / consume-only:    {:>10.1}%",
+        100.0 * eddy_rate / consume_rate
+    );
+    if let Some(rss) = peak_rss_bytes() {
+        println!("peak RSS (process):     {:>10.1} MB", rss as f64 / 1e6);
+    }
+    Ok(())
 }
 
 struct Event {

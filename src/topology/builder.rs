@@ -216,26 +216,37 @@ fn schema_item_array(schema: Schema, field: &str) -> Option<&'static str> {
     }
 }
 
+/// A name must be usable in topic names and unique among its kind across all files.
+fn check_unique_name<'t>(
+    at: &str,
+    name: &'t str,
+    kind: &str,
+    seen: &mut std::collections::HashSet<&'t str>,
+) -> Result<(), TopologyError> {
+    if !is_valid_name(name) {
+        return Err(TopologyError::invalid(
+            at,
+            "name",
+            format!("{name:?}"),
+            NAME_RULE,
+        ));
+    }
+    if !seen.insert(name) {
+        return Err(TopologyError::invalid(
+            at,
+            "name",
+            name,
+            format!("{kind} names must be unique across all topology files"),
+        ));
+    }
+    Ok(())
+}
+
 fn validate(topology: &Topology) -> Result<(), TopologyError> {
     let mut seen_sources = std::collections::HashSet::new();
     for source in &topology.sources {
         let at = format!("source `{}`", source.name);
-        if !is_valid_name(&source.name) {
-            return Err(TopologyError::invalid(
-                &at,
-                "name",
-                format!("{:?}", source.name),
-                NAME_RULE,
-            ));
-        }
-        if !seen_sources.insert(source.name.as_str()) {
-            return Err(TopologyError::invalid(
-                &at,
-                "name",
-                &source.name,
-                "source names must be unique across all topology files",
-            ));
-        }
+        check_unique_name(&at, &source.name, "source", &mut seen_sources)?;
         if topology
             .sources
             .iter()
@@ -287,22 +298,12 @@ fn validate(topology: &Topology) -> Result<(), TopologyError> {
     let mut seen_aggregations = std::collections::HashSet::new();
     for aggregation in &topology.aggregations {
         let at = format!("aggregation `{}`", aggregation.name);
-        if !is_valid_name(&aggregation.name) {
-            return Err(TopologyError::invalid(
-                &at,
-                "name",
-                format!("{:?}", aggregation.name),
-                NAME_RULE,
-            ));
-        }
-        if !seen_aggregations.insert(aggregation.name.as_str()) {
-            return Err(TopologyError::invalid(
-                &at,
-                "name",
-                &aggregation.name,
-                "aggregation names must be unique across all topology files",
-            ));
-        }
+        check_unique_name(
+            &at,
+            &aggregation.name,
+            "aggregation",
+            &mut seen_aggregations,
+        )?;
         let Some(source) = topology.source(&aggregation.source) else {
             let known: Vec<_> = topology.sources.iter().map(|s| s.name.as_str()).collect();
             return Err(TopologyError::invalid(
