@@ -71,7 +71,7 @@ fn prometheus_scrapes_processing_rate_and_lag() {
     for f in &files {
         eddy.args(["--topology", f.to_str().unwrap()]);
     }
-    let mut eddy = eddy.spawn().unwrap();
+    let _eddy = common::KillOnDrop(eddy.spawn().unwrap());
 
     // Events keep flowing while Prometheus scrapes.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -105,20 +105,22 @@ fn prometheus_scrapes_processing_rate_and_lag() {
     let prom_port = free_port();
     let config = format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: eddy\n    static_configs:\n      - targets: ['127.0.0.1:{eddy_port}']\n");
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Debian's `prometheus` package is installed by scripts/setup");
+    let _prometheus = common::KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Debian's `prometheus` package is installed by scripts/setup"),
+    );
 
     let mut rate = 0.0;
     let mut lag_series = 0;
@@ -139,10 +141,6 @@ fn prometheus_scrapes_processing_rate_and_lag() {
     println!("prometheus: processed rate {rate:.0}/s, {lag_series} consumer-lag series");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = producer.join();
-    let _ = prometheus.kill();
-    let _ = eddy.kill();
-    let _ = prometheus.wait();
-    let _ = eddy.wait();
     assert!(rate > 0.0);
     assert!(
         lag_series >= 6,
