@@ -213,7 +213,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(timeout);
         eprintln!(
-            "eddy: clean shutdown took longer than shutdown_timeout_ms ({} ms); exiting",
+            "eddy: shutdown took longer than shutdown_timeout_ms ({} ms); exiting",
             timeout.as_millis()
         );
         std::process::exit(2);

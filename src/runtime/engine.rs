@@ -578,6 +578,9 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         }
     };
 
+    // Arm the shutdown deadline on every way out of the loop, errors included: closing the
+    // consumer can block inside librdkafka, and the caller's watchdog bounds how long.
+    stop.store(true, Ordering::Relaxed);
     health.set_stopping();
     let shutdown_started = Instant::now();
     if result.is_ok() {
