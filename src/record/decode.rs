@@ -215,10 +215,7 @@ impl DecodePlan {
             .end()
             .map_err(|e| DecodeError(format!("trailing bytes after the JSON object: {e}")))?;
         self.check(&record.fields, &self.top, "")?;
-        if let Some((array, fields, required)) = &self.items {
-            if *required && record.items.is_empty() && !record.fields.is_empty() {
-                // An order with no items is valid; an absent `items` is caught by the flag below.
-            }
+        if let Some((array, fields, _)) = &self.items {
             for (i, item) in record.items.iter().enumerate() {
                 self.check(item, fields, &format!("{array}[{i}]."))?;
             }

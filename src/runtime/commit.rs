@@ -18,10 +18,21 @@ use crate::config::ProcessingGuarantee;
 use crate::kafka::{
     ClientSettings, CommitFailure, GroupHandle, KafkaClientError, PartitionOffset, RecordProducer,
 };
+use crate::state::StateError;
 use crate::task::{OutgoingKind, OutgoingRecord, TaskId, TaskOutput};
 use crate::telemetry::metrics as m;
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+/// Why a commit did not happen: Kafka refused it (roll back and go on) or local state failed
+/// (stop: the instance cannot keep its stores consistent with what it commits).
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Kafka(#[from] CommitFailure),
+    #[error("local state failed during the commit: {0}")]
+    State(#[from] StateError),
+}
 
 pub struct CommitCoordinator {
     producer: RecordProducer,
@@ -79,19 +90,18 @@ impl CommitCoordinator {
         Ok(())
     }
 
-    /// Flushes every task and commits. On failure the caller must call [`CommitCoordinator::roll_back`].
+    /// Flushes every task and commits. After a [`CommitError::Kafka`] the caller must call
+    /// [`CommitCoordinator::roll_back`]; after a [`CommitError::State`] it must stop.
     pub(crate) fn commit(
         &mut self,
         tasks: &mut BTreeMap<TaskId, TaskSlot>,
         group: &GroupHandle<'_>,
-    ) -> Result<(), CommitFailure> {
+    ) -> Result<(), CommitError> {
         let started = Instant::now();
         let mut offsets = Vec::with_capacity(tasks.len());
         for slot in tasks.values_mut() {
             let mut output = TaskOutput::default();
-            slot.task
-                .flush(&mut output)
-                .map_err(|e| CommitFailure::Fatal(e.to_string()))?;
+            slot.task.flush(&mut output)?;
             slot.pending_state.append(&mut output.state);
             self.send(&mut output)?;
             if let Some(offset) = slot
@@ -148,9 +158,7 @@ impl CommitCoordinator {
         result?;
         for slot in tasks.values_mut() {
             let pending = std::mem::take(&mut slot.pending_state);
-            slot.task
-                .apply_committed(pending)
-                .map_err(|e| CommitFailure::Fatal(e.to_string()))?;
+            slot.task.apply_committed(pending)?;
             slot.committed_offset = slot.task.next_offset();
         }
         metrics::histogram!(m::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());

@@ -1,7 +1,7 @@
 //! The instance's main loop: poll a batch, process it on the worker threads, send what it
 //! produced, commit every `commit_interval_ms`; rebalance callbacks commit and close tasks.
 
-use super::commit::CommitCoordinator;
+use super::commit::{CommitCoordinator, CommitError};
 use super::task_slot::TaskSlot;
 use super::worker_pool::{process_batch, TaskWork};
 use crate::config::{Config, ProcessingGuarantee};
@@ -98,7 +98,10 @@ impl RebalanceListener for Listener {
                         }
                     }
                 }
-                Err(failure) => {
+                Err(CommitError::State(error)) => {
+                    shared.fatal = Some(error.to_string());
+                }
+                Err(CommitError::Kafka(failure)) => {
                     tracing::warn!(%failure, "commit on revocation failed; revoked tasks are dropped without a checkpoint");
                     for (topic, partition) in partitions {
                         shared.tasks.remove(&TaskId {
@@ -536,26 +539,20 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
 
         if Instant::now() >= next_commit {
             next_commit = Instant::now() + commit_interval;
-            if let Err(failure) = shared_ref
+            match shared_ref
                 .committer
                 .commit(&mut shared_ref.tasks, &consumer.handle())
             {
-                if let CommitFailure::Fatal(reason) = &failure {
-                    if reason.contains("store") {
-                        break Err(crate::Error::Kafka(
-                            crate::kafka::KafkaClientError::Operation {
-                                operation: "commit".into(),
-                                reason: reason.clone(),
-                            },
-                        ));
+                Ok(()) => {}
+                Err(CommitError::State(error)) => break Err(error.into()),
+                Err(CommitError::Kafka(failure)) => {
+                    if let Err(error) = shared_ref.committer.roll_back(
+                        &mut shared_ref.tasks,
+                        &consumer.handle(),
+                        &failure,
+                    ) {
+                        break Err(error.into());
                     }
-                }
-                if let Err(error) = shared_ref.committer.roll_back(
-                    &mut shared_ref.tasks,
-                    &consumer.handle(),
-                    &failure,
-                ) {
-                    break Err(error.into());
                 }
             }
             export_task_stats(shared_ref);

@@ -5,5 +5,5 @@ mod engine;
 mod task_slot;
 mod worker_pool;
 
-pub use commit::{now_ms, CommitCoordinator};
+pub use commit::{now_ms, CommitCoordinator, CommitError};
 pub use engine::{run, RunOptions};
