@@ -47,6 +47,8 @@ pub struct HttpConfig {
     /// Serve `/metrics`, `/health/live` and `/health/ready`.
     pub enabled: bool,
     pub listen: String,
+    /// Also serve the query API (`/api/v1/`), indexing every output topic in memory.
+    pub query_api: bool,
 }
 
 impl Default for HttpConfig {
@@ -54,6 +56,7 @@ impl Default for HttpConfig {
         HttpConfig {
             enabled: true,
             listen: "0.0.0.0:9464".into(),
+            query_api: true,
         }
     }
 }

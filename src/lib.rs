@@ -7,6 +7,7 @@
 //! [`kafka`] (every rdkafka call), [`telemetry`] (metrics, health, logs).
 
 pub mod aggregate;
+pub mod api;
 pub mod config;
 
 mod error;
@@ -14,6 +15,7 @@ pub mod events;
 pub mod kafka;
 pub mod record;
 pub mod runtime;
+pub mod schema;
 pub mod state;
 pub mod task;
 pub mod telemetry;

@@ -64,7 +64,12 @@ enum TopologyCommand {
         application_id: String,
     },
     /// Check topology files and exit non-zero with the first error.
-    Validate { files: Vec<PathBuf> },
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the seed event schemas eddy knows (fields, JSON types, Go declarations) as Markdown.
+    Schemas,
 }
 
 #[derive(clap::Args)]
@@ -197,14 +202,25 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(config = %config.redacted(), "effective configuration");
     let topology = Topology::from_files(&config.topology)?;
     let health = Health::default();
+    let stop = stop_on_signals();
     if config.http.enabled {
         let handle = eddy::telemetry::metrics::install_recorder()
             .map_err(anyhow::Error::msg)
             .context("installing the Prometheus recorder")?;
-        let addr = serve_http(&config.http.listen, handle, health.clone())?;
-        tracing::info!(%addr, "serving /metrics, /health/live and /health/ready");
+        let api = config.http.query_api.then(|| {
+            let api = eddy::api::ApiState::new(&topology);
+            let settings = eddy::kafka::ClientSettings::from_config(&config);
+            let topics = eddy::api::ApiState::output_topics(&topology);
+            if let Err(error) =
+                eddy::api::spawn_materializer(settings, topics, api.index.clone(), stop.clone())
+            {
+                tracing::error!(%error, "could not start the query API's index");
+            }
+            api
+        });
+        let addr = serve_http(&config.http.listen, Some(handle), health.clone(), api)?;
+        tracing::info!(%addr, "serving /metrics, /health/live, /health/ready and /api/v1/");
     }
-    let stop = stop_on_signals();
     let timeout = std::time::Duration::from_millis(config.shutdown_timeout_ms);
     let watchdog_stop = stop.clone();
     std::thread::spawn(move || {
@@ -251,11 +267,18 @@ fn main() -> anyhow::Result<()> {
             }
             TopologyCommand::Validate { files } => {
                 let topology = Topology::from_files(&files)?;
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
                 println!(
-                    "ok: {} sources, {} aggregations",
+                    "ok: {} ({} sources reading {} topics, {} aggregations)",
+                    names.join(", "),
                     topology.sources.len(),
+                    topology.input_topics().len(),
                     topology.aggregations.len()
                 );
+                Ok(())
+            }
+            TopologyCommand::Schemas => {
+                print!("{}", eddy::schema::reference_markdown());
                 Ok(())
             }
         },

@@ -11,7 +11,7 @@ fn python_datasketches_reads_and_unions_emitted_sketches() {
     let topology = Topology::builder()
         .source(
             SourceBuilder::new("a", "analytics", Schema::AnalyticsEvent)
-                .time_field("timestamp", TimeFormat::EpochMillis)
+                .time_field("timestamp", TimeFormat::Rfc3339)
                 .build(),
         )
         .aggregation(
@@ -32,7 +32,7 @@ fn python_datasketches_reads_and_unions_emitted_sketches() {
     // Minute 0: users 0..3000, minute 1: users 2000..9000 (small and large sketches, overlapping).
     for (minute, users) in [(0i64, 0..3000), (1, 2000..9000)] {
         for user in users {
-            let value = serde_json::json!({"id": "e", "timestamp": minute * 60_000 + (user % 60_000), "eventType": "view", "userId": format!("user-{user}"), "properties": {}});
+            let value = serde_json::json!({"id": "e", "timestamp": eddy::record::format_rfc3339_ms(minute * 60_000 + (user % 60_000)), "eventType": "view", "userId": format!("user-{user}"), "properties": {}});
             driver
                 .pipe(
                     "analytics",
@@ -50,7 +50,7 @@ fn python_datasketches_reads_and_unions_emitted_sketches() {
                 "analytics",
                 partition,
                 None,
-                r#"{"id":"x","timestamp":999999999,"eventType":"x","userId":"x","properties":{}}"#,
+                r#"{"id":"x","timestamp":"2100-01-01T00:00:00Z","eventType":"x","userId":"x","properties":{}}"#,
                 None,
             )
             .unwrap();

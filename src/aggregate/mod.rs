@@ -202,8 +202,79 @@ impl Accumulators {
         &self,
         aggregates: &[CompiledAggregate],
     ) -> serde_json::Map<String, serde_json::Value> {
+        self.values_json_named(aggregates.iter().map(|a| a.name.as_str()))
+    }
+
+    /// `sketches` of an output record: base64 of each distinct aggregate's canonical HLL sketch.
+    pub fn sketches_json(
+        &self,
+        aggregates: &[CompiledAggregate],
+    ) -> serde_json::Map<String, serde_json::Value> {
+        self.sketches_json_named(aggregates.iter().map(|a| a.name.as_str()))
+    }
+
+    /// Reads back the accumulators an output record carries (`values` and `sketches`): the inverse
+    /// of [`Accumulators::values_json`] and [`Accumulators::sketches_json`], exact for counts,
+    /// sums (to six decimals), min, max and sketches.
+    pub fn from_output(
+        aggregates: &[(String, AggregateKind)],
+        values: &serde_json::Map<String, serde_json::Value>,
+        sketches: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Accumulators, String> {
+        let number = |name: &str| -> Result<Option<f64>, String> {
+            match values.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| format!("value `{name}` = {v} is not a number")),
+            }
+        };
+        aggregates
+            .iter()
+            .map(|(name, kind)| {
+                Ok(match kind {
+                    AggregateKind::Count => Accumulator::Count(
+                        values
+                            .get(name)
+                            .and_then(|v| v.as_u64())
+                            .ok_or_else(|| format!("count `{name}` is missing"))?,
+                    ),
+                    AggregateKind::Sum(_) | AggregateKind::SumProduct(..) => {
+                        let mut sum = ExactSum::default();
+                        match values.get(name) {
+                            Some(serde_json::Value::Number(n)) if n.is_i64() => {
+                                sum.add_int(n.as_i64().unwrap_or(0))
+                            }
+                            _ => sum.add_float(number(name)?.unwrap_or(0.0)),
+                        }
+                        Accumulator::Sum(sum)
+                    }
+                    AggregateKind::Min(_) => Accumulator::Min(number(name)?),
+                    AggregateKind::Max(_) => Accumulator::Max(number(name)?),
+                    AggregateKind::Distinct { .. } => {
+                        let text = sketches
+                            .get(name)
+                            .and_then(|v| v.as_str())
+                            .ok_or_else(|| format!("sketch `{name}` is missing"))?;
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(text)
+                            .map_err(|e| format!("sketch `{name}` is not base64: {e}"))?;
+                        Accumulator::Distinct(HllSketch::from_bytes(&bytes)?)
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(Accumulators)
+    }
+
+    /// `values` keyed by the given aggregate names, in order.
+    pub fn values_json_named<'n>(
+        &self,
+        names: impl Iterator<Item = &'n str>,
+    ) -> serde_json::Map<String, serde_json::Value> {
         let mut values = serde_json::Map::new();
-        for (accumulator, aggregate) in self.0.iter().zip(aggregates) {
+        for (accumulator, name) in self.0.iter().zip(names) {
             let value = match accumulator {
                 Accumulator::Count(n) => serde_json::Value::from(*n),
                 Accumulator::Sum(sum) => sum.to_json(),
@@ -214,22 +285,22 @@ impl Accumulators {
                     serde_json::Value::from(sketch.canonical().estimate().round() as u64)
                 }
             };
-            values.insert(aggregate.name.clone(), value);
+            values.insert(name.to_string(), value);
         }
         values
     }
 
-    /// `sketches` of an output record: base64 of each distinct aggregate's canonical HLL sketch.
-    pub fn sketches_json(
+    /// `sketches` keyed by the given aggregate names: base64 of each canonical HLL sketch.
+    pub fn sketches_json_named<'n>(
         &self,
-        aggregates: &[CompiledAggregate],
+        names: impl Iterator<Item = &'n str>,
     ) -> serde_json::Map<String, serde_json::Value> {
         let mut sketches = serde_json::Map::new();
-        for (accumulator, aggregate) in self.0.iter().zip(aggregates) {
+        for (accumulator, name) in self.0.iter().zip(names) {
             if let Accumulator::Distinct(sketch) = accumulator {
                 let bytes = sketch.canonical().to_bytes();
                 sketches.insert(
-                    aggregate.name.clone(),
+                    name.to_string(),
                     base64::engine::general_purpose::STANDARD
                         .encode(bytes)
                         .into(),

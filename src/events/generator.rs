@@ -2,7 +2,6 @@
 //! event-time jitter, a few late events and, optionally, malformed records.
 
 use super::{AnalyticsEvent, OrderCreated, OrderItem};
-use crate::record::format_rfc3339_ms;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -130,7 +129,7 @@ impl EventGenerator {
                 hit
             })
             .map_or("page_view", |(t, _)| t);
-        let mut properties = serde_json::Map::new();
+        let mut properties = std::collections::BTreeMap::new();
         properties.insert(
             "page".into(),
             PAGES[self.rng.random_range(0..PAGES.len())].into(),
@@ -144,9 +143,16 @@ impl EventGenerator {
                 format!("sku-{}", self.skewed(self.config.products)).into(),
             );
         }
+        // Go writes time.Time at full precision in the producer's zone; `id` is omitempty.
+        let nanos = timestamp as i128 * 1_000_000 + self.rng.random_range(0..1_000_000) as i128;
+        let zone = [0, 0, 0, 60, 180, -300, 330][self.rng.random_range(0..7)];
         let event = AnalyticsEvent {
-            id: format!("evt-{}", self.sequence),
-            timestamp,
+            id: if self.sequence % 5 == 0 {
+                String::new()
+            } else {
+                format!("evt-{}", self.sequence)
+            },
+            timestamp: super::go_time_json(nanos, zone),
             event_type: event_type.into(),
             user_id: user.clone(),
             properties,
@@ -176,7 +182,8 @@ impl EventGenerator {
     }
 
     fn next_order(&mut self) -> GeneratedEvent {
-        let timestamp = self.event_time();
+        // Unix seconds, as the order service writes them.
+        let timestamp = self.event_time().div_euclid(1000) * 1000;
         let user = format!("user-{}", self.skewed(self.config.users));
         let item_count = self.rng.random_range(1..=4);
         let mut items = Vec::with_capacity(item_count);
@@ -198,7 +205,7 @@ impl EventGenerator {
             user_id: user,
             items,
             total_amount: total_cents as f64 / 100.0,
-            timestamp: format_rfc3339_ms(timestamp),
+            timestamp: timestamp / 1000,
         };
         GeneratedEvent {
             stream: "orders",

@@ -164,6 +164,22 @@ pub struct TopicTail {
 }
 
 impl TopicTail {
+    /// Like [`TopicTail::new`], but `None` while any of `topics` does not exist yet.
+    pub fn new_when_present(
+        settings: &ClientSettings,
+        topics: &[&str],
+    ) -> Result<Option<TopicTail>, KafkaClientError> {
+        let tail = TopicTail::new(settings, topics)?;
+        let assigned = tail
+            .consumer
+            .assignment()
+            .map_err(|e| operation_error("assignment", e))?;
+        let all_present = topics
+            .iter()
+            .all(|topic| assigned.elements().iter().any(|e| e.topic() == *topic));
+        Ok(all_present.then_some(tail))
+    }
+
     pub fn new(settings: &ClientSettings, topics: &[&str]) -> Result<TopicTail, KafkaClientError> {
         let mut config = settings.assign_consumer(true);
         config.set("enable.partition.eof", "false");

@@ -1,15 +1,15 @@
 //! JSON decoding driven by a per-source plan: only planned fields are kept, everything else is
-//! skipped without allocating, and the seed schemas' required fields are type-checked.
+//! skipped without allocating. Seed schemas are checked against their [`crate::schema`] table,
+//! event time is read by the source's declared format alone, and versioned sources map each
+//! version's fields onto the names the aggregations use.
 
-use super::event_time::parse_rfc3339_ms;
 use super::{DecodedRecord, FieldValue};
-use crate::topology::{EventTime, Schema, Source, TimeFormat, Topology};
+use crate::schema::{FieldType, TimeFormat, VERSION_FIELD};
+use crate::topology::{EventTime, Schema, Source, Topology};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
-
-/// Schema versions this eddy reads; a record with another `version` is a decode error.
-pub const SUPPORTED_VERSIONS: &[i64] = &[1];
 
 /// Why a record could not be decoded. Sent as the `eddy.error` header of dead-lettered records.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -33,11 +33,38 @@ enum Expect {
     Object,
 }
 
+impl Expect {
+    fn of(ty: FieldType) -> Expect {
+        match ty {
+            FieldType::String => Expect::String,
+            FieldType::Number => Expect::Number,
+            FieldType::Integer => Expect::Integer,
+            FieldType::StringMap | FieldType::Array(_) => Expect::Object,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct PlannedField {
     name: String,
     expect: Expect,
     required: bool,
+}
+
+/// Where one version finds a planned field.
+#[derive(Clone, Debug)]
+enum VersionedSlot {
+    Wire(usize),
+    Default(FieldValue<'static>),
+}
+
+/// How a versioned source's records are read: every key any version writes is captured once
+/// ("wire" slots), then each version maps wire slots onto the planned fields.
+#[derive(Clone, Debug)]
+struct Versions {
+    wire: Vec<PlannedField>,
+    by_version: Vec<(i64, Vec<VersionedSlot>)>,
+    known: Vec<i64>,
 }
 
 /// Which fields of a source's records to keep and check, built once per source.
@@ -48,42 +75,44 @@ pub struct DecodePlan {
     /// The array to explode and the fields kept from each element.
     items: Option<(String, Vec<PlannedField>, bool)>,
     time: Option<(usize, TimeFormat)>,
+    /// Present when the source declares versions.
+    versions: Option<Versions>,
+    known_versions: Vec<i64>,
+    topic_versions: HashMap<String, i64>,
+}
+
+fn planned(fields: &[crate::schema::FieldDef]) -> Vec<PlannedField> {
+    fields
+        .iter()
+        .filter(|f| !matches!(f.ty, FieldType::Array(_)))
+        .map(|f| PlannedField {
+            name: f.name.into(),
+            expect: Expect::of(f.ty),
+            required: f.required,
+        })
+        .collect()
 }
 
 fn seed_fields(schema: Schema) -> (Vec<PlannedField>, Option<(String, Vec<PlannedField>)>) {
-    let f = |name: &str, expect| PlannedField {
-        name: name.into(),
-        expect,
-        required: true,
+    let Some(def) = schema.def() else {
+        return (Vec::new(), None);
     };
-    match schema {
-        Schema::OrderCreated => (
-            vec![
-                f("order_id", Expect::String),
-                f("user_id", Expect::String),
-                f("total_amount", Expect::Number),
-                f("timestamp", Expect::String),
-            ],
-            Some((
-                "items".into(),
-                vec![
-                    f("product_id", Expect::String),
-                    f("quantity", Expect::Integer),
-                    f("unit_price", Expect::Number),
-                ],
-            )),
+    let items = def.fields.iter().find_map(|f| match f.ty {
+        FieldType::Array(items) => Some((f.name.to_string(), planned(items))),
+        _ => None,
+    });
+    (planned(def.fields), items)
+}
+
+fn default_value(json: &serde_json::Value) -> FieldValue<'static> {
+    match json {
+        serde_json::Value::Bool(b) => FieldValue::Bool(*b),
+        serde_json::Value::Number(n) => n.as_i64().map_or(
+            FieldValue::Float(n.as_f64().unwrap_or(0.0)),
+            FieldValue::Int,
         ),
-        Schema::AnalyticsEvent => (
-            vec![
-                f("id", Expect::String),
-                f("timestamp", Expect::Number),
-                f("eventType", Expect::String),
-                f("userId", Expect::String),
-                f("properties", Expect::Object),
-            ],
-            None,
-        ),
-        Schema::Json => (Vec::new(), None),
+        serde_json::Value::String(s) => FieldValue::Str(Cow::Owned(s.clone())),
+        _ => FieldValue::Null,
     }
 }
 
@@ -96,6 +125,13 @@ impl DecodePlan {
             top,
             items: None,
             time: None,
+            versions: None,
+            known_versions: source.known_versions(),
+            topic_versions: source
+                .topics
+                .iter()
+                .map(|t| (t.clone(), source.topic_version(t)))
+                .collect(),
         };
         if let Some((array, fields)) = seed_items {
             plan.items = Some((array, fields, true));
@@ -106,6 +142,7 @@ impl DecodePlan {
                 _ => Expect::Number,
             };
             let slot = plan.add_top(field, expect, true);
+            plan.top[slot].required = true;
             plan.time = Some((slot, *format));
         }
         for aggregation in topology
@@ -132,7 +169,53 @@ impl DecodePlan {
                 plan.resolve_or_add(field);
             }
         }
+        if !source.versions.is_empty() {
+            plan.versions = Some(plan.plan_versions(source));
+        }
         plan
+    }
+
+    fn plan_versions(&self, source: &Source) -> Versions {
+        let mut wire: Vec<PlannedField> = Vec::new();
+        let mut by_version = Vec::new();
+        for version in source.known_versions() {
+            let declared = source.versions.iter().find(|v| v.version == version);
+            let slots = self
+                .top
+                .iter()
+                .map(|field| {
+                    let written = declared
+                        .and_then(|v| v.fields.iter().find(|(used, _)| *used == field.name))
+                        .map_or(field.name.as_str(), |(_, written)| written.as_str());
+                    let default = declared
+                        .and_then(|v| v.defaults.iter().find(|(used, _)| *used == field.name));
+                    if let Some((_, value)) = default {
+                        if !declared.is_some_and(|v| v.fields.iter().any(|(u, _)| *u == field.name))
+                        {
+                            return VersionedSlot::Default(default_value(value));
+                        }
+                    }
+                    let slot = wire
+                        .iter()
+                        .position(|w| w.name == written)
+                        .unwrap_or_else(|| {
+                            wire.push(PlannedField {
+                                name: written.into(),
+                                expect: field.expect,
+                                required: false,
+                            });
+                            wire.len() - 1
+                        });
+                    VersionedSlot::Wire(slot)
+                })
+                .collect();
+            by_version.push((version, slots));
+        }
+        Versions {
+            wire,
+            by_version,
+            known: source.known_versions(),
+        }
     }
 
     fn add_top(&mut self, name: &str, expect: Expect, required: bool) -> usize {
@@ -191,29 +274,85 @@ impl DecodePlan {
         &self.source
     }
 
-    /// Decodes one record. `kafka_timestamp_ms` is used when the source takes event time from Kafka.
+    /// The version of records on `topic` that carry no `version` field.
+    pub fn topic_version(&self, topic: &str) -> i64 {
+        self.topic_versions.get(topic).copied().unwrap_or(1)
+    }
+
+    /// Decodes one record of version 1 unless it says otherwise.
     pub fn decode<'a>(
         &self,
         bytes: &'a [u8],
         kafka_timestamp_ms: Option<i64>,
     ) -> Result<DecodedRecord<'a>, DecodeError> {
+        self.decode_from(bytes, kafka_timestamp_ms, 1)
+    }
+
+    /// Decodes one record. `kafka_timestamp_ms` is used when the source takes event time from
+    /// Kafka; `topic_version` is the version of records without a `version` field (see
+    /// [`DecodePlan::topic_version`]).
+    pub fn decode_from<'a>(
+        &self,
+        bytes: &'a [u8],
+        kafka_timestamp_ms: Option<i64>,
+        topic_version: i64,
+    ) -> Result<DecodedRecord<'a>, DecodeError> {
         let mut record = DecodedRecord {
             event_time_ms: 0,
-            fields: vec![None; self.top.len()],
+            fields: Vec::new(),
             items: Vec::new(),
         };
+        let keys = self.versions.as_ref().map_or(&self.top, |v| &v.wire);
+        let mut captured = vec![None; keys.len()];
+        let mut version = None;
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         de::Deserializer::deserialize_map(
             &mut deserializer,
             RecordVisitor {
-                plan: self,
-                record: &mut record,
+                keys,
+                items: self.items.as_ref(),
+                fields: &mut captured,
+                record_items: &mut record.items,
+                version: &mut version,
             },
         )
         .map_err(|e| DecodeError(format!("invalid JSON for source `{}`: {e}", self.source)))?;
         deserializer
             .end()
             .map_err(|e| DecodeError(format!("trailing bytes after the JSON object: {e}")))?;
+        let version = match version {
+            None => topic_version,
+            Some(FieldValue::Int(v)) => v,
+            Some(other) => {
+                return Err(DecodeError(format!(
+                    "field `{VERSION_FIELD}` is {other}, expected an integer"
+                )))
+            }
+        };
+        if !self.known_versions.contains(&version) {
+            return Err(DecodeError(format!(
+                "unknown schema version {version}: source `{}` reads versions {:?} (declare it with [[source.version]])",
+                self.source, self.known_versions
+            )));
+        }
+        record.fields = match &self.versions {
+            None => captured,
+            Some(versions) => {
+                let (_, slots) = versions
+                    .by_version
+                    .iter()
+                    .find(|(v, _)| *v == version)
+                    .expect("known version is planned");
+                debug_assert_eq!(versions.known, self.known_versions);
+                slots
+                    .iter()
+                    .map(|slot| match slot {
+                        VersionedSlot::Wire(w) => captured[*w].clone(),
+                        VersionedSlot::Default(value) => Some(value.clone()),
+                    })
+                    .collect()
+            }
+        };
         self.check(&record.fields, &self.top, "")?;
         if let Some((array, fields, _)) = &self.items {
             for (i, item) in record.items.iter().enumerate() {
@@ -227,28 +366,22 @@ impl DecodePlan {
                 )
             })?,
             Some((slot, format)) => {
-                let name = &self.top[slot].name;
-                match (format, record.fields[slot].as_ref()) {
-                    (TimeFormat::Rfc3339, Some(FieldValue::Str(s))) => parse_rfc3339_ms(s)
-                        .ok_or_else(|| {
-                            DecodeError(format!(
-                                "field `{name}` = {s:?} is not an RFC 3339 timestamp"
-                            ))
-                        })?,
-                    (TimeFormat::EpochMillis, Some(FieldValue::Int(i))) => *i,
-                    (TimeFormat::EpochMillis, Some(FieldValue::Float(f))) => *f as i64,
-                    (
-                        TimeFormat::EpochSeconds,
-                        Some(v @ (FieldValue::Int(_) | FieldValue::Float(_))),
-                    ) => (v.as_f64().unwrap_or(0.0) * 1000.0) as i64,
-                    (_, other) => {
-                        return Err(DecodeError(format!(
-                            "field `{name}` = {} is not a {} timestamp",
-                            other.map_or("(missing)".to_string(), |v| v.to_string()),
-                            format.name()
-                        )))
-                    }
-                }
+                let value = record.fields[slot].as_ref();
+                let parsed = match value {
+                    Some(FieldValue::Str(s)) => format.from_str(s),
+                    Some(FieldValue::Int(i)) => format.from_int(*i),
+                    Some(FieldValue::Float(f)) => format.from_float(*f),
+                    _ => Err(crate::schema::TimeParseError::NotANumber(format.name())),
+                };
+                parsed.map_err(|reason| {
+                    DecodeError(format!(
+                        "field `{}` = {} {reason}: the source reads it as `{}` ({})",
+                        self.top[slot].name,
+                        value.map_or("(missing)".to_string(), |v| v.to_string()),
+                        format.name(),
+                        format.json_type()
+                    ))
+                })?
             }
         };
         Ok(record)
@@ -371,8 +504,11 @@ impl<'de> Visitor<'de> for ValueSeed {
 }
 
 struct RecordVisitor<'p, 'r, 'de> {
-    plan: &'p DecodePlan,
-    record: &'r mut DecodedRecord<'de>,
+    keys: &'p [PlannedField],
+    items: Option<&'p (String, Vec<PlannedField>, bool)>,
+    fields: &'r mut Vec<Option<FieldValue<'de>>>,
+    record_items: &'r mut Vec<Vec<Option<FieldValue<'de>>>>,
+    version: &'r mut Option<FieldValue<'de>>,
 }
 
 impl<'de> Visitor<'de> for RecordVisitor<'_, '_, 'de> {
@@ -383,30 +519,27 @@ impl<'de> Visitor<'de> for RecordVisitor<'_, '_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut saw_items = false;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if let Some(slot) = self.plan.top.iter().position(|f| f.name == key) {
-                let object_ok = self.plan.top[slot].expect == Expect::Object;
+            if let Some(slot) = self.keys.iter().position(|f| f.name == key) {
+                let object_ok = self.keys[slot].expect == Expect::Object;
                 let value = map
                     .next_value_seed(ValueSeed { object_ok })
                     .map_err(|e| de::Error::custom(format!("field `{key}`: {e}")))?;
-                self.record.fields[slot] = Some(value);
-            } else if let Some((array, fields, _)) =
-                self.plan.items.as_ref().filter(|(a, ..)| *a == key)
-            {
+                self.fields[slot] = Some(value);
+            } else if let Some((array, fields, _)) = self.items.filter(|(a, ..)| *a == key) {
                 saw_items = true;
-                self.record.items = map
+                *self.record_items = map
                     .next_value_seed(ItemsSeed { fields })
                     .map_err(|e| de::Error::custom(format!("field `{array}`: {e}")))?;
-            } else if key == "version" {
-                let version: serde_json::Value = map.next_value()?;
-                match version.as_i64() {
-                    Some(v) if SUPPORTED_VERSIONS.contains(&v) => {}
-                    _ => return Err(de::Error::custom(format!("unknown schema version {version} (this eddy reads versions {SUPPORTED_VERSIONS:?})"))),
-                }
+            } else if key == VERSION_FIELD {
+                *self.version = Some(
+                    map.next_value_seed(ValueSeed { object_ok: false })
+                        .map_err(|e| de::Error::custom(format!("field `{key}`: {e}")))?,
+                );
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        if let Some((array, _, true)) = &self.plan.items {
+        if let Some((array, _, true)) = self.items {
             if !saw_items {
                 return Err(de::Error::custom(format!(
                     "missing required field `{array}` (an array)"
@@ -491,12 +624,12 @@ mod tests {
         Topology::builder()
             .source(
                 SourceBuilder::new("orders", "orders", Schema::OrderCreated)
-                    .time_field("timestamp", TimeFormat::Rfc3339)
+                    .time_field("timestamp", TimeFormat::EpochSeconds)
                     .build(),
             )
             .source(
                 SourceBuilder::new("analytics", "analytics", Schema::AnalyticsEvent)
-                    .time_field("timestamp", TimeFormat::EpochMillis)
+                    .time_field("timestamp", TimeFormat::Rfc3339)
                     .build(),
             )
             .aggregation(
@@ -528,16 +661,14 @@ mod tests {
         DecodePlan::for_source(&t, t.source(source).unwrap())
     }
 
-    const ORDER: &str = r#"{"order_id":"o1","user_id":"u1","items":[{"product_id":"p1","quantity":2,"unit_price":9.5},{"product_id":"p2","quantity":1,"unit_price":1}],"total_amount":20.0,"timestamp":"2026-11-22T10:00:00Z","extra":{"a":[1,2]}}"#;
+    /// Exactly what Go's encoding/json writes for seed 000's OrderCreatedEvent.
+    const ORDER: &str = r#"{"order_id":"o1","user_id":"u1","items":[{"product_id":"p1","quantity":2,"unit_price":9.5},{"product_id":"p2","quantity":1,"unit_price":1}],"total_amount":20,"timestamp":1795000000,"extra":{"a":[1,2]}}"#;
 
     #[test]
-    fn decodes_orders_with_items_and_rfc3339_time() {
+    fn decodes_go_orders_with_items_and_unix_seconds() {
         let plan = plan("orders");
         let record = plan.decode(ORDER.as_bytes(), None).unwrap();
-        assert_eq!(
-            record.event_time_ms,
-            parse_rfc3339_ms("2026-11-22T10:00:00Z").unwrap()
-        );
+        assert_eq!(record.event_time_ms, 1_795_000_000_000);
         assert_eq!(record.items.len(), 2);
         let product = plan.resolve("items.product_id");
         assert_eq!(
@@ -546,7 +677,7 @@ mod tests {
         );
         assert_eq!(
             record.get(plan.resolve("total_amount"), None),
-            Some(&FieldValue::Float(20.0))
+            Some(&FieldValue::Int(20))
         );
     }
 
@@ -563,12 +694,16 @@ mod tests {
                 "missing required field `user_id`",
             ),
             (
-                ORDER.replace("2026-11-22T10:00:00Z", "yesterday"),
-                "not an RFC 3339",
+                ORDER.replace("1795000000", "\"2026-11-18T11:06:40Z\""),
+                "field `timestamp` is \"2026-11-18T11:06:40Z\", expected an integer",
+            ),
+            (
+                ORDER.replace("1795000000", "9223372036854775807"),
+                "out of the representable time range",
             ),
             (
                 ORDER.replace("{\"order_id\"", "{\"version\":7,\"order_id\""),
-                "unknown schema version 7",
+                "unknown schema version 7: source `orders` reads versions [1]",
             ),
             ("{not json".to_string(), "invalid JSON"),
             (
@@ -591,16 +726,126 @@ mod tests {
     }
 
     #[test]
-    fn analytics_properties_must_be_an_object_and_time_a_number() {
+    fn analytics_events_as_go_writes_them() {
         let plan = plan("analytics");
-        let good = r#"{"id":"e1","timestamp":1795340400123,"eventType":"page_view","userId":"u9","properties":{"page":"/"}}"#;
-        let record = plan.decode(good.as_bytes(), None).unwrap();
-        assert_eq!(record.event_time_ms, 1_795_340_400_123);
+        let full = r#"{"id":"e1","timestamp":"2026-11-22T10:00:00.123456789+03:00","eventType":"page_view","userId":"u9","properties":{"page":"/"}}"#;
+        let record = plan.decode(full.as_bytes(), None).unwrap();
+        assert_eq!(
+            record.event_time_ms,
+            TimeFormat::Rfc3339
+                .from_str("2026-11-22T07:00:00.123Z")
+                .unwrap()
+        );
+        // `id` and `properties` are omitempty: Go leaves them out.
+        let bare = r#"{"timestamp":"2026-11-22T10:00:00Z","eventType":"click","userId":"u1"}"#;
+        assert!(plan.decode(bare.as_bytes(), None).is_ok());
         assert!(plan
-            .decode(good.replace("{\"page\":\"/\"}", "[1]").as_bytes(), None)
+            .decode(full.replace("{\"page\":\"/\"}", "[1]").as_bytes(), None)
             .is_err());
-        assert!(plan
-            .decode(good.replace("1795340400123", "\"soon\"").as_bytes(), None)
-            .is_err());
+        let err = plan
+            .decode(
+                full.replace("\"2026-11-22T10:00:00.123456789+03:00\"", "1795000000")
+                    .as_bytes(),
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `timestamp` is 1795000000, expected a string"),
+            "{err}"
+        );
+    }
+
+    fn versioned() -> (Topology, DecodePlan) {
+        let topology = Topology::builder()
+            .source(
+                SourceBuilder::new("orders", "order.created.v1", Schema::OrderCreated)
+                    .also_topic("order.created.v2")
+                    .time_field("timestamp", TimeFormat::EpochSeconds)
+                    .version(SourceVersion {
+                        version: 2,
+                        topic: Some("order.created.v2".into()),
+                        fields: vec![
+                            ("user_id".into(), "customer_id".into()),
+                            ("total_amount".into(), "total".into()),
+                        ],
+                        defaults: vec![],
+                    })
+                    .build(),
+            )
+            .aggregation(
+                AggregationBuilder::new("by_user", "orders", "out")
+                    .group_by("user_id")
+                    .aggregate("revenue", AggregateKind::Sum("total_amount".into()))
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        let plan = DecodePlan::for_source(&topology, &topology.sources[0]);
+        (topology, plan)
+    }
+
+    #[test]
+    fn versions_map_renamed_fields_by_topic_or_version_field() {
+        let (_, plan) = versioned();
+        let v2 =
+            r#"{"order_id":"o2","customer_id":"u7","items":[],"total":5.5,"timestamp":1795000000}"#;
+        let user = plan.resolve("user_id");
+        let total = plan.resolve("total_amount");
+        // On the v2 topic without a version field.
+        let record = plan
+            .decode_from(v2.as_bytes(), None, plan.topic_version("order.created.v2"))
+            .unwrap();
+        assert_eq!(record.get(user, None), Some(&FieldValue::Str("u7".into())));
+        assert_eq!(record.get(total, None), Some(&FieldValue::Float(5.5)));
+        // A version field wins over the topic.
+        let tagged = v2.replace("{\"order_id\"", "{\"version\":2,\"order_id\"");
+        assert!(plan.decode_from(tagged.as_bytes(), None, 1).is_ok());
+        // Version 1 still reads its own names, and is not satisfied by version 2's.
+        let record = plan.decode(ORDER.as_bytes(), None).unwrap();
+        assert_eq!(record.get(user, None), Some(&FieldValue::Str("u1".into())));
+        let err = plan.decode(v2.as_bytes(), None).unwrap_err().to_string();
+        assert!(err.contains("missing required field `user_id`"), "{err}");
+        let v3 = v2.replace("{\"order_id\"", "{\"version\":3,\"order_id\"");
+        let err = plan.decode(v3.as_bytes(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown schema version 3") && err.contains("[1, 2]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn versions_fill_defaults_for_fields_they_do_not_write() {
+        let topology = Topology::builder()
+            .source(
+                SourceBuilder::new("clicks", "clicks", Schema::Json)
+                    .version(SourceVersion {
+                        version: 2,
+                        topic: None,
+                        fields: vec![],
+                        defaults: vec![("region".into(), serde_json::json!("eu"))],
+                    })
+                    .build(),
+            )
+            .aggregation(
+                AggregationBuilder::new("by_region", "clicks", "out")
+                    .group_by("region")
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        let plan = DecodePlan::for_source(&topology, &topology.sources[0]);
+        let region = plan.resolve("region");
+        let record = plan.decode(br#"{"version":2,"x":1}"#, Some(5)).unwrap();
+        assert_eq!(
+            record.get(region, None),
+            Some(&FieldValue::Str("eu".into()))
+        );
+        let record = plan.decode(br#"{"region":"us"}"#, Some(5)).unwrap();
+        assert_eq!(
+            record.get(region, None),
+            Some(&FieldValue::Str("us".into()))
+        );
     }
 }

@@ -9,9 +9,7 @@
 /// assert_eq!(eddy::record::parse_rfc3339_ms("yesterday"), None);
 /// ```
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
-    let parsed =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
+    crate::schema::TimeFormat::Rfc3339.from_str(text).ok()
 }
 
 /// Formats epoch milliseconds as RFC 3339 in UTC with millisecond precision.

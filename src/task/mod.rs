@@ -37,6 +37,9 @@ const MAX_CACHED_ENTRIES: usize = 50_000;
 
 struct CompiledSource {
     source: Arc<Source>,
+    /// Each topic's first upstream index on the source's repartition topics: topic `i`'s partition
+    /// `p` is upstream `upstream_base[i] + p`, so partials of several topics never collide.
+    topics: Vec<String>,
     plan: Arc<DecodePlan>,
     aggregations: Vec<Arc<CompiledAggregation>>,
 }
@@ -45,8 +48,9 @@ struct CompiledSource {
 pub struct CompiledTopology {
     pub application_id: String,
     pub topology: Topology,
-    by_input_topic: HashMap<String, CompiledSource>,
-    by_repartition_topic: HashMap<String, (Arc<CompiledAggregation>, String)>,
+    by_input_topic: HashMap<String, Arc<CompiledSource>>,
+    /// Repartition topic -> its aggregation and the source's topics.
+    by_repartition_topic: HashMap<String, (Arc<CompiledAggregation>, Vec<String>)>,
 }
 
 impl CompiledTopology {
@@ -71,17 +75,18 @@ impl CompiledTopology {
             for aggregation in &aggregations {
                 if let Some(topic) = &aggregation.repartition_topic {
                     by_repartition_topic
-                        .insert(topic.clone(), (aggregation.clone(), source.topic.clone()));
+                        .insert(topic.clone(), (aggregation.clone(), source.topics.clone()));
                 }
             }
-            by_input_topic.insert(
-                source.topic.clone(),
-                CompiledSource {
-                    source: Arc::new(source.clone()),
-                    plan,
-                    aggregations,
-                },
-            );
+            let compiled = Arc::new(CompiledSource {
+                source: Arc::new(source.clone()),
+                topics: source.topics.clone(),
+                plan,
+                aggregations,
+            });
+            for topic in &source.topics {
+                by_input_topic.insert(topic.clone(), compiled.clone());
+            }
         }
         CompiledTopology {
             application_id: application_id.into(),
@@ -101,11 +106,12 @@ impl CompiledTopology {
         topics
     }
 
-    /// The input topic whose partition count a repartition topic mirrors.
+    /// The input topic whose partition count a repartition topic mirrors: the source's first.
     pub fn repartition_source_topic(&self, repartition_topic: &str) -> Option<&str> {
         self.by_repartition_topic
             .get(repartition_topic)
-            .map(|(_, t)| t.as_str())
+            .and_then(|(_, t)| t.first())
+            .map(String::as_str)
     }
 
     /// Every store with the topic whose partitions its tasks (and changelog partitions) follow.
@@ -116,11 +122,12 @@ impl CompiledTopology {
                 let topic = aggregation
                     .repartition_topic
                     .clone()
-                    .unwrap_or_else(|| compiled.source.topic.clone());
+                    .unwrap_or_else(|| compiled.topics[0].clone());
                 stores.push((aggregation.name.clone(), topic));
             }
         }
         stores.sort();
+        stores.dedup();
         stores
     }
 
@@ -171,24 +178,40 @@ impl CompiledTopology {
                         None => Role::Local {
                             store: open_store(&aggregation.name),
                         },
-                        Some(_) => Role::Partial {
-                            upstream_partition: id.partition as u32,
-                            downstream_partitions: partitions.get(&id.topic).copied().unwrap_or(1),
-                        },
+                        Some(_) => {
+                            let base: i32 = compiled
+                                .topics
+                                .iter()
+                                .take_while(|t| **t != id.topic)
+                                .map(|t| partitions.get(t).copied().unwrap_or(1))
+                                .sum();
+                            Role::Partial {
+                                upstream_partition: (base + id.partition) as u32,
+                                downstream_partitions: partitions
+                                    .get(&compiled.topics[0])
+                                    .copied()
+                                    .unwrap_or(1),
+                            }
+                        }
                     };
                     WindowAggregator::new(aggregation.clone(), role)
                 })
                 .collect();
             let kind = TaskKind::Input {
                 source: compiled.source.clone(),
+                topic_version: compiled.plan.topic_version(&id.topic),
                 plan: compiled.plan.clone(),
                 dead_letter_topic: dead_letter_topic(&self.application_id, &compiled.source),
             };
             StreamTask::new(id.clone(), kind, operators)
-        } else if let Some((aggregation, source_topic)) = self.by_repartition_topic.get(&id.topic) {
+        } else if let Some((aggregation, source_topics)) = self.by_repartition_topic.get(&id.topic)
+        {
             let role = Role::Merge {
                 store: open_store(&aggregation.name),
-                upstream_partitions: partitions.get(source_topic).copied().unwrap_or(1) as usize,
+                upstream_partitions: source_topics
+                    .iter()
+                    .map(|t| partitions.get(t).copied().unwrap_or(1) as usize)
+                    .sum(),
             };
             StreamTask::new(
                 id.clone(),

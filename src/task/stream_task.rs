@@ -55,6 +55,8 @@ pub struct TaskStats {
 pub(crate) enum TaskKind {
     Input {
         source: Arc<Source>,
+        /// The version of this topic's records that carry no `version` field.
+        topic_version: i64,
         plan: Arc<DecodePlan>,
         dead_letter_topic: String,
     },
@@ -131,10 +133,11 @@ impl StreamTask {
         match &self.kind {
             TaskKind::Input {
                 source,
+                topic_version,
                 plan,
                 dead_letter_topic,
             } => {
-                let decoded = match plan.decode(payload, record.timestamp_ms) {
+                let decoded = match plan.decode_from(payload, record.timestamp_ms, *topic_version) {
                     Ok(decoded) => decoded,
                     Err(error) => {
                         return match source.on_decode_error {

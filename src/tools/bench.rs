@@ -76,11 +76,11 @@ fn end_to_end(
     );
     let mut topology = Topology::from_files(files)?;
     for source in &mut topology.sources {
-        source.topic = if source.schema == crate::topology::Schema::OrderCreated {
+        source.topics = vec![if source.schema == crate::topology::Schema::OrderCreated {
             orders.clone()
         } else {
             analytics.clone()
-        };
+        }];
     }
     for aggregation in &mut topology.aggregations {
         aggregation.output_topic = format!("bench-{}-{run}", aggregation.output_topic);
@@ -218,7 +218,7 @@ fn pipeline(count: usize, commit_every: usize, files: &[PathBuf]) -> anyhow::Res
         .iter()
         .map(|s| {
             (
-                if s.topic == "orders" {
+                if s.topics[0] == "orders" {
                     "orders"
                 } else {
                     "analytics"

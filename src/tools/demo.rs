@@ -68,13 +68,33 @@ pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     config.http.listen = args.http_listen.clone();
 
     let health = Health::default();
-    if let Ok(handle) = crate::telemetry::metrics::install_recorder() {
-        match crate::telemetry::serve_http(&config.http.listen, handle, health.clone()) {
-            Ok(addr) => {
-                println!("metrics: http://{addr}/metrics   health: http://{addr}/health/ready")
-            }
-            Err(error) => println!("(metrics endpoint off: {error})"),
+    // The query API indexes the output topics as `eddy run` does. (The embedded mock broker shows
+    // aborted records to read_committed readers, so here, unlike on a real broker, an aborted
+    // commit's output can reach the index.)
+    let api = crate::api::ApiState::new(&topology);
+    crate::api::spawn_materializer(
+        ClientSettings::plain(&bootstrap),
+        outputs.clone(),
+        api.index.clone(),
+        stop.clone(),
+    )?;
+    let handle = crate::telemetry::metrics::install_recorder().ok();
+    match crate::telemetry::serve_http(&config.http.listen, handle, health.clone(), Some(api)) {
+        Ok(addr) => {
+            let from = crate::runtime::now_ms() / 60_000 * 60_000;
+            let (from, to) = (
+                crate::record::format_rfc3339_ms(from),
+                crate::record::format_rfc3339_ms(from + 3_600_000),
+            );
+            println!("metrics: http://{addr}/metrics   health: http://{addr}/health/ready");
+            println!("query API, while the demo runs (see http://{addr}/api/v1/openapi.json):");
+            println!("  curl 'http://{addr}/api/v1/metrics?from={from}&to={to}'");
+            println!(
+                "  curl 'http://{addr}/api/v1/metrics?from={from}&to={to}&eventType=purchase'"
+            );
+            println!("  curl 'http://{addr}/api/v1/aggregations/orders.by_product?from={from}&to={to}&items.product_id=sku-1'");
         }
+        Err(error) => println!("(HTTP endpoint off: {error})"),
     }
 
     let engine_stop = Arc::new(AtomicBool::new(false));

@@ -9,7 +9,7 @@ use super::*;
 /// use eddy::topology::*;
 /// let topology = Topology::builder()
 ///     .source(SourceBuilder::new("orders", "orders", Schema::OrderCreated)
-///         .time_field("timestamp", TimeFormat::Rfc3339)
+///         .time_field("timestamp", TimeFormat::EpochSeconds)
 ///         .key_field("order_id")
 ///         .build())
 ///     .aggregation(AggregationBuilder::new("orders.per_minute", "orders", "order-aggregates")
@@ -55,13 +55,24 @@ impl SourceBuilder {
     pub fn new(name: &str, topic: &str, schema: Schema) -> Self {
         SourceBuilder(Source {
             name: name.into(),
-            topic: topic.into(),
+            topics: vec![topic.into()],
             schema,
             key_field: None,
             time: EventTime::KafkaTimestamp,
             on_decode_error: DecodeErrorPolicy::DeadLetter,
             dead_letter_topic: None,
+            versions: Vec::new(),
         })
+    }
+    /// Reads one more topic as part of the same stream.
+    pub fn also_topic(mut self, topic: &str) -> Self {
+        self.0.topics.push(topic.into());
+        self
+    }
+    /// Declares a schema version and how its fields map.
+    pub fn version(mut self, version: SourceVersion) -> Self {
+        self.0.versions.push(version);
+        self
     }
     pub fn time_field(mut self, field: &str, format: TimeFormat) -> Self {
         self.0.time = EventTime::Field {
@@ -173,47 +184,28 @@ fn is_valid_name(name: &str) -> bool {
 const NAME_RULE: &str =
     "1 to 200 characters from a-z, A-Z, 0-9, `.`, `_`, `-` (it becomes part of Kafka topic names)";
 
-/// Top-level fields of the seed schemas; `None` for free-form JSON.
-fn schema_fields(schema: Schema) -> Option<&'static [&'static str]> {
-    match schema {
-        Schema::OrderCreated => Some(&[
-            "order_id",
-            "user_id",
-            "items",
-            "total_amount",
-            "timestamp",
-            "version",
-        ]),
-        Schema::AnalyticsEvent => Some(&[
-            "id",
-            "timestamp",
-            "eventType",
-            "userId",
-            "properties",
-            "version",
-        ]),
-        Schema::Json => None,
-    }
+/// Top-level fields of the seed schemas (and `version`); `None` for free-form JSON.
+fn schema_fields(schema: Schema) -> Option<Vec<&'static str>> {
+    schema.def().map(|def| {
+        def.fields
+            .iter()
+            .map(|f| f.name)
+            .chain([crate::schema::VERSION_FIELD])
+            .collect()
+    })
 }
 
-fn schema_item_fields(schema: Schema, array: &str) -> Option<&'static [&'static str]> {
-    match (schema, array) {
-        (Schema::OrderCreated, "items") => Some(&["product_id", "quantity", "unit_price"]),
-        (Schema::Json, _) => None,
-        _ => Some(&[]),
-    }
+fn schema_item_fields(schema: Schema, array: &str) -> Option<Vec<&'static str>> {
+    let def = schema.def()?;
+    Some(match def.field(array).map(|f| f.ty) {
+        Some(crate::schema::FieldType::Array(items)) => items.iter().map(|i| i.name).collect(),
+        _ => Vec::new(),
+    })
 }
 
 /// The array of a seed schema whose elements have `field`.
 fn schema_item_array(schema: Schema, field: &str) -> Option<&'static str> {
-    match schema {
-        Schema::OrderCreated
-            if schema_item_fields(schema, "items").is_some_and(|f| f.contains(&field)) =>
-        {
-            Some("items")
-        }
-        _ => None,
-    }
+    schema.def()?.array_with_item(field).map(|f| f.name)
 }
 
 /// A name must be usable in topic names and unique among its kind across all files.
@@ -242,28 +234,100 @@ fn check_unique_name<'t>(
     Ok(())
 }
 
+/// Versions are unique, at least 1, tied to the source's own topics, and map schema fields.
+fn validate_versions(at: &str, source: &Source) -> Result<(), TopologyError> {
+    let mut seen = std::collections::HashSet::new();
+    let fields = schema_fields(source.schema);
+    for version in &source.versions {
+        let key = format!("version.{}", version.version);
+        if version.version < 1 || !seen.insert(version.version) {
+            return Err(TopologyError::invalid(
+                at,
+                "version",
+                version.version,
+                "a version number of 1 or more, declared once per source",
+            ));
+        }
+        if let Some(topic) = &version.topic {
+            if !source.topics.contains(topic) {
+                return Err(TopologyError::invalid(
+                    at,
+                    format!("{key}.topic"),
+                    topic,
+                    format!("one of the source's topics ({})", source.topics.join(", ")),
+                ));
+            }
+        }
+        let mapped = version
+            .fields
+            .iter()
+            .map(|(used, _)| used)
+            .chain(version.defaults.iter().map(|(used, _)| used));
+        for used in mapped {
+            if let Some(fields) = &fields {
+                if !fields.contains(&used.as_str()) || used == crate::schema::VERSION_FIELD {
+                    return Err(TopologyError::invalid(
+                        at,
+                        format!("{key}.fields"),
+                        used,
+                        format!(
+                            "a top-level field of {} ({}): the name aggregations use",
+                            source.schema.name(),
+                            fields[..fields.len() - 1].join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some((used, value)) = version
+            .defaults
+            .iter()
+            .find(|(_, v)| v.is_array() || v.is_object() || v.is_null())
+        {
+            return Err(TopologyError::invalid(
+                at,
+                format!("{key}.defaults.{used}"),
+                value,
+                "a string, number or boolean",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate(topology: &Topology) -> Result<(), TopologyError> {
     let mut seen_sources = std::collections::HashSet::new();
     for source in &topology.sources {
         let at = format!("source `{}`", source.name);
         check_unique_name(&at, &source.name, "source", &mut seen_sources)?;
-        if topology
-            .sources
-            .iter()
-            .filter(|s| s.topic == source.topic)
-            .count()
-            > 1
-        {
-            return Err(TopologyError::invalid(&at, "topic", &source.topic, "a topic read by no other source (declare one source per topic and share it between aggregations)"));
-        }
-        if !is_valid_name(&source.topic) {
+        if source.topics.is_empty() {
             return Err(TopologyError::invalid(
                 &at,
                 "topic",
-                format!("{:?}", source.topic),
-                NAME_RULE,
+                "(none)",
+                "`topic = \"NAME\"` or `topics = [\"NAME.v1\", \"NAME.v2\"]`",
             ));
         }
+        for topic in &source.topics {
+            if !is_valid_name(topic) {
+                return Err(TopologyError::invalid(
+                    &at,
+                    "topic",
+                    format!("{topic:?}"),
+                    NAME_RULE,
+                ));
+            }
+            let readers = topology
+                .sources
+                .iter()
+                .flat_map(|s| &s.topics)
+                .filter(|t| *t == topic)
+                .count();
+            if readers > 1 {
+                return Err(TopologyError::invalid(&at, "topic", topic, "a topic read by no other source, listed once (declare one source per topic and share it between aggregations)"));
+            }
+        }
+        validate_versions(&at, source)?;
         if let (Some(fields), Some(key)) = (schema_fields(source.schema), &source.key_field) {
             if !fields.contains(&key.as_str()) {
                 return Err(TopologyError::invalid(
@@ -278,20 +342,52 @@ fn validate(topology: &Topology) -> Result<(), TopologyError> {
                 ));
             }
         }
-        if let (Some(fields), EventTime::Field { field, .. }) =
-            (schema_fields(source.schema), &source.time)
+        if let (Some(def), EventTime::Field { field, format }) = (source.schema.def(), &source.time)
         {
-            if !fields.contains(&field.as_str()) {
-                return Err(TopologyError::invalid(
-                    &at,
-                    "time.field",
-                    field,
-                    format!(
-                        "one of the {} fields: {}",
-                        source.schema.name(),
-                        fields.join(", ")
-                    ),
-                ));
+            let (time_field, time_format) = def.time;
+            match def.field(field) {
+                None => {
+                    return Err(TopologyError::invalid(
+                        &at,
+                        "time.field",
+                        field,
+                        format!(
+                            "one of the {} fields: {} (its event time is `{time_field}`)",
+                            def.name,
+                            def.field_names()
+                        ),
+                    ))
+                }
+                Some(f) if !f.ty.fits(*format) => {
+                    return Err(TopologyError::invalid(
+                        &at,
+                        "time.format",
+                        format.name(),
+                        format!(
+                            "a format for a JSON {} (`{}` in Go): {} writes `{field}` as {}; use `time = {{ field = \"{time_field}\", format = \"{}\" }}`",
+                            f.ty.describe(),
+                            f.go,
+                            def.producer,
+                            f.ty.describe(),
+                            time_format.name()
+                        ),
+                    ))
+                }
+                Some(_) if field == time_field && *format != time_format => {
+                    return Err(TopologyError::invalid(
+                        &at,
+                        "time.format",
+                        format.name(),
+                        format!(
+                            "`{}`: {} writes `{field}` as `{}`; use `time = {{ field = \"{time_field}\", format = \"{}\" }}`",
+                            time_format.name(),
+                            def.producer,
+                            def.field(field).map_or("", |f| f.go),
+                            time_format.name()
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
         }
     }
@@ -404,6 +500,7 @@ fn validate(topology: &Topology) -> Result<(), TopologyError> {
                 Some(array) => schema_item_fields(source.schema, array),
                 None => schema_fields(source.schema),
             };
+            let known = known.as_deref();
             if field.is_empty() || known.is_some_and(|k| !k.contains(&item)) {
                 let hint = match (&aggregation.explode, known) {
                     (Some(e), Some(k)) => {
@@ -451,7 +548,7 @@ mod tests {
 
     fn orders() -> Source {
         SourceBuilder::new("orders", "orders", Schema::OrderCreated)
-            .time_field("timestamp", TimeFormat::Rfc3339)
+            .time_field("timestamp", TimeFormat::EpochSeconds)
             .build()
     }
 

@@ -19,6 +19,34 @@ fn window_text(window: &WindowSpec) -> String {
     }
 }
 
+fn describe_versions(source: &Source) -> String {
+    let mut parts = Vec::new();
+    for known in source.known_versions() {
+        let mut text = format!("v{known}");
+        if let Some(v) = source.versions.iter().find(|v| v.version == known) {
+            let mut notes = Vec::new();
+            if let Some(topic) = &v.topic {
+                notes.push(format!("topic {topic}"));
+            }
+            notes.extend(
+                v.fields
+                    .iter()
+                    .map(|(used, written)| format!("{used} <- {written}")),
+            );
+            notes.extend(
+                v.defaults
+                    .iter()
+                    .map(|(used, value)| format!("{used} default {value}")),
+            );
+            if !notes.is_empty() {
+                text.push_str(&format!(" ({})", notes.join(", ")));
+            }
+        }
+        parts.push(text);
+    }
+    parts.join(", ")
+}
+
 /// Renders sources, per-partition tasks, stores, internal topics and sinks.
 ///
 /// # Examples
@@ -39,9 +67,12 @@ pub fn describe(topology: &Topology, application_id: &str) -> String {
     for source in &topology.sources {
         let _ = writeln!(
             out,
-            "\nSource `{}`: topic `{}` ({} JSON{}), event time {}",
+            "\nSource `{}`: {} ({} JSON{}), event time {}",
             source.name,
-            source.topic,
+            match source.topics.as_slice() {
+                [one] => format!("topic `{one}`"),
+                many => format!("topics `{}` (one stream)", many.join("`, `")),
+            },
             source.schema.name(),
             source
                 .key_field
@@ -63,11 +94,28 @@ pub fn describe(topology: &Topology, application_id: &str) -> String {
             },
             dead_letter_topic(application_id, source)
         );
-        let _ = writeln!(
-            out,
-            "  task {}-<partition> (one per input partition): decode",
-            source.topic
-        );
+        if let Some(def) = source.schema.def() {
+            let fields: Vec<String> = def
+                .fields
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}{}: {}",
+                        f.name,
+                        if f.required { "" } else { "?" },
+                        f.ty.describe()
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "  fields: {}", fields.join(", "));
+        }
+        let _ = writeln!(out, "  versions: {}", describe_versions(source));
+        for topic in &source.topics {
+            let _ = writeln!(
+                out,
+                "  task {topic}-<partition> (one per input partition): decode"
+            );
+        }
         for aggregation in topology
             .aggregations
             .iter()

@@ -19,7 +19,8 @@ struct TopologyFile {
 #[serde(deny_unknown_fields)]
 struct SourceEntry {
     name: String,
-    topic: String,
+    topic: Option<String>,
+    topics: Option<Vec<String>>,
     #[serde(default = "default_schema")]
     schema: Spanned<String>,
     key_field: Option<String>,
@@ -27,6 +28,19 @@ struct SourceEntry {
     #[serde(default)]
     on_decode_error: Option<Spanned<String>>,
     dead_letter_topic: Option<String>,
+    #[serde(default)]
+    version: Vec<Spanned<VersionEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionEntry {
+    version: i64,
+    topic: Option<String>,
+    #[serde(default)]
+    fields: toml::Table,
+    #[serde(default)]
+    defaults: toml::Table,
 }
 
 fn default_schema() -> Spanned<String> {
@@ -122,13 +136,19 @@ impl Lines {
         );
     }
 
+    /// The line of `key`, else of its closest recorded parent (`version.2.topic` -> `version.2`).
     fn find(&self, item: &str, key: &str) -> Option<usize> {
-        let root = key.split('.').next().unwrap_or(key);
-        self.0
-            .get(&(item.to_string(), key.to_string()))
-            .or_else(|| self.0.get(&(item.to_string(), root.to_string())))
-            .or_else(|| self.0.get(&(item.to_string(), String::new())))
-            .copied()
+        let mut key = key;
+        loop {
+            if let Some(line) = self.0.get(&(item.to_string(), key.to_string())) {
+                return Some(*line);
+            }
+            match key.rsplit_once('.') {
+                Some((parent, _)) => key = parent,
+                None => break,
+            }
+        }
+        self.0.get(&(item.to_string(), String::new())).copied()
     }
 }
 
@@ -167,12 +187,11 @@ fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> {
             None => EventTime::KafkaTimestamp,
             Some(time) => {
                 let span = time.span();
+                lines.record(&item, "time", text, span.clone());
                 let time = time.into_inner();
                 let format = match time.format.as_str() {
-                    "rfc3339" => Some(TimeFormat::Rfc3339),
-                    "epoch_s" => Some(TimeFormat::EpochSeconds),
-                    "epoch_ms" => Some(TimeFormat::EpochMillis),
                     "kafka" => None,
+                    other if TimeFormat::parse(other).is_some() => TimeFormat::parse(other),
                     other => {
                         return Err(TopologyError::invalid(
                             at(span),
@@ -218,14 +237,60 @@ fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> {
                 }
             },
         };
+        let topics =
+            match (entry.topic, entry.topics) {
+                (Some(topic), None) => vec![topic],
+                (None, Some(topics)) => topics,
+                _ => return Err(TopologyError::invalid(
+                    at(span.clone()),
+                    "topic",
+                    "(both or neither)",
+                    "exactly one of `topic = \"NAME\"` or `topics = [\"NAME.v1\", \"NAME.v2\"]`",
+                )),
+            };
+        let mut versions = Vec::new();
+        for version in entry.version {
+            let span = version.span();
+            let version = version.into_inner();
+            lines.record(
+                &item,
+                &format!("version.{}", version.version),
+                text,
+                span.clone(),
+            );
+            let mut fields = Vec::new();
+            for (used, written) in version.fields {
+                let toml::Value::String(written) = written else {
+                    return Err(TopologyError::invalid(
+                        at(span),
+                        format!("version.{}.fields.{used}", version.version),
+                        written,
+                        "the name this version writes the field under, as a string",
+                    ));
+                };
+                fields.push((used, written));
+            }
+            let mut defaults = Vec::new();
+            for (used, value) in version.defaults {
+                let json = serde_json::to_value(&value).unwrap_or(serde_json::Value::Null);
+                defaults.push((used, json));
+            }
+            versions.push(SourceVersion {
+                version: version.version,
+                topic: version.topic,
+                fields,
+                defaults,
+            });
+        }
         builder = builder.source(Source {
             name: entry.name,
-            topic: entry.topic,
+            topics,
             schema,
             key_field: entry.key_field,
             time,
             on_decode_error,
             dead_letter_topic: entry.dead_letter_topic,
+            versions,
         });
     }
 
@@ -384,7 +449,7 @@ name = "orders"
 topic = "orders"
 schema = "order_created"
 key_field = "order_id"
-time = { field = "timestamp", format = "rfc3339" }
+time = { field = "timestamp", format = "epoch_s" }
 
 [[aggregation]]
 name = "orders.by_product"
@@ -461,6 +526,67 @@ buyers = "distinct(user_id, 11)"
                 && err.contains("`update`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_time_format_the_schema_cannot_have_is_rejected_with_the_fix() {
+        let bad = GOOD.replace("format = \"epoch_s\"", "format = \"rfc3339\"");
+        let err = parse_str(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("topology/test.toml:7: source `orders`")
+                && err.contains("`time.format` = rfc3339")
+                && err.contains("format = \"epoch_s\""),
+            "{err}"
+        );
+        let bad = GOOD.replace("format = \"epoch_s\"", "format = \"epoch_ms\"");
+        let err = parse_str(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("Unix seconds") && err.contains("epoch_s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sources_read_several_topics_with_versions() {
+        let text = r#"
+[[source]]
+name = "orders"
+topics = ["order.created.v1", "order.created.v2"]
+schema = "order_created"
+time = { field = "timestamp", format = "epoch_s" }
+
+[[source.version]]
+version = 2
+topic = "order.created.v2"
+fields = { user_id = "customer_id" }
+
+[[aggregation]]
+name = "orders.per_user"
+source = "orders"
+group_by = ["user_id"]
+window = { type = "tumbling", size = "1m" }
+output = "order-aggregates"
+[aggregation.aggregates]
+orders = "count"
+"#;
+        let topology = parse_str(text).unwrap();
+        let source = &topology.sources[0];
+        assert_eq!(source.topics, ["order.created.v1", "order.created.v2"]);
+        assert_eq!(source.known_versions(), [1, 2]);
+        assert_eq!(source.topic_version("order.created.v2"), 2);
+        assert!(topology.needs_repartition(&topology.aggregations[0]));
+        let bad = text.replace(
+            "topic = \"order.created.v2\"\nfields",
+            "topic = \"orders.v9\"\nfields",
+        );
+        let err = parse_str(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("test.toml:8") && err.contains("orders.v9"),
+            "{err}"
+        );
+        let bad = text.replace("user_id = \"customer_id\"", "buyer = \"customer_id\"");
+        let err = parse_str(&bad).unwrap_err().to_string();
+        assert!(err.contains("buyer") && err.contains("user_id"), "{err}");
     }
 
     #[test]

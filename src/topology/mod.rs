@@ -10,6 +10,7 @@ mod duration;
 mod file;
 mod internal_topics;
 
+pub use crate::schema::{Schema, TimeFormat};
 pub use builder::{AggregationBuilder, SourceBuilder, TopologyBuilder};
 pub use describe::describe;
 pub use duration::{format_duration_ms, parse_duration_ms, DurationMs};
@@ -54,38 +55,6 @@ impl TopologyError {
     }
 }
 
-/// The seed event schemas eddy knows, validated field by field on decode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Schema {
-    /// `OrderCreated { order_id, user_id, items: [{product_id, quantity, unit_price}], total_amount, timestamp }`
-    OrderCreated,
-    /// `AnalyticsEvent { id, timestamp, eventType, userId, properties }`
-    AnalyticsEvent,
-    /// Any JSON object; only the fields the aggregations use are checked.
-    Json,
-}
-
-impl Schema {
-    pub const NAMES: &'static str = "`order_created`, `analytics_event` or `json`";
-
-    pub fn parse(name: &str) -> Option<Schema> {
-        match name {
-            "order_created" => Some(Schema::OrderCreated),
-            "analytics_event" => Some(Schema::AnalyticsEvent),
-            "json" => Some(Schema::Json),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Schema::OrderCreated => "order_created",
-            Schema::AnalyticsEvent => "analytics_event",
-            Schema::Json => "json",
-        }
-    }
-}
-
 /// How a record's event time is found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventTime {
@@ -93,25 +62,6 @@ pub enum EventTime {
     Field { field: String, format: TimeFormat },
     /// The Kafka record timestamp (CreateTime or LogAppendTime, whichever the topic uses).
     KafkaTimestamp,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimeFormat {
-    Rfc3339,
-    EpochSeconds,
-    EpochMillis,
-}
-
-impl TimeFormat {
-    pub const NAMES: &'static str = "`rfc3339`, `epoch_s`, `epoch_ms` or `kafka`";
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TimeFormat::Rfc3339 => "rfc3339",
-            TimeFormat::EpochSeconds => "epoch_s",
-            TimeFormat::EpochMillis => "epoch_ms",
-        }
-    }
 }
 
 /// What to do with a record that cannot be decoded.
@@ -125,11 +75,12 @@ pub enum DecodeErrorPolicy {
     Fail,
 }
 
-/// An input topic and how to read its records.
+/// One or more input topics read as one stream, and how to read their records.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Source {
     pub name: String,
-    pub topic: String,
+    /// Several topics (e.g. `order.created.v1` and `order.created.v2`) are read as one stream.
+    pub topics: Vec<String>,
     pub schema: Schema,
     /// The field the producers key records by. Grouping by exactly this field needs no repartition.
     pub key_field: Option<String>,
@@ -137,6 +88,43 @@ pub struct Source {
     pub on_decode_error: DecodeErrorPolicy,
     /// Overrides the default dead-letter topic `<application.id>-dlq`.
     pub dead_letter_topic: Option<String>,
+    /// Schema versions besides version 1 and how their fields map onto the ones aggregations use.
+    pub versions: Vec<SourceVersion>,
+}
+
+/// One schema version of a source's events.
+///
+/// A record's version is its `version` field; without one, the version declared for the topic it
+/// came from; without that, 1. Version 1 reads fields by their own names unless declared here.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceVersion {
+    pub version: i64,
+    /// Records on this topic without a `version` field are this version.
+    pub topic: Option<String>,
+    /// `(field aggregations use, field this version writes)`: renamed fields.
+    pub fields: Vec<(String, String)>,
+    /// Values for fields this version does not write.
+    pub defaults: Vec<(String, serde_json::Value)>,
+}
+
+impl Source {
+    /// The versions this source reads, ascending.
+    pub fn known_versions(&self) -> Vec<i64> {
+        let mut known: Vec<i64> = self.versions.iter().map(|v| v.version).collect();
+        if !known.contains(&1) {
+            known.push(1);
+        }
+        known.sort_unstable();
+        known
+    }
+
+    /// The version of records on `topic` that carry no `version` field.
+    pub fn topic_version(&self, topic: &str) -> i64 {
+        self.versions
+            .iter()
+            .find(|v| v.topic.as_deref() == Some(topic))
+            .map_or(1, |v| v.version)
+    }
 }
 
 /// Window shapes, all in milliseconds of event time.
@@ -320,14 +308,25 @@ impl Topology {
         self.sources.iter().find(|s| s.name == name)
     }
 
+    /// The source reading `topic`.
+    pub fn source_of_topic(&self, topic: &str) -> Option<&Source> {
+        self.sources
+            .iter()
+            .find(|s| s.topics.iter().any(|t| t == topic))
+    }
+
     pub fn aggregation(&self, name: &str) -> Option<&Aggregation> {
         self.aggregations.iter().find(|a| a.name == name)
     }
 
     /// Whether an aggregation must move its partials through a repartition topic: it does unless it
-    /// groups by exactly the field its source is keyed by.
+    /// groups by exactly the field its source is keyed by, and that source reads one topic (records
+    /// with one key on two topics meet only after a repartition).
     pub fn needs_repartition(&self, aggregation: &Aggregation) -> bool {
         let source = self.source(&aggregation.source).expect("validated");
+        if source.topics.len() > 1 {
+            return true;
+        }
         match &source.key_field {
             Some(key) => aggregation.group_by.as_slice() != std::slice::from_ref(key),
             None => true,
@@ -337,9 +336,9 @@ impl Topology {
     /// Input topics, deduplicated, in declaration order.
     pub fn input_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = Vec::new();
-        for source in &self.sources {
-            if !topics.contains(&source.topic) {
-                topics.push(source.topic.clone());
+        for topic in self.sources.iter().flat_map(|s| &s.topics) {
+            if !topics.contains(topic) {
+                topics.push(topic.clone());
             }
         }
         topics

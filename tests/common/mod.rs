@@ -131,12 +131,19 @@ impl EddyProcess {
             ])
             .args(["--processing-guarantee", options.guarantee])
             .args(["--num-threads", "2"])
-            .arg("--no-http")
             .env("RUST_LOG", "eddy=info,warn")
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
         for topology in options.topologies {
             command.args(["--topology", topology.to_str().unwrap()]);
+        }
+        // HTTP (metrics, health, query API) only where a test asks for it with EDDY__HTTP__LISTEN.
+        if !options
+            .extra_env
+            .iter()
+            .any(|(k, _)| k == "EDDY__HTTP__LISTEN")
+        {
+            command.arg("--no-http");
         }
         for (k, v) in &options.extra_env {
             command.env(k, v);
@@ -247,10 +254,10 @@ pub fn generate(
             closing: false,
         });
     }
-    let closing_ms = last_ms + 86_400_000;
+    let closing_ms = (last_ms + 86_400_000) / 1000 * 1000;
     for partition in 0..partitions {
-        let order = serde_json::json!({"order_id": format!("closing-{partition}"), "user_id": "closer", "items": [{"product_id": "closing", "quantity": 1, "unit_price": 0.0}], "total_amount": 0.0, "timestamp": eddy::record::format_rfc3339_ms(closing_ms)});
-        let event = serde_json::json!({"id": format!("closing-{partition}"), "timestamp": closing_ms, "eventType": "closing", "userId": "closer", "properties": {}});
+        let order = serde_json::json!({"order_id": format!("closing-{partition}"), "user_id": "closer", "items": [{"product_id": "closing", "quantity": 1, "unit_price": 0.0}], "total_amount": 0.0, "timestamp": closing_ms / 1000});
+        let event = serde_json::json!({"id": format!("closing-{partition}"), "timestamp": eddy::record::format_rfc3339_ms(closing_ms), "eventType": "closing", "userId": "closer"});
         events.push(Produced {
             topic: orders.into(),
             partition,

@@ -51,22 +51,27 @@ pub struct Expected {
     accs: Vec<(String, Acc)>,
 }
 
+/// Event time read independently of eddy's decoder: RFC 3339 through the `time` crate, epoch
+/// numbers by their unit.
 fn event_time(topology: &Topology, topic: &str, value: &Value) -> i64 {
-    let source = topology.sources.iter().find(|s| s.topic == topic).unwrap();
-    match &source.time {
-        EventTime::Field {
-            field,
-            format: TimeFormat::Rfc3339,
-        } => eddy::record::parse_rfc3339_ms(value[field].as_str().unwrap()).unwrap(),
-        EventTime::Field {
-            field,
-            format: TimeFormat::EpochMillis,
-        } => value[field].as_i64().unwrap(),
-        EventTime::Field {
-            field,
-            format: TimeFormat::EpochSeconds,
-        } => value[field].as_i64().unwrap() * 1000,
-        EventTime::KafkaTimestamp => panic!("reference needs event-time fields"),
+    let source = topology.source_of_topic(topic).unwrap();
+    let EventTime::Field { field, format } = &source.time else {
+        panic!("reference needs event-time fields")
+    };
+    let v = &value[field];
+    match format {
+        TimeFormat::Rfc3339 => {
+            let t = time::OffsetDateTime::parse(
+                v.as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            (t.unix_timestamp_nanos().div_euclid(1_000_000)) as i64
+        }
+        TimeFormat::EpochSeconds => v.as_i64().unwrap() * 1000,
+        TimeFormat::EpochMillis => v.as_i64().unwrap(),
+        TimeFormat::EpochMicros => v.as_i64().unwrap().div_euclid(1000),
+        TimeFormat::EpochNanos => v.as_i64().unwrap().div_euclid(1_000_000),
     }
 }
 
@@ -90,7 +95,7 @@ pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity,
         }
         let source = topology.source(&aggregation.source).unwrap();
         let mut stream_time: HashMap<i32, i64> = HashMap::new();
-        for event in events.iter().filter(|e| e.topic == source.topic) {
+        for event in events.iter().filter(|e| source.topics.contains(&e.topic)) {
             let ts = event_time(topology, &event.topic, &event.value);
             let st = stream_time.entry(event.partition).or_insert(i64::MIN);
             *st = (*st).max(ts);
