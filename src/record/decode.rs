@@ -51,11 +51,11 @@ struct PlannedField {
     required: bool,
 }
 
-/// Where one version finds a planned field.
+/// Where one version finds a planned field: a captured key, and the value to use when absent.
 #[derive(Clone, Debug)]
-enum VersionedSlot {
-    Wire(usize),
-    Default(FieldValue<'static>),
+struct VersionedSlot {
+    wire: usize,
+    default: Option<FieldValue<'static>>,
 }
 
 /// How a versioned source's records are read: every key any version writes is captured once
@@ -188,13 +188,8 @@ impl DecodePlan {
                         .and_then(|v| v.fields.iter().find(|(used, _)| *used == field.name))
                         .map_or(field.name.as_str(), |(_, written)| written.as_str());
                     let default = declared
-                        .and_then(|v| v.defaults.iter().find(|(used, _)| *used == field.name));
-                    if let Some((_, value)) = default {
-                        if !declared.is_some_and(|v| v.fields.iter().any(|(u, _)| *u == field.name))
-                        {
-                            return VersionedSlot::Default(default_value(value));
-                        }
-                    }
+                        .and_then(|v| v.defaults.iter().find(|(used, _)| *used == field.name))
+                        .map(|(_, value)| default_value(value));
                     let slot = wire
                         .iter()
                         .position(|w| w.name == written)
@@ -206,7 +201,10 @@ impl DecodePlan {
                             });
                             wire.len() - 1
                         });
-                    VersionedSlot::Wire(slot)
+                    VersionedSlot {
+                        wire: slot,
+                        default,
+                    }
                 })
                 .collect();
             by_version.push((version, slots));
@@ -306,7 +304,7 @@ impl DecodePlan {
         let mut captured = vec![None; keys.len()];
         let mut version = None;
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        de::Deserializer::deserialize_map(
+        let saw_items = de::Deserializer::deserialize_map(
             &mut deserializer,
             RecordVisitor {
                 keys,
@@ -335,6 +333,13 @@ impl DecodePlan {
                 self.source, self.known_versions
             )));
         }
+        if let Some((array, _, true)) = &self.items {
+            if !saw_items {
+                return Err(DecodeError(format!(
+                    "missing required field `{array}` (an array)"
+                )));
+            }
+        }
         record.fields = match &self.versions {
             None => captured,
             Some(versions) => {
@@ -346,10 +351,7 @@ impl DecodePlan {
                 debug_assert_eq!(versions.known, self.known_versions);
                 slots
                     .iter()
-                    .map(|slot| match slot {
-                        VersionedSlot::Wire(w) => captured[*w].clone(),
-                        VersionedSlot::Default(value) => Some(value.clone()),
-                    })
+                    .map(|slot| captured[slot.wire].clone().or_else(|| slot.default.clone()))
                     .collect()
             }
         };
@@ -511,12 +513,13 @@ struct RecordVisitor<'p, 'r, 'de> {
     version: &'r mut Option<FieldValue<'de>>,
 }
 
+/// Visits the top-level object; returns whether the exploded array was present.
 impl<'de> Visitor<'de> for RecordVisitor<'_, '_, 'de> {
-    type Value = ();
+    type Value = bool;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let mut saw_items = false;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if let Some(slot) = self.keys.iter().position(|f| f.name == key) {
@@ -539,14 +542,7 @@ impl<'de> Visitor<'de> for RecordVisitor<'_, '_, 'de> {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        if let Some((array, _, true)) = self.items {
-            if !saw_items {
-                return Err(de::Error::custom(format!(
-                    "missing required field `{array}` (an array)"
-                )));
-            }
-        }
-        Ok(())
+        Ok(saw_items)
     }
 }
 

@@ -42,6 +42,18 @@ pub enum BenchCommand {
         #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
         topology: Vec<PathBuf>,
     },
+    /// Query API latency: an index of DAYS of minute windows, then QUERIES requests of
+    /// `/api/v1/metrics` over the whole span through the real HTTP listener (p50, p99, max).
+    Api {
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, default_value_t = 120)]
+        users_per_minute: u32,
+        #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
+        topology: Vec<PathBuf>,
+    },
 }
 
 pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
@@ -58,6 +70,12 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             threads,
             topology,
         } => end_to_end(&bootstrap_servers, events, partitions, threads, &topology),
+        BenchCommand::Api {
+            days,
+            queries,
+            users_per_minute,
+            topology,
+        } => super::bench_api::api(days, queries, users_per_minute, &topology),
     }
 }
 

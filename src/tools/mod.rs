@@ -1,6 +1,7 @@
 //! The commands around the engine: the demo, the event generator and the benchmarks.
 
 mod bench;
+mod bench_api;
 mod demo;
 mod generate;
 mod live_table;

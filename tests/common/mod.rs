@@ -276,6 +276,118 @@ pub fn generate(
     events
 }
 
+/// One closing record per partition of each topic at `closing_ms`, so every real window closes.
+pub fn closing_records(
+    partitions: i32,
+    orders: &str,
+    analytics: &str,
+    closing_ms: i64,
+) -> Vec<Produced> {
+    let mut events = Vec::new();
+    for partition in 0..partitions {
+        let order = serde_json::json!({"order_id": format!("closing-{partition}"), "user_id": "closer", "items": [{"product_id": "closing", "quantity": 1, "unit_price": 0.0}], "total_amount": 0.0, "timestamp": closing_ms / 1000});
+        let event = serde_json::json!({"id": format!("closing-{partition}"), "timestamp": eddy::record::format_rfc3339_ms(closing_ms), "eventType": "closing", "userId": "closer"});
+        events.push(Produced {
+            topic: orders.into(),
+            partition,
+            key: "closer".into(),
+            value: order,
+            closing: true,
+        });
+        events.push(Produced {
+            topic: analytics.into(),
+            partition,
+            key: "closer".into(),
+            value: event,
+            closing: true,
+        });
+    }
+    events
+}
+
+/// Every record of `topics` as produced, in partition and offset order; records keyed `closer`
+/// are closing records.
+pub fn read_back(topics: &[&str]) -> Vec<Produced> {
+    let mut records: Vec<ReadRecord> = topics.iter().flat_map(|t| read_committed(t)).collect();
+    records
+        .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    records
+        .into_iter()
+        .map(|r| {
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).to_string();
+            Produced {
+                topic: r.topic,
+                partition: r.partition,
+                closing: key == "closer",
+                key,
+                value: serde_json::from_slice(r.value.as_deref().unwrap_or_default())
+                    .unwrap_or(serde_json::Value::Null),
+            }
+        })
+        .collect()
+}
+
+/// Builds the Go seed producer (`tests/go-producer`, segmentio/kafka-go) once per test binary.
+pub fn go_producer() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-producer");
+            let status = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go-producer"))
+                .status()
+                .expect("`go` must be installed: the seed-producer tests build tests/go-producer with it");
+            assert!(status.success(), "go build of tests/go-producer failed");
+            out
+        })
+        .clone()
+}
+
+/// Runs the Go seed producer against the test broker.
+pub fn run_go_producer(args: &[&str]) {
+    let status = Command::new(go_producer())
+        .args(["-brokers", &bootstrap()])
+        .args(args)
+        .status()
+        .expect("run go-producer");
+    assert!(status.success(), "go-producer {args:?} failed");
+}
+
+/// A free loopback port for a child's HTTP listener.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.1 GET: (status, JSON body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
 /// Produces events to their explicit partitions.
 pub fn produce_partitioned(events: &[Produced]) {
     let mut producer = RecordProducer::new(&settings(), None).unwrap();

@@ -53,7 +53,7 @@ pub struct Expected {
 
 /// Event time read independently of eddy's decoder: RFC 3339 through the `time` crate, epoch
 /// numbers by their unit.
-fn event_time(topology: &Topology, topic: &str, value: &Value) -> i64 {
+pub fn event_time(topology: &Topology, topic: &str, value: &Value) -> i64 {
     let source = topology.source_of_topic(topic).unwrap();
     let EventTime::Field { field, format } = &source.time else {
         panic!("reference needs event-time fields")
@@ -94,10 +94,13 @@ pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity,
             continue;
         }
         let source = topology.source(&aggregation.source).unwrap();
-        let mut stream_time: HashMap<i32, i64> = HashMap::new();
+        // Stream time is per input partition: per (topic, partition) when a source reads several topics.
+        let mut stream_time: HashMap<(&str, i32), i64> = HashMap::new();
         for event in events.iter().filter(|e| source.topics.contains(&e.topic)) {
             let ts = event_time(topology, &event.topic, &event.value);
-            let st = stream_time.entry(event.partition).or_insert(i64::MIN);
+            let st = stream_time
+                .entry((event.topic.as_str(), event.partition))
+                .or_insert(i64::MIN);
             *st = (*st).max(ts);
             if event.closing {
                 continue;
@@ -206,6 +209,24 @@ pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity,
         }
     }
     out
+}
+
+impl Expected {
+    /// The expected count of aggregate `name`.
+    pub fn count(&self, name: &str) -> Option<u64> {
+        self.accs.iter().find_map(|(n, acc)| match acc {
+            Acc::Count(c) if n == name => Some(*c),
+            _ => None,
+        })
+    }
+
+    /// The expected exact sum of aggregate `name`, in millionths.
+    pub fn sum_millionths(&self, name: &str) -> Option<i128> {
+        self.accs.iter().find_map(|(n, acc)| match acc {
+            Acc::Sum(s) if n == name => Some(s.millionths),
+            _ => None,
+        })
+    }
 }
 
 /// Compares one emitted record with its expectation; returns a description of any difference.
