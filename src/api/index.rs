@@ -2,8 +2,8 @@
 //! window) read from the output topics, with hourly and daily rollups for long ranges.
 //!
 //! Rollups hold the merge of every window that lies inside one UTC hour or day. They exist only
-//! for tumbling windows whose size divides the hour, are computed on first use and dropped when a
-//! window inside them changes, so a 30-day range merges about 30 days, 46 hours and 118 windows
+//! for tumbling windows whose size divides the hour. A new window merges into them as it arrives;
+//! a replaced one (updates, `emit = "update"`) drops them until the next query recomputes them, so a 30-day range merges about 30 days, 46 hours and 118 windows
 //! instead of 43,200 windows.
 
 use crate::aggregate::{Accumulator, Accumulators};
@@ -134,18 +134,35 @@ impl AggregateIndex {
             ..GroupSeries::default()
         });
         let start = record.window.start;
-        group.windows.insert(
-            start,
-            StoredWindow {
-                end: record.window.end,
-                accumulators,
-            },
-        );
+        let replaced = group
+            .windows
+            .insert(
+                start,
+                StoredWindow {
+                    end: record.window.end,
+                    accumulators,
+                },
+            )
+            .is_some();
         if series.rollups {
-            group
-                .hours
-                .insert(start.div_euclid(HOUR_MS) * HOUR_MS, None);
-            group.days.insert(start.div_euclid(DAY_MS) * DAY_MS, None);
+            let window = &group.windows[&start].accumulators;
+            for (rollups, period) in [(&mut group.hours, HOUR_MS), (&mut group.days, DAY_MS)] {
+                let slot = rollups
+                    .entry(start.div_euclid(period) * period)
+                    .or_insert(Some((
+                        super::index::empty_like(&series.aggregation.aggregates),
+                        0,
+                    )));
+                match slot {
+                    // A replaced window cannot be taken out of a merge: recompute on next use.
+                    _ if replaced => *slot = None,
+                    Some((merged, count)) => {
+                        merged.merge(window);
+                        *count += 1;
+                    }
+                    None => {}
+                }
+            }
         }
         Ok(())
     }

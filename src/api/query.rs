@@ -292,7 +292,8 @@ pub fn aggregation(
             .iter()
             .all(|(field, wanted)| match group.get(field) {
                 Some(Value::String(s)) => s == wanted,
-                Some(other) => other.to_string() == *wanted,
+                // Numbers and booleans compare by their JSON text (`?quantity=3`).
+                Some(other) => serde_json::to_string(other).is_ok_and(|text| text == *wanted),
                 None => false,
             })
     });

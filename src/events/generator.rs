@@ -135,19 +135,19 @@ impl EventGenerator {
             PAGES[self.rng.random_range(0..PAGES.len())].into(),
         );
         if event_type == "search" {
-            properties.insert("query".into(), format!("term-{}", self.skewed(500)).into());
+            properties.insert("query".into(), format!("term-{}", self.skewed(500)));
         }
         if matches!(event_type, "click" | "add_to_cart") {
             properties.insert(
                 "product_id".into(),
-                format!("sku-{}", self.skewed(self.config.products)).into(),
+                format!("sku-{}", self.skewed(self.config.products)),
             );
         }
         // Go writes time.Time at full precision in the producer's zone; `id` is omitempty.
         let nanos = timestamp as i128 * 1_000_000 + self.rng.random_range(0..1_000_000) as i128;
         let zone = [0, 0, 0, 60, 180, -300, 330][self.rng.random_range(0..7)];
         let event = AnalyticsEvent {
-            id: if self.sequence % 5 == 0 {
+            id: if self.sequence.is_multiple_of(5) {
                 String::new()
             } else {
                 format!("evt-{}", self.sequence)
