@@ -101,6 +101,9 @@ pub struct Config {
     pub replication_factor: i16,
     /// How long a clean shutdown may take before eddy exits anyway.
     pub shutdown_timeout_ms: u64,
+    /// An input partition read to its end with no record for this long is idle: it stops holding
+    /// back repartitioned windows until it has records again (Flink's `withIdleness`). 0 turns it off.
+    pub idle_timeout_ms: u64,
     pub http: HttpConfig,
     pub log: LogConfig,
     /// librdkafka properties for every client (e.g. `"security.protocol" = "SASL_SSL"`).
@@ -127,6 +130,7 @@ impl Default for Config {
             group_instance_id: None,
             replication_factor: 1,
             shutdown_timeout_ms: 30_000,
+            idle_timeout_ms: 30_000,
             http: HttpConfig::default(),
             log: LogConfig::default(),
             kafka: BTreeMap::new(),

@@ -50,7 +50,7 @@ fn python_datasketches_reads_and_unions_emitted_sketches() {
                 "analytics",
                 partition,
                 None,
-                r#"{"id":"x","timestamp":"2100-01-01T00:00:00Z","eventType":"x","userId":"x","properties":{}}"#,
+                r#"{"id":"x","timestamp":"1970-01-02T00:00:00Z","eventType":"x","userId":"x","properties":{}}"#,
                 None,
             )
             .unwrap();

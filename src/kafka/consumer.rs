@@ -33,6 +33,8 @@ pub trait RebalanceListener: Send + Sync {
 
 pub(crate) struct EddyConsumerContext {
     listener: Arc<dyn RebalanceListener>,
+    /// Records between each assigned partition's position and its end, from the latest statistics.
+    lags: Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>>,
 }
 
 impl ClientContext for EddyConsumerContext {
@@ -59,8 +61,12 @@ impl ClientContext for EddyConsumerContext {
                 if end < 0 || position < 0 {
                     continue;
                 }
+                let lag = (end - position).max(0);
                 metrics::gauge!(crate::telemetry::metrics::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                    .set((end - position).max(0) as f64);
+                    .set(lag as f64);
+                if let Ok(mut lags) = self.lags.lock() {
+                    lags.insert((topic.clone(), *partition), lag);
+                }
             }
         }
     }
@@ -247,6 +253,7 @@ impl ConsumedRecord<'_> {
 /// The member of the `application.id` consumer group.
 pub struct GroupConsumer {
     consumer: BaseConsumer<EddyConsumerContext>,
+    lags: Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>>,
 }
 
 impl GroupConsumer {
@@ -254,14 +261,26 @@ impl GroupConsumer {
         settings: &ClientSettings,
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<GroupConsumer, KafkaClientError> {
+        let lags = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let consumer = settings
             .group_consumer()
-            .create_with_context(EddyConsumerContext { listener })
+            .create_with_context(EddyConsumerContext {
+                listener,
+                lags: lags.clone(),
+            })
             .map_err(|e| KafkaClientError::Create {
                 client: "consumer",
                 reason: e.to_string(),
             })?;
-        Ok(GroupConsumer { consumer })
+        Ok(GroupConsumer { consumer, lags })
+    }
+
+    /// Whether the latest statistics (every 5 s) saw this partition read to its end.
+    pub fn caught_up(&self, topic: &str, partition: i32) -> bool {
+        self.lags
+            .lock()
+            .map(|lags| lags.get(&(topic.to_string(), partition)) == Some(&0))
+            .unwrap_or(false)
     }
 
     pub fn subscribe(&self, topics: &[String]) -> Result<(), KafkaClientError> {

@@ -79,6 +79,7 @@ pub struct DecodePlan {
     versions: Option<Versions>,
     known_versions: Vec<i64>,
     topic_versions: HashMap<String, i64>,
+    max_future_skew_ms: i64,
 }
 
 fn planned(fields: &[crate::schema::FieldDef]) -> Vec<PlannedField> {
@@ -104,6 +105,12 @@ fn seed_fields(schema: Schema) -> (Vec<PlannedField>, Option<(String, Vec<Planne
     (planned(def.fields), items)
 }
 
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn default_value(json: &serde_json::Value) -> FieldValue<'static> {
     match json {
         serde_json::Value::Bool(b) => FieldValue::Bool(*b),
@@ -127,6 +134,7 @@ impl DecodePlan {
             time: None,
             versions: None,
             known_versions: source.known_versions(),
+            max_future_skew_ms: source.max_future_skew_ms,
             topic_versions: source
                 .topics
                 .iter()
@@ -375,6 +383,13 @@ impl DecodePlan {
                     Some(FieldValue::Float(f)) => format.from_float(*f),
                     _ => Err(crate::schema::TimeParseError::NotANumber(format.name())),
                 };
+                let parsed = parsed.and_then(|ms| {
+                    if (0..=crate::schema::MAX_EVENT_TIME_MS).contains(&ms) {
+                        Ok(ms)
+                    } else {
+                        Err(crate::schema::TimeParseError::Unsupported)
+                    }
+                });
                 parsed.map_err(|reason| {
                     DecodeError(format!(
                         "field `{}` = {} {reason}: the source reads it as `{}` ({})",
@@ -386,6 +401,17 @@ impl DecodePlan {
                 })?
             }
         };
+        let reference = kafka_timestamp_ms.unwrap_or_else(wall_clock_ms);
+        if record.event_time_ms > reference.saturating_add(self.max_future_skew_ms) {
+            return Err(DecodeError(format!(
+                "event time {} is {} ahead of the record's {} {}, more than max_future_skew ({}): a producer clock or timestamp is wrong",
+                crate::record::format_rfc3339_ms(record.event_time_ms),
+                crate::topology::format_duration_ms(record.event_time_ms - reference),
+                if kafka_timestamp_ms.is_some() { "Kafka timestamp" } else { "wall-clock time" },
+                crate::record::format_rfc3339_ms(reference),
+                crate::topology::format_duration_ms(self.max_future_skew_ms),
+            )));
+        }
         Ok(record)
     }
 

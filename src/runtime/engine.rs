@@ -321,6 +321,7 @@ fn initialize_task(
             dir,
             committed_offset,
             pending_state: Vec::new(),
+            last_record_at: Instant::now(),
         },
     );
     group.resume(&[(topic.into(), partition)])?;
@@ -388,6 +389,8 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     tracing::info!(instance, application_id = %config.application_id, ?topics, guarantee = ?config.processing_guarantee, "eddy started");
 
     let commit_interval = Duration::from_millis(config.commit_interval_ms());
+    let idle_timeout =
+        (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
     let threads = config.num_threads;
     let mut next_commit = Instant::now() + commit_interval;
     let mut next_state_gauges = Instant::now();
@@ -478,6 +481,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 });
                 if let Some(index) = found {
                     let (_, records) = by_partition.swap_remove(index);
+                    slot.last_record_at = started;
                     // Skip what the task already processed (a fetch that raced a seek after rollback).
                     let from = slot.task.next_offset().unwrap_or(i64::MIN);
                     let records: Vec<InputRecord<'_>> =
@@ -539,6 +543,13 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
 
         if Instant::now() >= next_commit {
             next_commit = Instant::now() + commit_interval;
+            if let Some(idle_timeout) = idle_timeout {
+                for slot in shared_ref.tasks.values_mut() {
+                    let idle = slot.last_record_at.elapsed() >= idle_timeout
+                        && consumer.caught_up(&slot.task.id.topic, slot.task.id.partition);
+                    slot.task.set_idle(idle);
+                }
+            }
             match shared_ref
                 .committer
                 .commit(&mut shared_ref.tasks, &consumer.handle())

@@ -13,6 +13,8 @@ pub(crate) struct TaskSlot {
     pub committed_offset: Option<i64>,
     /// Store writes of the open transaction, applied to RocksDB once it commits.
     pub pending_state: Vec<PendingStateWrites>,
+    /// When the task last got a record (or was created): the idle-partition clock.
+    pub last_record_at: std::time::Instant,
 }
 
 impl TaskSlot {

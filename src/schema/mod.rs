@@ -8,7 +8,7 @@
 
 mod time_format;
 
-pub use time_format::{TimeFormat, TimeParseError};
+pub use time_format::{TimeFormat, TimeParseError, MAX_EVENT_TIME_MS};
 
 use std::fmt::Write;
 

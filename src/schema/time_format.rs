@@ -1,5 +1,9 @@
 //! Event-time formats: the one rule a source declares for reading its time field.
 
+/// The latest event time eddy accepts: 9999-12-31T23:59:59.999Z. Together with durations of at
+/// most 100 years it keeps window arithmetic far from overflow.
+pub const MAX_EVENT_TIME_MS: i64 = 253_402_300_799_999;
+
 /// How a time field is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeFormat {
@@ -20,6 +24,8 @@ pub enum TimeParseError {
     NotANumber(&'static str),
     #[error("is out of the representable time range")]
     OutOfRange,
+    #[error("is outside the event times eddy accepts (1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z)")]
+    Unsupported,
 }
 
 impl TimeFormat {

@@ -67,6 +67,11 @@ struct StoredWindows {
     expiring: BTreeMap<i64, Vec<(Vec<u8>, Window)>>,
     /// Merge role: the latest watermark of each upstream partition.
     upstream: Option<Vec<i64>>,
+    /// Merge role: upstream partitions that announced they are idle.
+    upstream_idle: Vec<bool>,
+    /// Merge role: the upstream marks and idle flags as of the last commit, restored on rollback
+    /// so that replayed partials are not mistaken for late ones.
+    committed_upstream: (Vec<i64>, Vec<bool>),
 }
 
 struct PartialWindows {
@@ -74,6 +79,10 @@ struct PartialWindows {
     upstream_partition: u32,
     downstream_partitions: i32,
     last_watermark_sent: i64,
+    /// Whether the last announcement downstream was `Idle`.
+    idle_announced: bool,
+    /// After a rollback the last announcement is unknown: send the next one whatever it is.
+    resend: bool,
 }
 
 enum State {
@@ -91,12 +100,17 @@ pub struct WindowAggregator {
 
 impl WindowAggregator {
     pub fn new(spec: Arc<CompiledAggregation>, role: Role) -> WindowAggregator {
-        let stored = |store, upstream| {
+        let stored = |store, upstream: Option<Vec<i64>>| {
             State::Stored(StoredWindows {
                 store,
                 open: HashMap::new(),
                 closing: BTreeMap::new(),
                 expiring: BTreeMap::new(),
+                upstream_idle: vec![false; upstream.as_ref().map_or(0, Vec::len)],
+                committed_upstream: (
+                    upstream.clone().unwrap_or_default(),
+                    vec![false; upstream.as_ref().map_or(0, Vec::len)],
+                ),
                 upstream,
             })
         };
@@ -114,6 +128,8 @@ impl WindowAggregator {
                 upstream_partition,
                 downstream_partitions,
                 last_watermark_sent: i64::MIN,
+                idle_announced: false,
+                resend: false,
             }),
         };
         WindowAggregator {
@@ -187,6 +203,17 @@ impl WindowAggregator {
         {
             for (mine, saved) in upstream.iter_mut().zip(watermarks) {
                 *mine = *saved;
+            }
+        }
+        self.mark_committed();
+    }
+
+    /// The transaction holding everything applied so far committed: remember the merge side's
+    /// upstream time as the point a rollback returns to.
+    pub fn mark_committed(&mut self) {
+        if let State::Stored(s) = &mut self.state {
+            if let Some(upstream) = &s.upstream {
+                s.committed_upstream = (upstream.clone(), s.upstream_idle.clone());
             }
         }
     }
@@ -272,15 +299,27 @@ impl WindowAggregator {
         Ok(false)
     }
 
-    /// Merge role: an upstream partition's stream time moved.
+    /// Merge role: an upstream partition's stream time moved (and it is active).
     pub fn apply_watermark(&mut self, upstream_partition: u32, stream_time: i64) {
+        self.apply_upstream(upstream_partition, stream_time, false);
+    }
+
+    /// Merge role: an upstream partition is idle; it no longer holds back the minimum.
+    pub fn apply_idle(&mut self, upstream_partition: u32, stream_time: i64) {
+        self.apply_upstream(upstream_partition, stream_time, true);
+    }
+
+    fn apply_upstream(&mut self, upstream_partition: u32, stream_time: i64, idle: bool) {
         if let State::Stored(StoredWindows {
             upstream: Some(upstream),
+            upstream_idle,
             ..
         }) = &mut self.state
         {
-            if let Some(mark) = upstream.get_mut(upstream_partition as usize) {
+            let i = upstream_partition as usize;
+            if let (Some(mark), Some(flag)) = (upstream.get_mut(i), upstream_idle.get_mut(i)) {
                 *mark = (*mark).max(stream_time);
+                *flag = idle;
             }
         }
     }
@@ -415,10 +454,13 @@ impl WindowAggregator {
 
     /// Closes what stream time allows, emits, and moves changes into `out`. `stream_time` is the
     /// task's; the Merge role uses the minimum of its upstream watermarks instead.
+    /// Emits and moves this commit's changes into `out`. `idle`: the task's input partition is
+    /// quiet and read to its end (the Partial role then announces it downstream).
     pub fn flush(
         &mut self,
         stream_time: i64,
         task_partition: i32,
+        idle: bool,
         out: &mut TaskOutput,
     ) -> Result<(), StateError> {
         let spec = self.spec.clone();
@@ -554,12 +596,21 @@ impl WindowAggregator {
                         });
                     }
                 }
-                if stream_time > p.last_watermark_sent {
-                    let message = RepartitionMessage::Watermark {
+                let announce = if idle {
+                    (!p.idle_announced || p.resend).then_some(RepartitionMessage::Idle {
                         upstream_partition: p.upstream_partition,
                         stream_time,
-                    }
-                    .encode();
+                    })
+                } else {
+                    (stream_time > p.last_watermark_sent || p.idle_announced || p.resend).then_some(
+                        RepartitionMessage::Watermark {
+                            upstream_partition: p.upstream_partition,
+                            stream_time,
+                        },
+                    )
+                };
+                if let Some(message) = announce {
+                    let message = message.encode();
                     for partition in 0..p.downstream_partitions {
                         out.records.push(OutgoingRecord {
                             kind: OutgoingKind::Repartition,
@@ -571,7 +622,9 @@ impl WindowAggregator {
                             window_end_ms: None,
                         });
                     }
-                    p.last_watermark_sent = stream_time;
+                    p.last_watermark_sent = p.last_watermark_sent.max(stream_time);
+                    p.idle_announced = idle;
+                    p.resend = false;
                 }
             }
         }
@@ -581,8 +634,17 @@ impl WindowAggregator {
     /// Forgets uncommitted work (the transaction was aborted). Partials are dropped; the task
     /// replays their records from the committed offsets.
     pub fn rollback(&mut self, last_watermark_sent: i64) -> Result<(), StateError> {
-        if let State::Partial(p) = &mut self.state {
-            p.last_watermark_sent = last_watermark_sent;
+        match &mut self.state {
+            State::Partial(p) => {
+                p.last_watermark_sent = last_watermark_sent;
+                p.resend = true;
+            }
+            State::Stored(s) => {
+                if let Some(upstream) = &mut s.upstream {
+                    upstream.clone_from(&s.committed_upstream.0);
+                    s.upstream_idle.clone_from(&s.committed_upstream.1);
+                }
+            }
         }
         self.reload_index()
     }
@@ -598,7 +660,15 @@ impl WindowAggregator {
 
 fn watermark_of(s: &StoredWindows, stream_time: i64) -> i64 {
     match &s.upstream {
-        Some(upstream) => upstream.iter().copied().min().unwrap_or(i64::MIN),
+        // The slowest active upstream partition; idle ones wait outside the minimum. When every
+        // upstream is idle, all input is read: the furthest stream time holds.
+        Some(upstream) => upstream
+            .iter()
+            .zip(&s.upstream_idle)
+            .filter(|(_, idle)| !**idle)
+            .map(|(mark, _)| *mark)
+            .min()
+            .unwrap_or_else(|| upstream.iter().copied().max().unwrap_or(i64::MIN)),
         None => stream_time,
     }
 }

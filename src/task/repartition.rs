@@ -21,6 +21,12 @@ pub enum RepartitionMessage {
         upstream_partition: u32,
         stream_time: i64,
     },
+    /// The upstream partition has been read to its end and quiet for `idle_timeout`: stage 2 leaves
+    /// it out of the minimum until its next `Watermark`. (Appended last: older bytes still decode.)
+    Idle {
+        upstream_partition: u32,
+        stream_time: i64,
+    },
 }
 
 impl RepartitionMessage {

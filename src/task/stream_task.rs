@@ -71,6 +71,8 @@ pub struct StreamTask {
     committed_stream_time: i64,
     next_offset: Option<i64>,
     stats: TaskStats,
+    /// Set by the runtime: the input partition is quiet and read to its end.
+    idle: bool,
 }
 
 /// Prefix of the offset-commit metadata eddy writes; bump with its layout.
@@ -86,6 +88,7 @@ impl StreamTask {
             committed_stream_time: i64::MIN,
             next_offset: None,
             stats: TaskStats::default(),
+            idle: false,
         }
     }
 
@@ -95,6 +98,13 @@ impl StreamTask {
 
     pub fn operators_mut(&mut self) -> &mut [WindowAggregator] {
         &mut self.operators
+    }
+
+    /// Marks the input partition idle (quiet for `idle_timeout` and read to its end) or active.
+    /// Partial operators announce it downstream at the next flush, so an idle partition no
+    /// longer holds back repartitioned windows.
+    pub fn set_idle(&mut self, idle: bool) {
+        self.idle = idle;
     }
 
     pub fn stream_time(&self) -> i64 {
@@ -227,6 +237,12 @@ impl StreamTask {
                     } => {
                         operator.apply_watermark(upstream_partition, stream_time);
                     }
+                    RepartitionMessage::Idle {
+                        upstream_partition,
+                        stream_time,
+                    } => {
+                        operator.apply_idle(upstream_partition, stream_time);
+                    }
                 }
                 Ok(())
             }
@@ -236,7 +252,7 @@ impl StreamTask {
     /// Emits and moves this commit interval's changes into `out`.
     pub fn flush(&mut self, out: &mut TaskOutput) -> Result<(), StateError> {
         for operator in &mut self.operators {
-            operator.flush(self.stream_time, self.id.partition, out)?;
+            operator.flush(self.stream_time, self.id.partition, self.idle, out)?;
         }
         Ok(())
     }
@@ -254,6 +270,9 @@ impl StreamTask {
             }
         }
         self.committed_stream_time = self.stream_time;
+        for operator in &mut self.operators {
+            operator.mark_committed();
+        }
         Ok(())
     }
 

@@ -139,6 +139,16 @@ impl TopologyTestDriver {
         Ok(())
     }
 
+    /// Marks an input partition idle or active again, as the runtime does when a partition read to
+    /// its end has had no record for `idle_timeout`. Takes effect at the next commit.
+    pub fn set_idle(&mut self, topic: &str, partition: i32, idle: bool) {
+        let id = TaskId {
+            topic: topic.into(),
+            partition,
+        };
+        self.task(&id).set_idle(idle);
+    }
+
     /// Commits: flushes every input task, delivers repartition records to their tasks, flushes
     /// those, and applies all state writes, as one successful transaction would.
     pub fn commit(&mut self) -> Result<(), TaskError> {

@@ -62,11 +62,17 @@ impl SourceBuilder {
             on_decode_error: DecodeErrorPolicy::DeadLetter,
             dead_letter_topic: None,
             versions: Vec::new(),
+            max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_MS,
         })
     }
     /// Reads one more topic as part of the same stream.
     pub fn also_topic(mut self, topic: &str) -> Self {
         self.0.topics.push(topic.into());
+        self
+    }
+    /// How far ahead of its Kafka timestamp a record's event time may be.
+    pub fn max_future_skew(mut self, skew_ms: i64) -> Self {
+        self.0.max_future_skew_ms = skew_ms;
         self
     }
     /// Declares a schema version and how its fields map.
@@ -328,6 +334,14 @@ fn validate(topology: &Topology) -> Result<(), TopologyError> {
             }
         }
         validate_versions(&at, source)?;
+        if !(0..=MAX_DURATION_MS).contains(&source.max_future_skew_ms) {
+            return Err(TopologyError::invalid(
+                &at,
+                "max_future_skew",
+                format_duration_ms(source.max_future_skew_ms),
+                "a duration from 0 to 100 years",
+            ));
+        }
         if let (Some(fields), Some(key)) = (schema_fields(source.schema), &source.key_field) {
             if !fields.contains(&key.as_str()) {
                 return Err(TopologyError::invalid(
@@ -449,6 +463,26 @@ fn validate(topology: &Topology) -> Result<(), TopologyError> {
                 ));
             }
             _ => {}
+        }
+        let sizes = match aggregation.window {
+            WindowSpec::Tumbling { size_ms } => [size_ms, 0],
+            WindowSpec::Hopping {
+                size_ms,
+                advance_ms,
+            } => [size_ms, advance_ms],
+            WindowSpec::Session { gap_ms } => [gap_ms, 0],
+        };
+        if let Some(too_long) = sizes
+            .into_iter()
+            .chain([aggregation.grace_ms, aggregation.retention_ms])
+            .find(|d| *d > MAX_DURATION_MS)
+        {
+            return Err(TopologyError::invalid(
+                &at,
+                "window",
+                format_duration_ms(too_long),
+                "durations of at most 100 years",
+            ));
         }
         if aggregation.grace_ms < 0 || aggregation.retention_ms < 0 {
             return Err(TopologyError::invalid(

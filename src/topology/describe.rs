@@ -86,7 +86,8 @@ pub fn describe(topology: &Topology, application_id: &str) -> String {
         );
         let _ = writeln!(
             out,
-            "  decode errors: {} -> {}",
+            "  decode errors (and event times over {} ahead of the Kafka timestamp): {} -> {}",
+            format_duration_ms(source.max_future_skew_ms),
             match source.on_decode_error {
                 DecodeErrorPolicy::DeadLetter => "dead-letter",
                 DecodeErrorPolicy::Skip => "skip",

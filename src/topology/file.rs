@@ -30,6 +30,7 @@ struct SourceEntry {
     dead_letter_topic: Option<String>,
     #[serde(default)]
     version: Vec<Spanned<VersionEntry>>,
+    max_future_skew: Option<DurationMs>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +292,9 @@ fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> {
             on_decode_error,
             dead_letter_topic: entry.dead_letter_topic,
             versions,
+            max_future_skew_ms: entry
+                .max_future_skew
+                .map_or(DEFAULT_MAX_FUTURE_SKEW_MS, |d| d.0),
         });
     }
 

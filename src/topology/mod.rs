@@ -90,7 +90,17 @@ pub struct Source {
     pub dead_letter_topic: Option<String>,
     /// Schema versions besides version 1 and how their fields map onto the ones aggregations use.
     pub versions: Vec<SourceVersion>,
+    /// A record whose event time is further than this ahead of its Kafka timestamp (or, without
+    /// one, of the wall clock) is a decode error: one bad clock must not move stream time.
+    pub max_future_skew_ms: i64,
 }
+
+/// The default `max_future_skew`: one hour.
+pub const DEFAULT_MAX_FUTURE_SKEW_MS: i64 = 3_600_000;
+
+/// The longest duration a topology may name (window sizes, grace, retention, skew): 100 years, so
+/// window arithmetic over event times up to year 9999 cannot overflow.
+pub const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
 
 /// One schema version of a source's events.
 ///

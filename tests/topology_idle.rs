@@ -1,0 +1,116 @@
+//! Idle input partitions through the test driver: a quiet partition, once idle, stops holding back
+//! repartitioned windows; when it has records again, they follow the lateness rule.
+
+use eddy::testing::TopologyTestDriver;
+use eddy::topology::*;
+
+fn topology() -> Topology {
+    Topology::builder()
+        .source(
+            SourceBuilder::new("events", "events", Schema::Json)
+                .time_field("ts", TimeFormat::EpochMillis)
+                .build(),
+        )
+        .aggregation(
+            AggregationBuilder::new("by_kind", "events", "out")
+                .group_by("kind")
+                .grace(0)
+                .aggregate("n", AggregateKind::Count)
+                .build(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn pipe(d: &mut TopologyTestDriver, partition: i32, ts: i64, kind: &str) {
+    d.pipe(
+        "events",
+        partition,
+        None,
+        &format!(r#"{{"ts":{ts},"kind":"{kind}"}}"#),
+        None,
+    )
+    .unwrap();
+}
+
+fn finals(d: &mut TopologyTestDriver) -> Vec<(i64, String, u64)> {
+    let mut finals: Vec<(i64, String, u64)> = d
+        .read_aggregates("out")
+        .into_iter()
+        .filter(|r| r.is_final)
+        .map(|r| {
+            (
+                r.window.start,
+                r.group["kind"].as_str().unwrap().to_string(),
+                r.values["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    finals.sort();
+    finals
+}
+
+#[test]
+fn an_idle_partition_stops_holding_back_windows_and_its_late_records_are_dropped() {
+    let mut d = TopologyTestDriver::new(topology(), 3);
+    // Partitions 0 and 1 move through minutes 0..3; partition 2 never gets a record.
+    for minute in 0..3 {
+        pipe(&mut d, 0, minute * 60_000 + 1_000, "a");
+        pipe(&mut d, 1, minute * 60_000 + 2_000, "b");
+    }
+    d.commit().unwrap();
+    assert!(
+        finals(&mut d).is_empty(),
+        "the empty partition holds every window open"
+    );
+
+    d.set_idle("events", 2, true);
+    d.commit().unwrap();
+    let closed = finals(&mut d);
+    assert_eq!(
+        closed,
+        [
+            (0, "a".into(), 1),
+            (0, "b".into(), 1),
+            (60_000, "a".into(), 1),
+            (60_000, "b".into(), 1)
+        ],
+        "windows the active partitions passed close once the quiet one is idle"
+    );
+
+    // The idle partition comes back with a record for a closed window and one for an open one.
+    d.set_idle("events", 2, false);
+    pipe(&mut d, 2, 30_000, "c");
+    pipe(&mut d, 2, 150_000, "c");
+    d.commit().unwrap();
+    for minute in 3..5 {
+        for partition in 0..3 {
+            pipe(&mut d, partition, minute * 60_000, "z");
+        }
+    }
+    d.commit().unwrap();
+    let closed = finals(&mut d);
+    assert!(
+        closed.contains(&(120_000, "c".into(), 1)),
+        "its record for the open window counts: {closed:?}"
+    );
+    assert!(
+        !closed
+            .iter()
+            .any(|(start, kind, _)| *start == 0 && kind == "c"),
+        "its record for a window closed while it was idle is late: {closed:?}"
+    );
+}
+
+#[test]
+fn while_every_partition_is_idle_the_furthest_stream_time_closes_windows() {
+    let mut d = TopologyTestDriver::new(topology(), 2);
+    pipe(&mut d, 0, 10_000, "a");
+    pipe(&mut d, 1, 130_000, "b");
+    d.commit().unwrap();
+    assert!(finals(&mut d).is_empty());
+    d.set_idle("events", 0, true);
+    d.set_idle("events", 1, true);
+    d.commit().unwrap();
+    assert_eq!(finals(&mut d), [(0, "a".into(), 1)]);
+}
