@@ -85,6 +85,8 @@ struct PartialWindows {
     resend: bool,
 }
 
+// One State per operator: the variants' size difference costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 enum State {
     Stored(StoredWindows),
     Partial(PartialWindows),
