@@ -211,13 +211,32 @@ impl Config {
                         message: format!("`{section}` is not a section"),
                     })?,
             };
-            target.insert(key, parsed);
-            toml::Value::Table(table.clone())
-                .try_into::<Config>()
-                .map_err(|e| ConfigError::Parse {
-                    origin,
-                    message: e.to_string().trim().to_string(),
-                })?;
+            let as_string = toml::Value::String(value.clone());
+            let typed_differently = parsed != as_string;
+            target.insert(key.clone(), parsed);
+            let checked = toml::Value::Table(table.clone()).try_into::<Config>();
+            if let Err(error) = checked {
+                // `EDDY__GROUP_INSTANCE_ID=1` is the string "1": when a value that parses as a
+                // number or boolean does not fit, take it as the string it was written as.
+                let target = match &section {
+                    None => &mut table,
+                    Some(section) => table
+                        .get_mut(section)
+                        .and_then(toml::Value::as_table_mut)
+                        .expect("inserted above"),
+                };
+                target.insert(key, as_string);
+                if !typed_differently
+                    || toml::Value::Table(table.clone())
+                        .try_into::<Config>()
+                        .is_err()
+                {
+                    return Err(ConfigError::Parse {
+                        origin,
+                        message: error.to_string().trim().to_string(),
+                    });
+                }
+            }
         }
         let config: Config =
             toml::Value::Table(table)
@@ -326,6 +345,24 @@ fn parse_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_looking_values_of_string_settings_stay_strings() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("EDDY__GROUP_INSTANCE_ID", "1"),
+                ("EDDY__APPLICATION_ID", "2024"),
+                ("EDDY__NUM_THREADS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.group_instance_id.as_deref(), Some("1"));
+        assert_eq!(config.application_id, "2024");
+        assert_eq!(config.num_threads, 3);
+        let err = Config::load(None, env(&[("EDDY__NUM_THREADS", "many")])).unwrap_err();
+        assert!(err.to_string().contains("EDDY__NUM_THREADS"), "{err}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

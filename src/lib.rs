@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod build_info;
 pub mod config;
 
 mod error;

@@ -77,17 +77,22 @@ struct RunArgs {
     /// TOML configuration file.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Kafka brokers, e.g. `kafka-1:9092,kafka-2:9092`.
     #[arg(long)]
     bootstrap_servers: Option<String>,
+    /// Consumer group, transactional-id prefix and internal-topic prefix.
     #[arg(long)]
     application_id: Option<String>,
     /// Topology file; repeat for several.
     #[arg(long)]
     topology: Vec<PathBuf>,
+    /// Where local RocksDB state lives (one directory per task).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// exactly_once (default) or at_least_once.
     #[arg(long, value_enum)]
     processing_guarantee: Option<Guarantee>,
+    /// How often to commit (one transaction per commit under exactly-once).
     #[arg(long)]
     commit_interval_ms: Option<u64>,
     /// Worker threads processing tasks in parallel.
@@ -99,8 +104,10 @@ struct RunArgs {
     /// Address of /metrics and /health/* (e.g. 0.0.0.0:9464).
     #[arg(long)]
     http_listen: Option<String>,
+    /// Serve no HTTP at all (no metrics, health or query API).
     #[arg(long)]
     no_http: bool,
+    /// Log lines as human-readable text or JSON.
     #[arg(long, value_enum)]
     log_format: Option<Format>,
     /// Log filter, e.g. `info` or `eddy=debug` (RUST_LOG wins).
@@ -169,6 +176,10 @@ impl RunArgs {
     }
 }
 
+/// Exit codes (the README's "Exit codes" table): 0 a clean stop, 1 an error eddy reported,
+/// 2 a command-line usage error (clap's), 3 a shutdown that outlived `shutdown_timeout_ms`.
+const EXIT_SHUTDOWN_TIMED_OUT: i32 = 3;
+
 /// Sets the returned flag on SIGINT or SIGTERM.
 pub fn stop_on_signals() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -232,7 +243,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "eddy: shutdown took longer than shutdown_timeout_ms ({} ms); exiting",
             timeout.as_millis()
         );
-        std::process::exit(2);
+        std::process::exit(EXIT_SHUTDOWN_TIMED_OUT);
     });
     eddy::runtime::run(eddy::runtime::RunOptions {
         config,
@@ -244,7 +255,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let version: &'static str = Box::leak(eddy::build_info::version_line().into_boxed_str());
+    let matches = Cli::command().version(version).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Run(args) => run(args),
         Command::Demo(args) => {

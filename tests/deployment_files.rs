@@ -25,6 +25,28 @@ fn run(command: &mut Command) -> String {
 }
 
 #[test]
+fn the_docker_build_context_leaves_out_build_outputs_and_the_image_is_stripped() {
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    for needed in ["target/", ".git/", ".venv/"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == needed),
+            "{needed} in .dockerignore"
+        );
+    }
+    let dockerfile = std::fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("--mount=type=cache,target=/src/target"),
+        "cached dependency builds"
+    );
+    assert!(dockerfile.contains("strip -o /eddy"), "a stripped binary");
+    assert!(dockerfile.contains("bookworm-slim"));
+    assert!(
+        dockerfile.contains("/health/ready"),
+        "the image's health check is readiness"
+    );
+}
+
+#[test]
 fn compose_file_parses_and_runs_three_replicas_in_one_group() {
     let script = r#"
 import sys, yaml
@@ -37,6 +59,13 @@ assert len(ids) == 3, ids
 for needed in ["kafka", "kafka-init", "generator", "prometheus", "grafana"]:
     assert needed in services, needed
 assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+for name, service in services.items():
+    if service.get("image") == "eddy:local":
+        assert "build" in service or service.get("pull_policy") == "never", f"{name} would pull eddy:local"
+for name in replicas:
+    assert "/health/ready" in " ".join(services[name]["healthcheck"]["test"]), name
+assert any(v.startswith("kafka-data:") for v in services["kafka"]["volumes"]), "Kafka keeps its data in a volume"
+assert "kafka-data" in compose["volumes"]
 print("ok", sorted(services))
 "#;
     let out = run(Command::new(python())

@@ -16,6 +16,11 @@ pub use mock::EmbeddedCluster;
 pub use producer::{CommitFailure, RecordProducer};
 pub use restore::{ChangelogReader, ReadRecord, TopicTail};
 
+/// The librdkafka release linked in, e.g. `2.12.1`.
+pub fn librdkafka_version() -> String {
+    rdkafka::util::get_rdkafka_version().1
+}
+
 /// Errors from Kafka clients, named by the operation that failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

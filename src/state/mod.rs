@@ -10,7 +10,7 @@ mod window_store;
 pub use checkpoint::Checkpoint;
 pub use codec::{decode_accumulators, encode_accumulators, StateKey, FORMAT_VERSION};
 pub use memory::MemoryBackend;
-pub use rocks::{RocksBackend, TaskDb};
+pub use rocks::{RocksBackend, TaskDb, ROCKSDB_VERSION};
 pub use window_store::{StoreWrite, WindowStore};
 
 use std::path::PathBuf;

@@ -33,6 +33,10 @@ fn options() -> Options {
 }
 
 /// The RocksDB database of one task.
+/// The RocksDB release linked in (librocksdb-sys' bundled source); a test keeps it equal to
+/// Cargo.lock.
+pub const ROCKSDB_VERSION: &str = "11.8.1";
+
 pub struct TaskDb {
     db: Arc<DB>,
     path: PathBuf,
