@@ -22,7 +22,16 @@ pub enum CommitFailure {
     /// The producer cannot continue; it must be recreated.
     #[error("fatal producer error: {0}")]
     Fatal(String),
+    /// A commit kept failing with retriable errors (the broker unreachable) past the deadline: it
+    /// may still complete on the broker, so rolling back and replaying could duplicate output.
+    /// The instance must stop; the next owner of its tasks finds whichever outcome the broker chose.
+    #[error("commit outcome unknown: {0}")]
+    Unresolved(String),
 }
+
+/// How long a transactional call keeps retrying retriable errors (broker unreachable, request
+/// timed out) before giving up.
+const TRANSACTION_RETRY_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 pub(crate) struct DeliveryCounter {
@@ -205,25 +214,58 @@ impl RecordProducer {
                     "the consumer has no group metadata (not a group member)".into(),
                 )
             })?;
-            self.producer
-                .send_offsets_to_transaction(&list, &group.0, self.timeout)
-                .map_err(classify)?;
+            self.retrying("send offsets to the transaction", || {
+                self.producer
+                    .send_offsets_to_transaction(&list, &group.0, self.timeout)
+            })?;
         }
-        let result = self
-            .producer
-            .commit_transaction(self.timeout)
-            .map_err(classify);
+        // librdkafka's contract: a retriable error (e.g. a timeout) means call commit again, since
+        // the commit may still complete; only success ends the transaction. On any failure the
+        // transaction stays open here, so the rollback really aborts it.
+        self.retrying("commit the transaction", || {
+            self.producer.commit_transaction(self.timeout)
+        })?;
         self.in_transaction = false;
-        result
+        Ok(())
+    }
+
+    /// Calls a transactional operation again while it fails with retriable errors, up to
+    /// [`TRANSACTION_RETRY_DEADLINE`]; other errors are classified for the runtime.
+    fn retrying<T>(
+        &self,
+        what: &str,
+        mut call: impl FnMut() -> Result<T, KafkaError>,
+    ) -> Result<T, CommitFailure> {
+        let deadline = std::time::Instant::now() + TRANSACTION_RETRY_DEADLINE;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match call() {
+                Ok(value) => return Ok(value),
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && !e.is_fatal() && !e.txn_requires_abort() =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(CommitFailure::Unresolved(format!(
+                            "could not {what} within {}s: {e}",
+                            TRANSACTION_RETRY_DEADLINE.as_secs()
+                        )));
+                    }
+                    tracing::warn!(error = %e, what, "retriable transaction error; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(classify(error)),
+            }
+        }
     }
 
     /// Aborts the open transaction, if any; its records never become visible to read_committed readers.
     pub fn abort(&mut self) -> Result<(), CommitFailure> {
         if self.transactional && self.in_transaction {
+            self.retrying("abort the transaction", || {
+                self.producer.abort_transaction(self.timeout)
+            })?;
             self.in_transaction = false;
-            self.producer
-                .abort_transaction(self.timeout)
-                .map_err(classify)?;
         }
         Ok(())
     }

@@ -152,8 +152,9 @@ impl CommitCoordinator {
             "failed"
         };
         metrics::counter!(m::COMMITS, "result" => outcome).increment(1);
-        if self.transactional_id.is_some() {
-            metrics::counter!(m::TRANSACTIONS, "result" => if result.is_ok() { "committed" } else { "aborted" }).increment(1);
+        // Aborted transactions are counted once, where they are aborted (`roll_back`).
+        if self.transactional_id.is_some() && result.is_ok() {
+            metrics::counter!(m::TRANSACTIONS, "result" => "committed").increment(1);
         }
         result?;
         for slot in tasks.values_mut() {
@@ -178,6 +179,13 @@ impl CommitCoordinator {
         group: &GroupHandle<'_>,
         failure: &CommitFailure,
     ) -> Result<(), KafkaClientError> {
+        if let CommitFailure::Unresolved(reason) = failure {
+            // Rolling back could replay output the broker is still committing: stop instead.
+            return Err(crate::kafka::KafkaClientError::Operation {
+                operation: "commit".into(),
+                reason: format!("{reason}. Stopping: the broker was unreachable for too long"),
+            });
+        }
         tracing::warn!(%failure, "rolling back to the last commit");
         let abort = self.producer.abort();
         if matches!(failure, CommitFailure::Fatal(_))
@@ -186,9 +194,7 @@ impl CommitCoordinator {
         {
             self.producer = RecordProducer::new(&self.settings, self.transactional_id.as_deref())?;
         }
-        if self.transactional_id.is_some()
-            && !matches!(failure, CommitFailure::Abortable(_) if abort.is_err())
-        {
+        if self.transactional_id.is_some() {
             metrics::counter!(m::TRANSACTIONS, "result" => "aborted").increment(1);
         }
         self.oldest_uncommitted_ms = None;
