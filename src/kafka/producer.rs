@@ -5,7 +5,9 @@ use super::{operation_error, ClientSettings, KafkaClientError};
 use crate::task::OutgoingRecord;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,6 +46,15 @@ impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, _)) = result {
+            // Records purged by an abort were meant to vanish with their transaction.
+            if matches!(
+                error,
+                KafkaError::MessageProduction(
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                )
+            ) {
+                return;
+            }
             self.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "record delivery failed");
         }
@@ -262,6 +273,15 @@ impl RecordProducer {
     /// Aborts the open transaction, if any; its records never become visible to read_committed readers.
     pub fn abort(&mut self) -> Result<(), CommitFailure> {
         if self.transactional && self.in_transaction {
+            // abort_transaction waits for every queued record to be gone, and with a BaseProducer
+            // their delivery reports are served only by polling: purge them (they are being
+            // aborted anyway) and poll until the queue is empty, or the abort could never finish.
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+            let deadline = std::time::Instant::now() + self.timeout;
+            while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+                self.producer.poll(Duration::from_millis(10));
+            }
             self.retrying("abort the transaction", || {
                 self.producer.abort_transaction(self.timeout)
             })?;
