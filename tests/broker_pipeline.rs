@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::reference::{reference, verify};
+use common::reference::reference;
 use common::{EddyOptions, EddyProcess};
 use eddy::topology::Topology;
 use std::time::Duration;
@@ -39,34 +39,11 @@ fn shipped_topologies_produce_exactly_the_reference_aggregates() {
         instance: "a",
         extra_env: vec![],
     });
-    let outputs = [
+    let outputs = vec![
         format!("analytics-aggregates-{suffix}"),
         format!("order-aggregates-{suffix}"),
     ];
-    let read = || {
-        outputs
-            .iter()
-            .flat_map(|t| common::read_aggregates(t))
-            .collect::<Vec<_>>()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    let (checked, mismatches, duplicates, missing) = loop {
-        let result = verify(&expected, &read());
-        if result.3 == 0 || std::time::Instant::now() > deadline {
-            break result;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    };
-    if missing > 0 || mismatches > 0 {
-        let log = eddy.log_text();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        eprintln!(
-            "eddy log (last lines):\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    println!("windows checked: {checked}, mismatches: {mismatches}, duplicates: {duplicates}, missing: {missing}");
-    assert_eq!((mismatches, duplicates, missing), (0, 0, 0));
+    common::wait_for_exact(&expected, &outputs, &eddy);
 
     let sessions = common::read_aggregates(&format!("analytics-sessions-{suffix}"));
     assert!(sessions.iter().all(|s| s.is_final

@@ -5,37 +5,14 @@
 
 mod common;
 
-use common::reference::{event_time, reference, verify, Identity, Produced};
+use common::reference::{event_time, reference, Produced};
+use common::wait_for_exact;
 use common::{EddyOptions, EddyProcess};
 use eddy::topology::Topology;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 const START_S: i64 = 1_795_000_000;
-
-fn wait_for_exact(
-    expected: &BTreeMap<Identity, common::reference::Expected>,
-    outputs: &[String],
-    eddy: &EddyProcess,
-) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let (checked, mismatches, duplicates, missing) = loop {
-        let emitted: Vec<_> = outputs
-            .iter()
-            .flat_map(|t| common::read_aggregates(t))
-            .collect();
-        let result = verify(expected, &emitted);
-        if result.3 == 0 || Instant::now() > deadline {
-            break result;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    };
-    if missing > 0 || mismatches > 0 {
-        eprintln!("eddy log:\n{}", eddy.log_text());
-    }
-    println!("windows checked: {checked}, mismatches: {mismatches}, duplicates: {duplicates}, missing: {missing}");
-    assert_eq!((mismatches, duplicates, missing), (0, 0, 0));
-}
 
 fn rfc(ms: i64) -> String {
     eddy::record::format_rfc3339_ms(ms)

@@ -255,24 +255,7 @@ pub fn generate(
         });
     }
     let closing_ms = (last_ms + 86_400_000) / 1000 * 1000;
-    for partition in 0..partitions {
-        let order = serde_json::json!({"order_id": format!("closing-{partition}"), "user_id": "closer", "items": [{"product_id": "closing", "quantity": 1, "unit_price": 0.0}], "total_amount": 0.0, "timestamp": closing_ms / 1000});
-        let event = serde_json::json!({"id": format!("closing-{partition}"), "timestamp": eddy::record::format_rfc3339_ms(closing_ms), "eventType": "closing", "userId": "closer"});
-        events.push(Produced {
-            topic: orders.into(),
-            partition,
-            key: "closer".into(),
-            value: order,
-            closing: true,
-        });
-        events.push(Produced {
-            topic: analytics.into(),
-            partition,
-            key: "closer".into(),
-            value: event,
-            closing: true,
-        });
-    }
+    events.extend(closing_records(partitions, orders, analytics, closing_ms));
     events
 }
 
@@ -386,6 +369,29 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, serde_json::Val
         status,
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     ))
+}
+
+/// Waits (up to 3 minutes) until every window of `expected` was emitted to `outputs`, then asserts
+/// none is wrong, duplicated or missing; prints the counts, and eddy's log on failure.
+pub fn wait_for_exact(
+    expected: &std::collections::BTreeMap<reference::Identity, reference::Expected>,
+    outputs: &[String],
+    eddy: &EddyProcess,
+) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (checked, mismatches, duplicates, missing) = loop {
+        let emitted: Vec<_> = outputs.iter().flat_map(|t| read_aggregates(t)).collect();
+        let result = reference::verify(expected, &emitted);
+        if result.3 == 0 || Instant::now() > deadline {
+            break result;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    if missing > 0 || mismatches > 0 {
+        eprintln!("eddy log:\n{}", eddy.log_text());
+    }
+    println!("windows checked: {checked}, mismatches: {mismatches}, duplicates: {duplicates}, missing: {missing}");
+    assert_eq!((mismatches, duplicates, missing), (0, 0, 0));
 }
 
 /// Produces events to their explicit partitions.
