@@ -6,17 +6,19 @@ mod common;
 
 use common::reference::reference;
 use common::{EddyOptions, EddyProcess};
-use eddy::topology::Topology;
 use std::time::{Duration, Instant};
 
 #[test]
 fn an_empty_partition_does_not_stall_repartitioned_windows() {
-    let suffix = common::unique("idle");
-    let dir = tempfile::tempdir().unwrap();
-    let (files, orders, analytics) = common::topologies(dir.path(), &suffix);
-    let topology = Topology::from_files(&files).unwrap();
+    let common::Shipped {
+        suffix,
+        dir,
+        files,
+        orders,
+        analytics,
+        topology,
+    } = common::shipped("idle", 4);
     // Four partitions each; the generated events and closing records fill only the first three.
-    common::create_topics(&[(&orders, 4), (&analytics, 4)]);
     let config = eddy::events::GeneratorConfig {
         seed: 5,
         users: 200,

@@ -5,16 +5,18 @@ mod common;
 
 use common::reference::reference;
 use common::{EddyOptions, EddyProcess};
-use eddy::topology::Topology;
 use std::time::Duration;
 
 #[test]
 fn shipped_topologies_produce_exactly_the_reference_aggregates() {
-    let suffix = common::unique("slice");
-    let dir = tempfile::tempdir().unwrap();
-    let (files, orders, analytics) = common::topologies(dir.path(), &suffix);
-    let topology = Topology::from_files(&files).unwrap();
-    common::create_topics(&[(&orders, 3), (&analytics, 3)]);
+    let common::Shipped {
+        suffix,
+        dir,
+        files,
+        orders,
+        analytics,
+        topology,
+    } = common::shipped("slice", 3);
     let config = eddy::events::GeneratorConfig {
         seed: 11,
         users: 300,

@@ -8,7 +8,6 @@ mod common;
 use common::reference::{event_time, reference, Produced};
 use common::wait_for_exact;
 use common::{EddyOptions, EddyProcess};
-use eddy::topology::Topology;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -20,11 +19,14 @@ fn rfc(ms: i64) -> String {
 
 #[test]
 fn go_seed_events_aggregate_exactly_and_the_api_answers_get_metrics() {
-    let suffix = common::unique("seed");
-    let dir = tempfile::tempdir().unwrap();
-    let (files, orders, analytics) = common::topologies(dir.path(), &suffix);
-    let topology = Topology::from_files(&files).unwrap();
-    common::create_topics(&[(&orders, 3), (&analytics, 3)]);
+    let common::Shipped {
+        suffix,
+        dir,
+        files,
+        orders,
+        analytics,
+        topology,
+    } = common::shipped("seed", 3);
     let n = 12_000;
     common::run_go_producer(&[
         "-mode",
@@ -254,7 +256,7 @@ buyers = "distinct(user_id)"
         ),
     )
     .unwrap();
-    let topology = Topology::from_file(&file).unwrap();
+    let topology = eddy::topology::Topology::from_file(&file).unwrap();
     common::create_topics(&[(&v1, 2), (&v2, 2)]);
     let n = 3_000;
     common::run_go_producer(&[

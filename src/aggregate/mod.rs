@@ -56,10 +56,14 @@ pub struct Accumulators(pub Vec<Accumulator>);
 
 impl Accumulators {
     pub fn new(aggregates: &[CompiledAggregate]) -> Accumulators {
+        Accumulators::empty(aggregates.iter().map(|a| &a.kind))
+    }
+
+    /// Identity accumulators for these kinds: merging into them gives the other side unchanged.
+    pub fn empty<'k>(kinds: impl Iterator<Item = &'k AggregateKind>) -> Accumulators {
         Accumulators(
-            aggregates
-                .iter()
-                .map(|a| match &a.kind {
+            kinds
+                .map(|kind| match kind {
                     AggregateKind::Count => Accumulator::Count(0),
                     AggregateKind::Sum(_) | AggregateKind::SumProduct(..) => {
                         Accumulator::Sum(ExactSum::default())

@@ -6,7 +6,7 @@
 //! a replaced one (updates, `emit = "update"`) drops them until the next query recomputes them, so a 30-day range merges about 30 days, 46 hours and 118 windows
 //! instead of 43,200 windows.
 
-use crate::aggregate::{Accumulator, Accumulators};
+use crate::aggregate::Accumulators;
 use crate::task::AggregateRecord;
 use crate::topology::{AggregateKind, Aggregation, Topology, WindowSpec};
 use std::collections::{BTreeMap, HashMap};
@@ -149,10 +149,7 @@ impl AggregateIndex {
             for (rollups, period) in [(&mut group.hours, HOUR_MS), (&mut group.days, DAY_MS)] {
                 let slot = rollups
                     .entry(start.div_euclid(period) * period)
-                    .or_insert(Some((
-                        super::index::empty_like(&series.aggregation.aggregates),
-                        0,
-                    )));
+                    .or_insert(Some((empty_like(&series.aggregation.aggregates), 0)));
                 match slot {
                     // A replaced window cannot be taken out of a merge: recompute on next use.
                     _ if replaced => *slot = None,
@@ -300,30 +297,15 @@ fn merge_rollup(
     Some(cursor + period)
 }
 
-/// Identity accumulators for the kinds (merging into them changes nothing else).
+/// Identity accumulators for an aggregation's named aggregates.
 pub fn empty_like(kinds: &[(String, AggregateKind)]) -> Accumulators {
-    Accumulators(
-        kinds
-            .iter()
-            .map(|(_, kind)| match kind {
-                AggregateKind::Count => Accumulator::Count(0),
-                AggregateKind::Sum(_) | AggregateKind::SumProduct(..) => {
-                    Accumulator::Sum(Default::default())
-                }
-                AggregateKind::Min(_) => Accumulator::Min(None),
-                AggregateKind::Max(_) => Accumulator::Max(None),
-                AggregateKind::Distinct { lg_k, .. } => {
-                    Accumulator::Distinct(crate::aggregate::HllSketch::new(*lg_k))
-                }
-            })
-            .collect(),
-    )
+    Accumulators::empty(kinds.iter().map(|(_, kind)| kind))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::HllSketch;
+    use crate::aggregate::{Accumulator, HllSketch};
     use crate::task::WindowBounds;
     use crate::topology::*;
 

@@ -94,6 +94,32 @@ pub fn topologies(dir: &Path, suffix: &str) -> (Vec<PathBuf>, String, String) {
     )
 }
 
+/// The shipped topologies on fresh, uniquely named topics with `partitions` partitions each.
+pub struct Shipped {
+    pub suffix: String,
+    pub dir: tempfile::TempDir,
+    pub files: Vec<PathBuf>,
+    pub orders: String,
+    pub analytics: String,
+    pub topology: eddy::topology::Topology,
+}
+
+pub fn shipped(name: &str, partitions: i32) -> Shipped {
+    let suffix = unique(name);
+    let dir = tempfile::tempdir().unwrap();
+    let (files, orders, analytics) = topologies(dir.path(), &suffix);
+    let topology = eddy::topology::Topology::from_files(&files).unwrap();
+    create_topics(&[(&orders, partitions), (&analytics, partitions)]);
+    Shipped {
+        suffix,
+        dir,
+        files,
+        orders,
+        analytics,
+        topology,
+    }
+}
+
 /// An `eddy run` subprocess, the way users run it.
 pub struct EddyProcess {
     pub child: Child,
