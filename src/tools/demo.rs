@@ -77,11 +77,12 @@ pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // aborted records to read_committed readers, so here, unlike on a real broker, an aborted
     // commit's output can reach the index.)
     let api = crate::api::ApiState::new(&topology);
-    crate::api::spawn_materializer(
+    let index_stop = Arc::new(AtomicBool::new(false));
+    let index = crate::api::spawn_materializer(
         ClientSettings::plain(&bootstrap),
         outputs.clone(),
         api.index.clone(),
-        stop.clone(),
+        index_stop.clone(),
     )?;
     let handle = crate::telemetry::metrics::install_recorder().ok();
     match crate::telemetry::serve_http(&config.http.listen, handle, health.clone(), Some(api)) {
@@ -187,6 +188,9 @@ pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     generator_stop.store(true, Ordering::Relaxed);
     engine_stop.store(true, Ordering::Relaxed);
+    // Everything reading from the embedded broker stops before it does.
+    index_stop.store(true, Ordering::Relaxed);
+    let _ = index.join();
     let generated = generator
         .join()
         .map_err(|_| anyhow::anyhow!("generator panicked"))?;
