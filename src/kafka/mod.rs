@@ -43,6 +43,29 @@ pub enum KafkaClientError {
     },
 }
 
+/// Whether a client error is the broker being briefly unreachable (restart, leader move, network
+/// blip): librdkafka reconnects by itself, so the caller waits instead of failing.
+pub(crate) fn is_transient(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::NetworkException
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::CoordinatorLoadInProgress
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+                | Code::BrokerNotAvailable
+                | Code::Resolve
+        )
+    )
+}
+
 pub(crate) fn operation_error(
     operation: impl Into<String>,
     error: impl std::fmt::Display,

@@ -86,6 +86,11 @@ impl ChangelogReader {
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     pending.remove(&partition);
                 }
+                // A broker restart mid-restore: librdkafka reconnects; wait within the deadline.
+                Some(Err(error)) if super::is_transient(&error) => {
+                    tracing::warn!(%error, topic, "broker unreachable while reading; waiting");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 Some(Err(error)) => return Err(operation_error(format!("reading {topic}"), error)),
                 Some(Ok(message)) => {
                     let headers = message

@@ -1,0 +1,61 @@
+//! A broker restart mid-run (stopped for 12 s, started again on the same log directory) with three
+//! instances: no instance exits, and the output is exactly the reference.
+
+mod common;
+
+use common::reference::reference;
+use common::{EddyOptions, EddyProcess};
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn three_instances_ride_out_a_broker_restart_exactly() {
+    let run = common::shipped("outage", 3);
+    let config = eddy::events::GeneratorConfig {
+        seed: 17,
+        users: 300,
+        step_ms: 40.0,
+        ..Default::default()
+    };
+    let events = common::generate(30_000, 3, &run.orders, &run.analytics, config);
+    let expected = reference(&run.topology, &events);
+    let app = common::unique("outageapp");
+    let instances: Vec<EddyProcess> = ["a", "b", "c"]
+        .iter()
+        .map(|instance| {
+            EddyProcess::start(&EddyOptions {
+                application_id: &app,
+                topologies: &run.files,
+                state_dir: run.dir.path(),
+                guarantee: "exactly_once",
+                instance,
+                extra_env: vec![],
+            })
+        })
+        .collect();
+    let half = events.len() / 2;
+    common::produce_partitioned(&events[..half]);
+    std::thread::sleep(Duration::from_secs(10));
+    let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+        .args(["restart", "12"])
+        .status()
+        .expect("scripts/kafka restart");
+    assert!(status.success(), "the broker restarted");
+    common::produce_partitioned(&events[half..]);
+    let outputs = vec![
+        format!("analytics-aggregates-{}", run.suffix),
+        format!("order-aggregates-{}", run.suffix),
+    ];
+    common::wait_for_exact(&expected, &outputs, &instances[0]);
+    let mut instances = instances;
+    for instance in &mut instances {
+        assert!(
+            instance.child.try_wait().unwrap().is_none(),
+            "an instance exited during the broker restart:\n{}",
+            instance.log_text()
+        );
+    }
+    for instance in instances {
+        assert_eq!(instance.stop(Duration::from_secs(60)), 0);
+    }
+}
