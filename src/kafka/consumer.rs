@@ -35,6 +35,8 @@ pub(crate) struct EddyConsumerContext {
     listener: Arc<dyn RebalanceListener>,
     /// Records between each assigned partition's position and its end, from the latest statistics.
     lags: Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>>,
+    /// Whether the latest statistics saw a connection to some broker up.
+    brokers_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ClientContext for EddyConsumerContext {
@@ -43,6 +45,12 @@ impl ClientContext for EddyConsumerContext {
     /// through the producer's transaction), so lag here is the end of the partition (the last stable
     /// offset under read_committed) minus the position eddy has consumed to.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.brokers_up
+            .store(up, std::sync::atomic::Ordering::Relaxed);
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
                 if *partition < 0 || p.fetch_state != "active" {
@@ -254,6 +262,7 @@ impl ConsumedRecord<'_> {
 pub struct GroupConsumer {
     consumer: BaseConsumer<EddyConsumerContext>,
     lags: Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>>,
+    brokers_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GroupConsumer {
@@ -262,17 +271,28 @@ impl GroupConsumer {
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<GroupConsumer, KafkaClientError> {
         let lags = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let brokers_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let consumer = settings
             .group_consumer()
             .create_with_context(EddyConsumerContext {
                 listener,
                 lags: lags.clone(),
+                brokers_up: brokers_up.clone(),
             })
             .map_err(|e| KafkaClientError::Create {
                 client: "consumer",
                 reason: e.to_string(),
             })?;
-        Ok(GroupConsumer { consumer, lags })
+        Ok(GroupConsumer {
+            consumer,
+            lags,
+            brokers_up,
+        })
+    }
+
+    /// Whether the latest statistics (every 5 s) saw a live connection to a broker.
+    pub fn brokers_reachable(&self) -> bool {
+        self.brokers_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the latest statistics (every 5 s) saw this partition read to its end.
@@ -294,7 +314,7 @@ impl GroupConsumer {
     pub fn poll(&self, timeout: Duration) -> Option<Result<ConsumedRecord<'_>, KafkaClientError>> {
         self.consumer.poll(timeout).map(|r| {
             r.map(|message| ConsumedRecord { message })
-                .map_err(|e| operation_error("poll", e))
+                .map_err(|e| super::client_error("poll", e))
         })
     }
 

@@ -32,6 +32,9 @@ pub enum KafkaClientError {
     },
     #[error("Kafka {operation} failed: {reason}")]
     Operation { operation: String, reason: String },
+    /// The broker is briefly unreachable; librdkafka reconnects by itself.
+    #[error("Kafka {operation}: broker unreachable ({reason}); retrying")]
+    Unreachable { operation: String, reason: String },
     #[error("input topic `{topic}` does not exist on {bootstrap}: create it (eddy creates only its internal topics) or fix the topology's `topic`")]
     MissingTopic { topic: String, bootstrap: String },
     #[error("the broker refused to create internal topic `{topic}`: {reason}. Create it by hand with {partitions} partitions{compaction}, or grant eddy's principal CREATE on the cluster")]
@@ -64,6 +67,21 @@ pub(crate) fn is_transient(error: &rdkafka::error::KafkaError) -> bool {
                 | Code::Resolve
         )
     )
+}
+
+/// A client error named by its operation, `Unreachable` when it is transient.
+pub(crate) fn client_error(
+    operation: impl Into<String>,
+    error: rdkafka::error::KafkaError,
+) -> KafkaClientError {
+    if is_transient(&error) {
+        KafkaClientError::Unreachable {
+            operation: operation.into(),
+            reason: error.to_string(),
+        }
+    } else {
+        operation_error(operation, error)
+    }
 }
 
 pub(crate) fn operation_error(

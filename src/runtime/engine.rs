@@ -448,8 +448,13 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 }
             }
         }
-        if let Some(error) = poll_error {
-            tracing::warn!(%error, "consumer error");
+        match &poll_error {
+            Some(error @ crate::kafka::KafkaClientError::Unreachable { .. }) => {
+                health.set_degraded(true);
+                tracing::warn!(%error, "consumer: broker unreachable");
+            }
+            Some(error) => tracing::warn!(%error, "consumer error"),
+            None => health.set_degraded(!consumer.brokers_reachable()),
         }
 
         let mut guard = lock(&shared);

@@ -14,6 +14,8 @@ struct HealthInner {
     joined: AtomicBool,
     restoring: AtomicUsize,
     stopping: AtomicBool,
+    /// The broker is unreachable: running, but not serving fresh results.
+    degraded: AtomicBool,
 }
 
 impl Health {
@@ -23,6 +25,9 @@ impl Health {
     pub fn set_restoring(&self, tasks: usize) {
         self.inner.restoring.store(tasks, Ordering::Relaxed);
     }
+    pub fn set_degraded(&self, degraded: bool) {
+        self.inner.degraded.store(degraded, Ordering::Relaxed);
+    }
     pub fn set_stopping(&self) {
         self.inner.stopping.store(true, Ordering::Relaxed);
     }
@@ -30,14 +35,16 @@ impl Health {
         self.inner.joined.load(Ordering::Relaxed)
             && self.inner.restoring.load(Ordering::Relaxed) == 0
             && !self.inner.stopping.load(Ordering::Relaxed)
+            && !self.inner.degraded.load(Ordering::Relaxed)
     }
     pub fn describe(&self) -> String {
         format!(
-            "{{\"ready\":{},\"joined\":{},\"restoring_tasks\":{},\"stopping\":{}}}",
+            "{{\"ready\":{},\"joined\":{},\"restoring_tasks\":{},\"stopping\":{},\"broker_unreachable\":{}}}",
             self.is_ready(),
             self.inner.joined.load(Ordering::Relaxed),
             self.inner.restoring.load(Ordering::Relaxed),
-            self.inner.stopping.load(Ordering::Relaxed)
+            self.inner.stopping.load(Ordering::Relaxed),
+            self.inner.degraded.load(Ordering::Relaxed)
         )
     }
 }
