@@ -39,6 +39,9 @@ pub enum BenchCommand {
         /// Worker threads of the eddy instance.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// eddy's commit (transaction) interval.
+        #[arg(long, default_value_t = 100)]
+        commit_interval_ms: u64,
         #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
         topology: Vec<PathBuf>,
     },
@@ -68,8 +71,16 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             events,
             partitions,
             threads,
+            commit_interval_ms,
             topology,
-        } => end_to_end(&bootstrap_servers, events, partitions, threads, &topology),
+        } => end_to_end(
+            &bootstrap_servers,
+            events,
+            partitions,
+            threads,
+            commit_interval_ms,
+            &topology,
+        ),
         BenchCommand::Api {
             days,
             queries,
@@ -84,6 +95,7 @@ fn end_to_end(
     count: usize,
     partitions: i32,
     threads: usize,
+    commit_interval_ms: u64,
     files: &[PathBuf],
 ) -> anyhow::Result<()> {
     use crate::kafka::{ChangelogReader, ClientSettings, RecordProducer, TopicAdmin};
@@ -148,6 +160,7 @@ fn end_to_end(
         bootstrap_servers: bootstrap.into(),
         state_dir: state_dir.clone(),
         num_threads: threads,
+        commit_interval_ms: Some(commit_interval_ms),
         ..Default::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
