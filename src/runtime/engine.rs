@@ -42,6 +42,9 @@ struct Shared {
     health: Health,
     /// A failure inside a callback that must stop the instance.
     fatal: Option<String>,
+    /// Stopping after a failure: tasks hold uncommitted work that must not be committed on the
+    /// way out (revocations during close commit nothing, and no checkpoint is written).
+    stopping_dirty: bool,
 }
 
 struct Listener {
@@ -63,6 +66,9 @@ impl RebalanceListener for Listener {
         let shared = &mut *shared;
         for partition in partitions {
             shared.pending.remove(partition);
+        }
+        if shared.stopping_dirty {
+            return;
         }
         if lost {
             // Another member may own these already: commit nothing, drop them dirty (no checkpoint).
@@ -372,6 +378,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         committer,
         health: health.clone(),
         fatal: None,
+        stopping_dirty: false,
     }));
     let consumer = GroupConsumer::new(
         &settings,
@@ -596,22 +603,32 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     stop.store(true, Ordering::Relaxed);
     health.set_stopping();
     let shutdown_started = Instant::now();
-    if result.is_ok() {
+    let mut clean = result.is_ok();
+    {
         let mut guard = lock(&shared);
         let shared_ref = &mut *guard;
-        if let Err(failure) = shared_ref
-            .committer
-            .commit(&mut shared_ref.tasks, &consumer.handle())
-        {
-            tracing::warn!(%failure, "final commit failed; uncommitted work is aborted and will be reprocessed");
+        if clean {
+            if let Err(failure) = shared_ref
+                .committer
+                .commit(&mut shared_ref.tasks, &consumer.handle())
+            {
+                tracing::warn!(%failure, "final commit failed; uncommitted work is aborted and will be reprocessed");
+                clean = false;
+            }
+        }
+        if !clean {
+            // After a processing error or a failed final commit the tasks hold work past the last
+            // commit: abort it and drop them, so closing the consumer commits nothing.
             shared_ref.committer.abort();
+            shared_ref.tasks.clear();
+            shared_ref.stopping_dirty = true;
         }
     }
     consumer.close();
     {
         let mut guard = lock(&shared);
         let tasks = std::mem::take(&mut guard.tasks);
-        if result.is_ok() {
+        if clean {
             for (_, slot) in tasks {
                 let ends = changelog_ends(&compiled, &slot, &consumer.handle());
                 slot.close_clean(ends);

@@ -1,0 +1,105 @@
+//! Failure paths on the real broker: a decode failure under `on_decode_error = "fail"` stops the
+//! instance without committing past the bad record, and it stops at the same record again after a
+//! restart.
+
+mod common;
+
+use common::{EddyOptions, EddyProcess};
+use std::time::{Duration, Instant};
+
+fn wait_exit(process: &mut EddyProcess) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "eddy did not stop on the bad record:\n{}",
+            process.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_fail_policy_decode_error_commits_nothing_past_the_bad_record_and_stops_there_again() {
+    let suffix = common::unique("fail");
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (format!("clicks-{suffix}"), format!("clicks-out-{suffix}"));
+    common::create_topics(&[(&input, 1)]);
+    let file = dir.path().join("clicks.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[source]]
+name = "clicks"
+topic = "{input}"
+time = {{ field = "ts", format = "epoch_ms" }}
+on_decode_error = "fail"
+
+[[aggregation]]
+name = "clicks.per_minute"
+source = "clicks"
+window = {{ type = "tumbling", size = "1m" }}
+output = "{output}"
+[aggregation.aggregates]
+clicks = "count"
+"#
+        ),
+    )
+    .unwrap();
+    // Offsets 0..10 good, 10 bad, 11..21 good (the last ones far enough ahead to close windows).
+    let base = 1_795_000_000_000i64;
+    let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = (0..10)
+        .map(|i| {
+            (
+                input.clone(),
+                b"k".to_vec(),
+                format!(r#"{{"ts":{}}}"#, base + i * 1000).into_bytes(),
+            )
+        })
+        .collect();
+    records.push((input.clone(), b"k".to_vec(), b"not json".to_vec()));
+    records.extend((0..10).map(|i| {
+        (
+            input.clone(),
+            b"k".to_vec(),
+            format!(r#"{{"ts":{}}}"#, base + 600_000 + i * 1000).into_bytes(),
+        )
+    }));
+    common::produce(records);
+
+    let app = common::unique("failapp");
+    for attempt in ["first", "after a restart"] {
+        let mut eddy = EddyProcess::start(&EddyOptions {
+            application_id: &app,
+            topologies: std::slice::from_ref(&file),
+            state_dir: dir.path(),
+            guarantee: "exactly_once",
+            instance: "a",
+            extra_env: vec![],
+        });
+        let code = wait_exit(&mut eddy);
+        let log = eddy.log_text();
+        assert_ne!(code, 0, "{attempt}: the fail policy stops the instance");
+        assert!(
+            log.contains(&format!("{input}[0]@10")),
+            "{attempt}: the error names the bad record's offset:\n{log}"
+        );
+        let committed = eddy::kafka::TopicAdmin::new(&common::settings())
+            .unwrap()
+            .group_offsets(&app, &input, 1)
+            .unwrap();
+        assert!(
+            committed[0].is_none_or(|offset| offset <= 10),
+            "{attempt}: nothing past the bad record is committed: {committed:?}"
+        );
+        let emitted = common::read_aggregates(&output);
+        assert!(
+            emitted.iter().all(|r| r.window.start < base + 600_000),
+            "{attempt}: no output from records after the bad one: {emitted:?}"
+        );
+    }
+}
