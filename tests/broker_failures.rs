@@ -15,7 +15,7 @@ fn wait_exit(process: &mut EddyProcess) -> i32 {
         }
         assert!(
             Instant::now() < deadline,
-            "eddy did not stop on the bad record:\n{}",
+            "eddy did not stop:\n{}",
             process.log_text()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -102,4 +102,48 @@ clicks = "count"
             "{attempt}: no output from records after the bad one: {emitted:?}"
         );
     }
+}
+
+/// Two instances with one `group_instance_id`: the broker fences the first (a fatal client error).
+/// It stops with an error that says what to fix instead of logging and staying "ready".
+#[test]
+fn a_fenced_static_member_stops_with_a_clear_error() {
+    let run = common::shipped("fence", 2);
+    let config = eddy::events::GeneratorConfig {
+        seed: 3,
+        ..Default::default()
+    };
+    common::produce_partitioned(&common::generate(
+        2_000,
+        2,
+        &run.orders,
+        &run.analytics,
+        config,
+    ));
+    let app = common::unique("fenceapp");
+    let start = |instance: &str| {
+        EddyProcess::start(&EddyOptions {
+            application_id: &app,
+            topologies: &run.files,
+            state_dir: run.dir.path(),
+            guarantee: "exactly_once",
+            instance,
+            extra_env: vec![("EDDY__GROUP_INSTANCE_ID".into(), "same-id".into())],
+        })
+    };
+    let mut first = start("first");
+    common::wait_for(
+        "the first instance to get partitions",
+        Duration::from_secs(60),
+        || first.log_text().contains("partitions assigned"),
+    );
+    let second = start("second");
+    let code = wait_exit(&mut first);
+    let log = first.log_text();
+    assert_eq!(code, 1, "the fenced instance stops with an error:\n{log}");
+    assert!(
+        log.contains("give each instance its own"),
+        "the error says what to fix:\n{log}"
+    );
+    second.kill();
 }

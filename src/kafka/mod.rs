@@ -32,6 +32,10 @@ pub enum KafkaClientError {
     },
     #[error("Kafka {operation} failed: {reason}")]
     Operation { operation: String, reason: String },
+    /// The client cannot go on (e.g. another instance took this static member's
+    /// `group.instance.id`): the instance must stop.
+    #[error("Kafka {operation} failed fatally: {reason}. If another instance uses the same group_instance_id, give each instance its own")]
+    Fatal { operation: String, reason: String },
     /// The broker is briefly unreachable; librdkafka reconnects by itself.
     #[error("Kafka {operation}: broker unreachable ({reason}); retrying")]
     Unreachable { operation: String, reason: String },
@@ -74,8 +78,17 @@ pub(crate) fn client_error(
     operation: impl Into<String>,
     error: rdkafka::error::KafkaError,
 ) -> KafkaClientError {
+    use rdkafka::types::RDKafkaErrorCode as Code;
     if is_transient(&error) {
         KafkaClientError::Unreachable {
+            operation: operation.into(),
+            reason: error.to_string(),
+        }
+    } else if matches!(
+        error.rdkafka_error_code(),
+        Some(Code::Fatal | Code::FencedInstanceId)
+    ) {
+        KafkaClientError::Fatal {
             operation: operation.into(),
             reason: error.to_string(),
         }

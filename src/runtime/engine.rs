@@ -460,6 +460,9 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 health.set_degraded(true);
                 tracing::warn!(%error, "consumer: broker unreachable");
             }
+            Some(crate::kafka::KafkaClientError::Fatal { .. }) => {
+                break Err(crate::Error::Kafka(poll_error.expect("matched")));
+            }
             Some(error) => tracing::warn!(%error, "consumer error"),
             None => health.set_degraded(!consumer.brokers_reachable()),
         }
