@@ -1,5 +1,6 @@
-//! Idle input partitions through the test driver: a quiet partition, once idle, stops holding back
-//! repartitioned windows; when it has records again, they follow the lateness rule.
+//! Window lifecycle through the test driver: a quiet partition, once idle, stops holding back
+//! repartitioned windows (when it has records again, they follow the lateness rule); windows kept
+//! for `retention` are not emitted again after a reload.
 
 use eddy::testing::TopologyTestDriver;
 use eddy::topology::*;
@@ -113,4 +114,50 @@ fn while_every_partition_is_idle_the_furthest_stream_time_closes_windows() {
     d.set_idle("events", 1, true);
     d.commit().unwrap();
     assert_eq!(finals(&mut d), [(0, "a".into(), 1)]);
+}
+
+/// Windows kept for `retention` after they closed are not emitted again when tasks reload their
+/// state (a restart or a rollback).
+#[test]
+fn retained_windows_are_not_re_emitted_after_a_reload() {
+    for repartitioned in [false, true] {
+        let source = SourceBuilder::new("events", "events", Schema::Json)
+            .time_field("ts", TimeFormat::EpochMillis);
+        let source = if repartitioned {
+            source.build()
+        } else {
+            source.key_field("kind").build()
+        };
+        let topology = Topology::builder()
+            .source(source)
+            .aggregation(
+                AggregationBuilder::new("by_kind", "events", "out")
+                    .group_by("kind")
+                    .grace(0)
+                    .retention(600_000)
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        let mut d = TopologyTestDriver::new(topology, 1);
+        pipe(&mut d, 0, 1_000, "a");
+        pipe(&mut d, 0, 70_000, "a");
+        d.commit().unwrap();
+        d.commit().unwrap();
+        assert_eq!(
+            finals(&mut d),
+            [(0, "a".into(), 1)],
+            "repartitioned: {repartitioned}"
+        );
+        d.reload().unwrap();
+        pipe(&mut d, 0, 80_000, "a");
+        d.commit().unwrap();
+        d.commit().unwrap();
+        assert_eq!(
+            finals(&mut d),
+            [],
+            "the retained window is not final again (repartitioned: {repartitioned})"
+        );
+    }
 }

@@ -167,7 +167,9 @@ impl WindowAggregator {
     }
 
     /// Rebuilds the window index from committed state (after a restore or a rollback).
-    pub fn reload_index(&mut self) -> Result<(), StateError> {
+    /// `stream_time` is the task's committed time: a stored window that closed by then is one
+    /// kept for `retention`, already emitted, and is only scheduled for deletion.
+    pub fn reload_index(&mut self, stream_time: i64) -> Result<(), StateError> {
         let spec = self.spec.clone();
         match &mut self.state {
             State::Partial(p) => p.partials.clear(),
@@ -176,12 +178,18 @@ impl WindowAggregator {
                 s.open.clear();
                 s.closing.clear();
                 s.expiring.clear();
+                let watermark = watermark_of(s, stream_time);
                 for key in s.store.committed_keys()? {
                     let group: Vec<u8> = key.group.0.into_vec();
-                    s.closing
-                        .entry(close_time(&spec.window, key.window, spec.grace_ms))
-                        .or_default()
-                        .push((group.clone(), key.window));
+                    let close_at = close_time(&spec.window, key.window, spec.grace_ms);
+                    let schedule = if close_at <= watermark && spec.retention_ms > 0 {
+                        s.expiring
+                            .entry(close_at.saturating_add(spec.retention_ms))
+                            .or_default()
+                    } else {
+                        s.closing.entry(close_at).or_default()
+                    };
+                    schedule.push((group.clone(), key.window));
                     s.open.entry(group).or_default().push(key.window);
                 }
             }
@@ -648,7 +656,7 @@ impl WindowAggregator {
                 }
             }
         }
-        self.reload_index()
+        self.reload_index(last_watermark_sent)
     }
 
     /// Number of open (group, window) entries.

@@ -320,6 +320,8 @@ impl StreamTask {
                 let marks: Vec<i64> = marks.split(',').filter_map(|m| m.parse().ok()).collect();
                 for operator in &mut self.operators {
                     operator.set_upstream_watermarks(&marks);
+                    // Windows the restored watermarks already closed are retained ones, not due.
+                    let _ = operator.reload_index(self.stream_time);
                 }
             }
         }
@@ -328,7 +330,7 @@ impl StreamTask {
     /// Rebuilds every operator's window index from its committed store.
     pub fn reload(&mut self) -> Result<(), StateError> {
         for operator in &mut self.operators {
-            operator.reload_index()?;
+            operator.reload_index(self.stream_time)?;
         }
         Ok(())
     }

@@ -139,6 +139,15 @@ impl TopologyTestDriver {
         Ok(())
     }
 
+    /// Rebuilds every task's in-memory index from its committed state, as a restart or a
+    /// rollback does (state itself is kept: the stores are the committed ones).
+    pub fn reload(&mut self) -> Result<(), TaskError> {
+        for task in self.tasks.values_mut() {
+            task.reload()?;
+        }
+        Ok(())
+    }
+
     /// Marks an input partition idle or active again, as the runtime does when a partition read to
     /// its end has had no record for `idle_timeout`. Takes effect at the next commit.
     pub fn set_idle(&mut self, topic: &str, partition: i32, idle: bool) {
