@@ -509,10 +509,20 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                     });
                 }
             }
+            let assignment = if by_partition.is_empty() {
+                Vec::new()
+            } else {
+                consumer.handle().assignment()
+            };
             for ((topic, partition), _) in by_partition {
                 // A partition without a task: assigned but not restored yet (fetched again after its
-                // seek), or one the consumer still fetches after a rollback dropped its task.
+                // seek), or one the consumer still fetches after a rollback dropped its task. One
+                // revoked while this batch was polled is no longer ours: its records are dropped,
+                // and no ghost task is created for it.
                 let key = (topic.to_string(), partition);
+                if !assignment.contains(&key) {
+                    continue;
+                }
                 if !shared_ref.pending.contains(&key) {
                     tracing::debug!(
                         topic,
