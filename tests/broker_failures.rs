@@ -147,3 +147,102 @@ fn a_fenced_static_member_stops_with_a_clear_error() {
     );
     second.kill();
 }
+
+/// A dead letter larger than its topic accepts: the instance stops with an error naming the topic
+/// and the fix, commits nothing, and does not loop replaying the same record.
+#[test]
+fn a_record_the_broker_never_accepts_stops_the_instance_with_the_fix() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let suffix = common::unique("toolarge");
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output, dlq) = (
+        format!("clicks-{suffix}"),
+        format!("clicks-out-{suffix}"),
+        format!("clicks-dlq-{suffix}"),
+    );
+    common::create_topics(&[(&input, 1)]);
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .create()
+        .unwrap();
+    let small = NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "2000");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let created = runtime
+        .block_on(admin.create_topics([&small], &AdminOptions::new()))
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let file = dir.path().join("clicks.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[source]]
+name = "clicks"
+topic = "{input}"
+time = {{ field = "ts", format = "epoch_ms" }}
+dead_letter_topic = "{dlq}"
+
+[[aggregation]]
+name = "clicks.per_minute"
+source = "clicks"
+window = {{ type = "tumbling", size = "1m" }}
+output = "{output}"
+[aggregation.aggregates]
+clicks = "count"
+"#
+        ),
+    )
+    .unwrap();
+    let base = 1_795_000_000_000i64;
+    let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = (0..5)
+        .map(|i| {
+            (
+                input.clone(),
+                b"k".to_vec(),
+                format!(r#"{{"ts":{}}}"#, base + i * 1000).into_bytes(),
+            )
+        })
+        .collect();
+    // Incompressible bytes (the producer compresses with LZ4): 10 kB on the wire, over the limit.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..10_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    records.push((input.clone(), b"k".to_vec(), noise));
+    common::produce(records);
+
+    let app = common::unique("toolargeapp");
+    let mut eddy = EddyProcess::start(&EddyOptions {
+        application_id: &app,
+        topologies: std::slice::from_ref(&file),
+        state_dir: dir.path(),
+        guarantee: "exactly_once",
+        instance: "a",
+        extra_env: vec![],
+    });
+    let code = wait_exit(&mut eddy);
+    let log = eddy.log_text();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains(&format!("topic `{dlq}`")) && log.contains("max.message.bytes"),
+        "the error names the topic and the fix:\n{log}"
+    );
+    assert!(common::read_committed(&dlq).is_empty());
+    let committed = eddy::kafka::TopicAdmin::new(&common::settings())
+        .unwrap()
+        .group_offsets(&app, &input, 1)
+        .unwrap();
+    assert!(
+        committed[0].is_none_or(|offset| offset <= 5),
+        "nothing past the refused record is committed: {committed:?}"
+    );
+}

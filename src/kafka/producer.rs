@@ -29,6 +29,44 @@ pub enum CommitFailure {
     /// The instance must stop; the next owner of its tasks finds whichever outcome the broker chose.
     #[error("commit outcome unknown: {0}")]
     Unresolved(String),
+    /// A record the broker will never accept (too large, not authorized, topic gone): replaying
+    /// would fail the same way forever, so the instance must stop and say what to fix.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Produce errors no retry or replay can fix.
+fn is_permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::PolicyViolation
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+    )
+}
+
+fn permanent_reason(topic: &str, bytes: usize, code: RDKafkaErrorCode) -> String {
+    let fix = match code {
+        RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize => {
+            "raise the topic's max.message.bytes (and the producer's message.max.bytes), or lower the sketch precision of large distinct aggregates"
+        }
+        RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed
+        | RDKafkaErrorCode::TransactionalIdAuthorizationFailed => {
+            "grant eddy's principal WRITE on the topic and WRITE/DESCRIBE on its transactional id"
+        }
+        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+            "create the topic again (eddy creates missing internal and output topics at start)"
+        }
+        _ => "fix the record or the topic's settings",
+    };
+    format!("the broker will not accept a {bytes}-byte record for topic `{topic}`: {code:?}. To fix: {fix}")
 }
 
 /// How long a transactional call keeps retrying retriable errors (broker unreachable, request
@@ -38,6 +76,14 @@ const TRANSACTION_RETRY_DEADLINE: Duration = Duration::from_secs(120);
 #[derive(Default)]
 pub(crate) struct DeliveryCounter {
     failed: AtomicU64,
+    /// The first delivery failure no retry can fix, with what to do about it.
+    permanent: std::sync::Mutex<Option<String>>,
+}
+
+impl DeliveryCounter {
+    fn take_permanent(&self) -> Option<String> {
+        self.permanent.lock().ok().and_then(|mut p| p.take())
+    }
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -56,6 +102,15 @@ impl ProducerContext for DeliveryCounter {
                 return;
             }
             self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Some(code) = error.rdkafka_error_code().filter(|c| is_permanent(*c)) {
+                if let (Ok(mut slot), Some((_, message))) =
+                    (self.permanent.lock(), result.as_ref().err())
+                {
+                    use rdkafka::message::Message;
+                    let bytes = message.payload().map_or(0, <[u8]>::len);
+                    slot.get_or_insert_with(|| permanent_reason(message.topic(), bytes, code));
+                }
+            }
             tracing::warn!(%error, "record delivery failed");
         }
     }
@@ -151,6 +206,14 @@ impl RecordProducer {
                     self.producer.poll(Duration::from_millis(10));
                     base = returned;
                 }
+                Err((KafkaError::MessageProduction(code), _)) if is_permanent(code) => {
+                    let bytes = record.value.as_ref().map_or(0, Vec::len);
+                    return Err(CommitFailure::Permanent(permanent_reason(
+                        &record.topic,
+                        bytes,
+                        code,
+                    )));
+                }
                 Err((error, _)) => return Err(classify(error)),
             }
         }
@@ -210,6 +273,9 @@ impl RecordProducer {
                 .flush(self.timeout)
                 .map_err(|e| CommitFailure::Abortable(e.to_string()))?;
             let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
+            if let Some(reason) = self.producer.context().take_permanent() {
+                return Err(CommitFailure::Permanent(reason));
+            }
             if failed > 0 {
                 return Err(CommitFailure::Abortable(format!(
                     "{failed} records were not delivered"
@@ -233,9 +299,14 @@ impl RecordProducer {
         // librdkafka's contract: a retriable error (e.g. a timeout) means call commit again, since
         // the commit may still complete; only success ends the transaction. On any failure the
         // transaction stays open here, so the rollback really aborts it.
-        self.retrying("commit the transaction", || {
+        let committed = self.retrying("commit the transaction", || {
             self.producer.commit_transaction(self.timeout)
-        })?;
+        });
+        // A record the broker refused for good fails the transaction; say which and why.
+        if let Some(reason) = self.producer.context().take_permanent() {
+            return Err(CommitFailure::Permanent(reason));
+        }
+        committed?;
         self.in_transaction = false;
         Ok(())
     }

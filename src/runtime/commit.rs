@@ -179,6 +179,14 @@ impl CommitCoordinator {
         group: &GroupHandle<'_>,
         failure: &CommitFailure,
     ) -> Result<(), KafkaClientError> {
+        if let CommitFailure::Permanent(reason) = failure {
+            // Replaying would fail on the same record forever: abort and stop.
+            let _ = self.producer.abort();
+            return Err(crate::kafka::KafkaClientError::Operation {
+                operation: "produce".into(),
+                reason: reason.clone(),
+            });
+        }
         if let CommitFailure::Unresolved(reason) = failure {
             // Rolling back could replay output the broker is still committing: stop instead.
             return Err(crate::kafka::KafkaClientError::Operation {
