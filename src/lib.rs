@@ -13,6 +13,7 @@ pub mod config;
 
 mod error;
 pub mod events;
+pub mod failpoint;
 pub mod kafka;
 pub mod record;
 pub mod runtime;

@@ -5,9 +5,7 @@ use super::{operation_error, ClientSettings, KafkaClientError};
 use crate::task::OutgoingRecord;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -119,6 +117,9 @@ impl ProducerContext for DeliveryCounter {
 /// Sends eddy's outgoing records and commits them (with offsets) as one unit.
 pub struct RecordProducer {
     producer: BaseProducer<DeliveryCounter>,
+    /// Kept to fence this producer on purpose (`EDDY_FAILPOINT=fenced_mid_commit`).
+    settings: ClientSettings,
+    transactional_id: Option<String>,
     transactional: bool,
     in_transaction: bool,
     timeout: Duration,
@@ -161,6 +162,8 @@ impl RecordProducer {
         }
         Ok(RecordProducer {
             producer,
+            settings: settings.clone(),
+            transactional_id: transactional_id.map(str::to_string),
             transactional: transactional_id.is_some(),
             in_transaction: false,
             timeout,
@@ -296,12 +299,17 @@ impl RecordProducer {
                     .send_offsets_to_transaction(&list, &group.0, self.timeout)
             })?;
         }
+        let already_committed = self.inject_commit_faults()?;
         // librdkafka's contract: a retriable error (e.g. a timeout) means call commit again, since
         // the commit may still complete; only success ends the transaction. On any failure the
         // transaction stays open here, so the rollback really aborts it.
-        let committed = self.retrying("commit the transaction", || {
-            self.producer.commit_transaction(self.timeout)
-        });
+        let committed = if already_committed {
+            Ok(())
+        } else {
+            self.retrying("commit the transaction", || {
+                self.producer.commit_transaction(self.timeout)
+            })
+        };
         // A record the broker refused for good fails the transaction; say which and why.
         if let Some(reason) = self.producer.context().take_permanent() {
             return Err(CommitFailure::Permanent(reason));
@@ -309,6 +317,38 @@ impl RecordProducer {
         committed?;
         self.in_transaction = false;
         Ok(())
+    }
+
+    /// Test hooks between the offsets and the commit (see [`crate::failpoint`]). Returns whether
+    /// the transaction already committed.
+    fn inject_commit_faults(&mut self) -> Result<bool, CommitFailure> {
+        use crate::failpoint::{fire, Failpoint};
+        if fire(Failpoint::AbortAfterOffsets) {
+            return Err(CommitFailure::Abortable(
+                "EDDY_FAILPOINT=abort_after_offsets".into(),
+            ));
+        }
+        if fire(Failpoint::CommitTimeout) {
+            // A real timeout: the commit is left running, and the retry below must resolve it.
+            let _ = self.producer.flush(self.timeout);
+            let result = self.producer.commit_transaction(Duration::ZERO);
+            tracing::warn!(
+                ?result,
+                "EDDY_FAILPOINT=commit_timeout: commit called with no time to finish"
+            );
+            match result {
+                // It finished within no time after all.
+                Ok(()) => return Ok(true),
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => {}
+                Err(error) => return Err(classify(error)),
+            }
+        }
+        if fire(Failpoint::FencedMidCommit) {
+            // Another producer with this transactional id fences this one before it commits.
+            let fencer = RecordProducer::new(&self.settings, self.transactional_id.as_deref());
+            tracing::warn!(fenced = fencer.is_ok(), "EDDY_FAILPOINT=fenced_mid_commit");
+        }
+        Ok(false)
     }
 
     /// Calls a transactional operation again while it fails with retriable errors, up to
@@ -333,7 +373,8 @@ impl RecordProducer {
                         )));
                     }
                     tracing::warn!(error = %e, what, "retriable transaction error; retrying");
-                    std::thread::sleep(delay);
+                    // Serve delivery reports meanwhile: some operations wait for them.
+                    self.producer.poll(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(error) => return Err(classify(error)),
@@ -344,17 +385,12 @@ impl RecordProducer {
     /// Aborts the open transaction, if any; its records never become visible to read_committed readers.
     pub fn abort(&mut self) -> Result<(), CommitFailure> {
         if self.transactional && self.in_transaction {
-            // abort_transaction waits for every queued record to be gone, and with a BaseProducer
-            // their delivery reports are served only by polling: purge them (they are being
-            // aborted anyway) and poll until the queue is empty, or the abort could never finish.
-            self.producer
-                .purge(PurgeConfig::default().queue().inflight());
-            let deadline = std::time::Instant::now() + self.timeout;
-            while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
-                self.producer.poll(Duration::from_millis(10));
-            }
+            // abort_transaction purges the queued records and waits until their delivery reports
+            // are served, which on a BaseProducer happens only by polling: call it with a short
+            // timeout, and `retrying` polls between calls until it completes. (Purging in-flight
+            // records ourselves would break the idempotent sequence numbers.)
             self.retrying("abort the transaction", || {
-                self.producer.abort_transaction(self.timeout)
+                self.producer.abort_transaction(Duration::from_millis(500))
             })?;
             self.in_transaction = false;
         }

@@ -48,8 +48,7 @@ pub struct CommitCoordinator {
 /// delivered and before its offsets commit: the crash window that separates at-least-once from
 /// exactly-once, made reproducible for the broker tests.
 fn failpoint_crash_before_commit() -> bool {
-    static ARMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ARMED.get_or_init(|| std::env::var("EDDY_FAILPOINT").is_ok_and(|v| v == "crash_before_commit"))
+    crate::failpoint::armed() == Some(crate::failpoint::Failpoint::CrashBeforeCommit)
 }
 
 impl CommitCoordinator {
@@ -128,9 +127,15 @@ impl CommitCoordinator {
             );
             std::process::abort();
         }
+        if !offsets.is_empty()
+            && crate::failpoint::fire(crate::failpoint::Failpoint::AbortAfterSend)
+        {
+            return Err(CommitError::Kafka(CommitFailure::Abortable(
+                "EDDY_FAILPOINT=abort_after_send".into(),
+            )));
+        }
         self.aggregates_since_commit = 0;
         self.sent_since_commit = false;
-        self.aggregates_since_commit = 0;
         let result = match self.settings.guarantee {
             ProcessingGuarantee::ExactlyOnce => {
                 let metadata = group.group_metadata();

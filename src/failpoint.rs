@@ -1,0 +1,61 @@
+//! Fault injection for the commit path, armed by `EDDY_FAILPOINT=<name>` and inert when it is
+//! unset. The broker tests use it to drive each failure of a commit on purpose and check that
+//! the output stays exact.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// The points a commit can be made to fail at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failpoint {
+    /// Abort the process after a commit's records were delivered, before the commit.
+    CrashBeforeCommit,
+    /// Fail the commit with an abortable error after its records were sent, before the offsets.
+    AbortAfterSend,
+    /// Fail the commit with an abortable error after the offsets joined the transaction.
+    AbortAfterOffsets,
+    /// Let `commit_transaction` time out once (the commit goes on in the background), then retry.
+    CommitTimeout,
+    /// Fence the producer (another producer initializes the same transactional id) mid-commit.
+    FencedMidCommit,
+}
+
+impl Failpoint {
+    fn parse(name: &str) -> Option<Failpoint> {
+        Some(match name {
+            "crash_before_commit" => Failpoint::CrashBeforeCommit,
+            "abort_after_send" => Failpoint::AbortAfterSend,
+            "abort_after_offsets" => Failpoint::AbortAfterOffsets,
+            "commit_timeout" => Failpoint::CommitTimeout,
+            "fenced_mid_commit" => Failpoint::FencedMidCommit,
+            _ => return None,
+        })
+    }
+}
+
+/// The failpoint `EDDY_FAILPOINT` arms, if any.
+pub fn armed() -> Option<Failpoint> {
+    static ARMED: OnceLock<Option<Failpoint>> = OnceLock::new();
+    *ARMED.get_or_init(|| {
+        std::env::var("EDDY_FAILPOINT")
+            .ok()
+            .and_then(|name| Failpoint::parse(&name))
+    })
+}
+
+/// Whether `point` fires at this pass: when armed, on every fourth pass, three times in all, so
+/// the run both fails repeatedly and makes progress.
+pub fn fire(point: Failpoint) -> bool {
+    static PASSES: AtomicU32 = AtomicU32::new(0);
+    static FIRED: AtomicU32 = AtomicU32::new(0);
+    if armed() != Some(point) {
+        return false;
+    }
+    let pass = PASSES.fetch_add(1, Ordering::Relaxed) + 1;
+    if pass % 4 != 0 || FIRED.load(Ordering::Relaxed) >= 3 {
+        return false;
+    }
+    FIRED.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(?point, "EDDY_FAILPOINT fired");
+    true
+}
