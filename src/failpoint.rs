@@ -52,7 +52,7 @@ pub fn fire(point: Failpoint) -> bool {
         return false;
     }
     let pass = PASSES.fetch_add(1, Ordering::Relaxed) + 1;
-    if pass % 4 != 0 || FIRED.load(Ordering::Relaxed) >= 3 {
+    if !pass.is_multiple_of(4) || FIRED.load(Ordering::Relaxed) >= 3 {
         return false;
     }
     FIRED.fetch_add(1, Ordering::Relaxed);
