@@ -104,6 +104,11 @@ pub struct Config {
     /// An input partition read to its end with no record for this long is idle: it stops holding
     /// back repartitioned windows until it has records again (Flink's `withIdleness`). 0 turns it off.
     pub idle_timeout_ms: u64,
+    /// Opt-in wall-clock closing: after this long without a record moving an input partition's
+    /// stream time, its stream time goes on with the wall clock, so the last windows of a stream
+    /// that stopped still close after their grace. 0 (default) keeps event time purely
+    /// record-driven, as Kafka Streams does.
+    pub wall_clock_close_ms: u64,
     pub http: HttpConfig,
     pub log: LogConfig,
     /// librdkafka properties for every client (e.g. `"security.protocol" = "SASL_SSL"`).
@@ -131,6 +136,7 @@ impl Default for Config {
             replication_factor: 1,
             shutdown_timeout_ms: 30_000,
             idle_timeout_ms: 30_000,
+            wall_clock_close_ms: 0,
             http: HttpConfig::default(),
             log: LogConfig::default(),
             kafka: BTreeMap::new(),

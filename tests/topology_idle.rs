@@ -161,3 +161,42 @@ fn retained_windows_are_not_re_emitted_after_a_reload() {
         );
     }
 }
+
+/// Opt-in wall-clock closing: once no record has moved stream time for the quiet period, stream
+/// time goes on with the wall clock and the last windows close after their grace.
+#[test]
+fn a_stream_that_stopped_closes_its_last_windows_with_the_wall_clock() {
+    let source = SourceBuilder::new("events", "events", Schema::Json)
+        .time_field("ts", TimeFormat::EpochMillis)
+        .key_field("kind")
+        .build();
+    let topology = Topology::builder()
+        .source(source)
+        .aggregation(
+            AggregationBuilder::new("by_kind", "events", "out")
+                .group_by("kind")
+                .grace(30_000)
+                .aggregate("n", AggregateKind::Count)
+                .build(),
+        )
+        .build()
+        .unwrap();
+    let mut d = TopologyTestDriver::new(topology, 1);
+    pipe(&mut d, 0, 10_000, "a");
+    pipe(&mut d, 0, 20_000, "a");
+    d.commit().unwrap();
+    let wall = 1_000_000;
+    d.advance_wall_clock(wall, 5_000);
+    d.advance_wall_clock(wall + 4_000, 5_000);
+    d.commit().unwrap();
+    assert!(finals(&mut d).is_empty(), "not quiet long enough yet");
+    // 75 s after the last record: stream time 20 s + 75 s = 95 s, past the window's end + grace (90 s).
+    d.advance_wall_clock(wall + 75_000, 5_000);
+    d.commit().unwrap();
+    assert_eq!(finals(&mut d), [(0, "a".into(), 2)]);
+    // A new record restarts the record-driven clock.
+    pipe(&mut d, 0, 125_000, "a");
+    d.advance_wall_clock(wall + 76_000, 5_000);
+    d.commit().unwrap();
+    assert!(finals(&mut d).is_empty());
+}

@@ -398,6 +398,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     let commit_interval = Duration::from_millis(config.commit_interval_ms());
     let idle_timeout =
         (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
+    let wall_clock_close_ms = config.wall_clock_close_ms;
     let threads = config.num_threads;
     let mut next_commit = Instant::now() + commit_interval;
     let mut next_state_gauges = Instant::now();
@@ -568,6 +569,13 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
 
         if Instant::now() >= next_commit {
             next_commit = Instant::now() + commit_interval;
+            if wall_clock_close_ms > 0 {
+                let now = crate::runtime::now_ms();
+                for slot in shared_ref.tasks.values_mut() {
+                    slot.task
+                        .advance_with_wall_clock(now, wall_clock_close_ms as i64);
+                }
+            }
             if let Some(idle_timeout) = idle_timeout {
                 for slot in shared_ref.tasks.values_mut() {
                     let idle = slot.last_record_at.elapsed() >= idle_timeout

@@ -73,6 +73,11 @@ pub struct StreamTask {
     stats: TaskStats,
     /// Set by the runtime: the input partition is quiet and read to its end.
     idle: bool,
+    /// The largest event time of the records themselves (stream time may be ahead of it only
+    /// through wall-clock closing).
+    record_stream_time: i64,
+    /// For wall-clock closing: `record_stream_time` as last seen, and the wall time it moved.
+    record_time: (i64, i64),
 }
 
 /// Prefix of the offset-commit metadata eddy writes; bump with its layout.
@@ -89,6 +94,8 @@ impl StreamTask {
             next_offset: None,
             stats: TaskStats::default(),
             idle: false,
+            record_stream_time: i64::MIN,
+            record_time: (i64::MIN, i64::MIN),
         }
     }
 
@@ -98,6 +105,30 @@ impl StreamTask {
 
     pub fn operators_mut(&mut self) -> &mut [WindowAggregator] {
         &mut self.operators
+    }
+
+    /// Opt-in wall-clock closing (`wall_clock_close_ms`): once no record has moved this input
+    /// task's stream time for `quiet_ms` of wall-clock time, stream time goes on at wall-clock
+    /// speed from the last record's, so the last windows of a stream that stopped still close
+    /// after their grace. Returns whether stream time moved.
+    pub fn advance_with_wall_clock(&mut self, now_ms: i64, quiet_ms: i64) -> bool {
+        if !matches!(self.kind, TaskKind::Input { .. }) || self.record_stream_time == i64::MIN {
+            return false;
+        }
+        if self.record_time.0 != self.record_stream_time {
+            self.record_time = (self.record_stream_time, now_ms);
+            return false;
+        }
+        let quiet_for = now_ms - self.record_time.1;
+        if quiet_for < quiet_ms {
+            return false;
+        }
+        let advanced = self.record_time.0.saturating_add(quiet_for);
+        if advanced > self.stream_time {
+            self.stream_time = advanced;
+            return true;
+        }
+        false
     }
 
     /// Marks the input partition idle (quiet for `idle_timeout` and read to its end) or active.
@@ -191,6 +222,7 @@ impl StreamTask {
                     }
                 };
                 self.stream_time = self.stream_time.max(decoded.event_time_ms);
+                self.record_stream_time = self.record_stream_time.max(decoded.event_time_ms);
                 for operator in &mut self.operators {
                     let late = operator.process(&decoded, self.stream_time)?;
                     if late {
@@ -279,6 +311,7 @@ impl StreamTask {
     /// Returns to the last committed state; the caller seeks the consumer back to `next_offset`.
     pub fn rollback(&mut self, committed_offset: Option<i64>) -> Result<(), StateError> {
         self.stream_time = self.committed_stream_time;
+        self.record_stream_time = self.committed_stream_time;
         self.next_offset = committed_offset;
         for operator in &mut self.operators {
             operator.rollback(self.committed_stream_time)?;
@@ -312,6 +345,7 @@ impl StreamTask {
         for part in parts {
             if let Some(st) = part.strip_prefix("st=").and_then(|v| v.parse().ok()) {
                 self.stream_time = st;
+                self.record_stream_time = st;
                 self.committed_stream_time = st;
                 for operator in &mut self.operators {
                     let _ = operator.rollback(st);

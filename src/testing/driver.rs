@@ -148,6 +148,14 @@ impl TopologyTestDriver {
         Ok(())
     }
 
+    /// Lets wall-clock time pass for every input task, as the runtime does at each commit with
+    /// `wall_clock_close_ms = quiet_ms` (call it once to start the clock, then with later times).
+    pub fn advance_wall_clock(&mut self, now_ms: i64, quiet_ms: i64) {
+        for task in self.tasks.values_mut() {
+            task.advance_with_wall_clock(now_ms, quiet_ms);
+        }
+    }
+
     /// Marks an input partition idle or active again, as the runtime does when a partition read to
     /// its end has had no record for `idle_timeout`. Takes effect at the next commit.
     pub fn set_idle(&mut self, topic: &str, partition: i32, idle: bool) {
