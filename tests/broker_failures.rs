@@ -22,13 +22,16 @@ fn wait_exit(process: &mut EddyProcess) -> i32 {
     }
 }
 
-#[test]
-fn a_fail_policy_decode_error_commits_nothing_past_the_bad_record_and_stops_there_again() {
-    let suffix = common::unique("fail");
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (format!("clicks-{suffix}"), format!("clicks-out-{suffix}"));
-    common::create_topics(&[(&input, 1)]);
-    let file = dir.path().join("clicks.toml");
+const BASE: i64 = 1_795_000_000_000;
+
+/// A one-source count topology over `input` in `dir`, with `source_extra` lines in its source.
+fn clicks_topology(
+    dir: &std::path::Path,
+    input: &str,
+    output: &str,
+    source_extra: &str,
+) -> std::path::PathBuf {
+    let file = dir.join("clicks.toml");
     std::fs::write(
         &file,
         format!(
@@ -37,7 +40,7 @@ fn a_fail_policy_decode_error_commits_nothing_past_the_bad_record_and_stops_ther
 name = "clicks"
 topic = "{input}"
 time = {{ field = "ts", format = "epoch_ms" }}
-on_decode_error = "fail"
+{source_extra}
 
 [[aggregation]]
 name = "clicks.per_minute"
@@ -50,25 +53,33 @@ clicks = "count"
         ),
     )
     .unwrap();
-    // Offsets 0..10 good, 10 bad, 11..21 good (the last ones far enough ahead to close windows).
-    let base = 1_795_000_000_000i64;
-    let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = (0..10)
+    file
+}
+
+/// `n` well-formed click records to `input`, `offset_ms` after the base time, a second apart.
+fn clicks(input: &str, n: i64, offset_ms: i64) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    (0..n)
         .map(|i| {
             (
-                input.clone(),
+                input.to_string(),
                 b"k".to_vec(),
-                format!(r#"{{"ts":{}}}"#, base + i * 1000).into_bytes(),
+                format!(r#"{{"ts":{}}}"#, BASE + offset_ms + i * 1000).into_bytes(),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_fail_policy_decode_error_commits_nothing_past_the_bad_record_and_stops_there_again() {
+    let suffix = common::unique("fail");
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (format!("clicks-{suffix}"), format!("clicks-out-{suffix}"));
+    common::create_topics(&[(&input, 1)]);
+    let file = clicks_topology(dir.path(), &input, &output, r#"on_decode_error = "fail""#);
+    // Offsets 0..10 good, 10 bad, 11..21 good (the last ones far enough ahead to close windows).
+    let mut records = clicks(&input, 10, 0);
     records.push((input.clone(), b"k".to_vec(), b"not json".to_vec()));
-    records.extend((0..10).map(|i| {
-        (
-            input.clone(),
-            b"k".to_vec(),
-            format!(r#"{{"ts":{}}}"#, base + 600_000 + i * 1000).into_bytes(),
-        )
-    }));
+    records.extend(clicks(&input, 10, 600_000));
     common::produce(records);
 
     let app = common::unique("failapp");
@@ -98,7 +109,7 @@ clicks = "count"
         );
         let emitted = common::read_aggregates(&output);
         assert!(
-            emitted.iter().all(|r| r.window.start < base + 600_000),
+            emitted.iter().all(|r| r.window.start < BASE + 600_000),
             "{attempt}: no output from records after the bad one: {emitted:?}"
         );
     }
@@ -175,38 +186,13 @@ fn a_record_the_broker_never_accepts_stops_the_instance_with_the_fix() {
         .block_on(admin.create_topics([&small], &AdminOptions::new()))
         .unwrap();
     assert!(created.iter().all(Result::is_ok), "{created:?}");
-    let file = dir.path().join("clicks.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-[[source]]
-name = "clicks"
-topic = "{input}"
-time = {{ field = "ts", format = "epoch_ms" }}
-dead_letter_topic = "{dlq}"
-
-[[aggregation]]
-name = "clicks.per_minute"
-source = "clicks"
-window = {{ type = "tumbling", size = "1m" }}
-output = "{output}"
-[aggregation.aggregates]
-clicks = "count"
-"#
-        ),
-    )
-    .unwrap();
-    let base = 1_795_000_000_000i64;
-    let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = (0..5)
-        .map(|i| {
-            (
-                input.clone(),
-                b"k".to_vec(),
-                format!(r#"{{"ts":{}}}"#, base + i * 1000).into_bytes(),
-            )
-        })
-        .collect();
+    let file = clicks_topology(
+        dir.path(),
+        &input,
+        &output,
+        &format!(r#"dead_letter_topic = "{dlq}""#),
+    );
+    let mut records = clicks(&input, 5, 0);
     // Incompressible bytes (the producer compresses with LZ4): 10 kB on the wire, over the limit.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let noise: Vec<u8> = (0..10_000)
