@@ -218,13 +218,12 @@ impl CommitCoordinator {
             if let Err(error) = slot.task.rollback(slot.committed_offset) {
                 tracing::error!(task = %slot.task.id, %error, "could not roll back task state");
             }
-            if let Err(error) = group.seek(
+            // A task whose consumer cannot go back would skip the records it rolled back: stop.
+            group.seek(
                 &slot.task.id.topic,
                 slot.task.id.partition,
                 slot.committed_offset,
-            ) {
-                tracing::warn!(task = %slot.task.id, %error, "seek after rollback failed");
-            }
+            )?;
         }
         Ok(())
     }

@@ -254,7 +254,20 @@ fn initialize_task(
         .into_iter()
         .next();
     let dir = shared.compiled.task_dir(&shared.state, &id);
-    let checkpoint = dir.as_deref().and_then(Checkpoint::read);
+    let checkpoint = dir
+        .as_deref()
+        .and_then(Checkpoint::read)
+        .filter(|checkpoint| {
+            // A checkpoint outside its changelog's offsets (the topic was recreated or truncated)
+            // describes files that no longer match it: wipe and restore instead.
+            shared.compiled.store_names_of(&id).iter().all(|store| {
+                let changelog = changelog_topic(&shared.compiled.application_id, store);
+                match group.watermarks(&changelog, partition) {
+                    Ok((low, high)) => checkpoint.fits(store, low, high),
+                    Err(_) => false,
+                }
+            })
+        });
     if let (Some(dir), None) = (&dir, &checkpoint) {
         TaskDb::destroy(dir)?;
     }

@@ -36,9 +36,26 @@ impl Checkpoint {
             version: Self::VERSION,
             changelog_offsets,
         };
+        // Written whole, synced, then renamed and the directory synced: a crash leaves either the
+        // old state (no checkpoint: full restore) or this complete file, never a torn one.
         let tmp = task_dir.join(".checkpoint.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&checkpoint).expect("serializable"))?;
-        std::fs::rename(tmp, Self::path(task_dir))
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&serde_json::to_vec(&checkpoint).expect("serializable"))?;
+            file.sync_all()?;
+        }
+        std::fs::rename(tmp, Self::path(task_dir))?;
+        std::fs::File::open(task_dir)?.sync_all()
+    }
+
+    /// Whether this checkpoint can describe a changelog whose offsets run from `low` to `high`
+    /// (exclusive) for `store`: an offset outside that range means the changelog was recreated or
+    /// truncated, and the local files must be wiped and restored instead.
+    pub fn fits(&self, store: &str, low: i64, high: i64) -> bool {
+        self.changelog_offsets
+            .get(store)
+            .is_none_or(|&offset| (low..=high).contains(&offset))
     }
 
     pub fn remove(task_dir: &Path) {
@@ -48,6 +65,28 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_checkpoint_fits_only_its_changelogs_offset_range() {
+        let checkpoint = super::Checkpoint {
+            version: super::Checkpoint::VERSION,
+            changelog_offsets: [("s".to_string(), 120)].into(),
+        };
+        assert!(checkpoint.fits("s", 0, 120));
+        assert!(checkpoint.fits("s", 100, 500));
+        assert!(
+            !checkpoint.fits("s", 0, 50),
+            "the changelog was recreated: shorter than the checkpoint"
+        );
+        assert!(
+            !checkpoint.fits("s", 200, 300),
+            "truncated past the checkpoint"
+        );
+        assert!(
+            checkpoint.fits("other", 0, 0),
+            "a store without an offset restores from the start"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -138,15 +138,9 @@ impl CompiledTopology {
         }
     }
 
-    /// Creates the task for one partition. `partitions` gives each input topic's partition count.
-    /// For tasks with RocksDB state the opened database is returned with it.
-    pub fn create_task(
-        &self,
-        id: &TaskId,
-        partitions: &HashMap<String, i32>,
-        state: &StateLocation,
-    ) -> Result<(StreamTask, Option<TaskDb>), StateError> {
-        let store_names: Vec<String> = if let Some(compiled) = self.by_input_topic.get(&id.topic) {
+    /// The stores the task of `id` keeps (and whose changelogs it restores from).
+    pub fn store_names_of(&self, id: &TaskId) -> Vec<String> {
+        if let Some(compiled) = self.by_input_topic.get(&id.topic) {
             compiled
                 .aggregations
                 .iter()
@@ -157,7 +151,18 @@ impl CompiledTopology {
             vec![aggregation.name.clone()]
         } else {
             Vec::new()
-        };
+        }
+    }
+
+    /// Creates the task for one partition. `partitions` gives each input topic's partition count.
+    /// For tasks with RocksDB state the opened database is returned with it.
+    pub fn create_task(
+        &self,
+        id: &TaskId,
+        partitions: &HashMap<String, i32>,
+        state: &StateLocation,
+    ) -> Result<(StreamTask, Option<TaskDb>), StateError> {
+        let store_names = self.store_names_of(id);
         let db = match (self.task_dir(state, id), store_names.is_empty()) {
             (Some(dir), false) => Some(TaskDb::open(&dir, &store_names)?),
             _ => None,
