@@ -218,12 +218,16 @@ impl CommitCoordinator {
             if let Err(error) = slot.task.rollback(slot.committed_offset) {
                 tracing::error!(task = %slot.task.id, %error, "could not roll back task state");
             }
-            // A task whose consumer cannot go back would skip the records it rolled back: stop.
-            group.seek(
+            if let Err(error) = group.seek(
                 &slot.task.id.topic,
                 slot.task.id.partition,
                 slot.committed_offset,
-            )?;
+            ) {
+                // Seen when the partition was revoked or fenced in the same moment; the rebalance
+                // then drops the task. (Stopping here made fenced instances exit on this instead
+                // of on the fencing itself.)
+                tracing::warn!(task = %slot.task.id, %error, "seek after rollback failed");
+            }
         }
         Ok(())
     }
