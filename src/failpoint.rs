@@ -43,7 +43,7 @@ pub fn armed() -> Option<Failpoint> {
     })
 }
 
-/// Whether `point` fires at this pass: when armed, on every fourth pass, three times in all, so
+/// Whether `point` fires at this pass: when armed, on every second pass, three times in all, so
 /// the run both fails repeatedly and makes progress.
 pub fn fire(point: Failpoint) -> bool {
     static PASSES: AtomicU32 = AtomicU32::new(0);
@@ -52,7 +52,7 @@ pub fn fire(point: Failpoint) -> bool {
         return false;
     }
     let pass = PASSES.fetch_add(1, Ordering::Relaxed) + 1;
-    if !pass.is_multiple_of(4) || FIRED.load(Ordering::Relaxed) >= 3 {
+    if !pass.is_multiple_of(2) || FIRED.load(Ordering::Relaxed) >= 3 {
         return false;
     }
     FIRED.fetch_add(1, Ordering::Relaxed);

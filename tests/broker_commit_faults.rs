@@ -1,4 +1,4 @@
-//! Every step of a commit made to fail on purpose (`EDDY_FAILPOINT`), three times per run, on the
+//! Every step of a commit made to fail on purpose (`EDDY_FAILPOINT`), up to three times a run, on the
 //! real broker: after sending, after the offsets, a commit that times out, and a producer fenced
 //! mid-commit. The output must still be exactly the reference: nothing missing, nothing twice.
 
@@ -37,11 +37,13 @@ fn exact_despite(failpoint: &str) {
         format!("order-aggregates-{}", run.suffix),
     ];
     common::wait_for_exact(&expected, &outputs, &eddy);
+    // It fires on every second commit that carries offsets, at most three times; how many such
+    // commits a run has depends on timing, so at least once is what is certain.
     let fired = eddy.log_text().matches("EDDY_FAILPOINT fired").count();
-    assert_eq!(
-        fired,
-        3,
-        "the failpoint fired three times:\n{}",
+    println!("{failpoint}: fired {fired} times");
+    assert!(
+        (1..=3).contains(&fired),
+        "the failpoint fired {fired} times:\n{}",
         eddy.log_text()
     );
     assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
