@@ -221,7 +221,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let api = config.http.query_api.then(|| {
             let api = eddy::api::ApiState::new(&topology);
             let settings = eddy::kafka::ClientSettings::from_config(&config);
-            let topics = eddy::api::ApiState::output_topics(&topology);
+            let topics = topology.output_topics();
             if let Err(error) =
                 eddy::api::spawn_materializer(settings, topics, api.index.clone(), stop.clone())
             {

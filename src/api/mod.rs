@@ -54,16 +54,4 @@ impl ApiState {
     ) -> Result<serde_json::Value, ApiError> {
         aggregation(&mut self.index.lock().expect("index lock"), name, params)
     }
-
-    /// The distinct output topics of a topology: what the index follows.
-    pub fn output_topics(topology: &Topology) -> Vec<String> {
-        let mut topics: Vec<String> = topology
-            .aggregations
-            .iter()
-            .map(|a| a.output_topic.clone())
-            .collect();
-        topics.sort();
-        topics.dedup();
-        topics
-    }
 }

@@ -63,7 +63,7 @@ mod tests {
 
     #[test]
     fn go_time_json_matches_go_output() {
-        // Values printed by Go 1.22: json.Marshal(time.Unix(1795000000, n).In(zone)).
+        // Printed by Go 1.26 here: json.Marshal(time.Unix(1795000000, n).In(time.FixedZone(..))).
         assert_eq!(
             go_time_json(1_795_000_000_000_000_000, 0),
             "2026-11-18T11:06:40Z"
@@ -77,6 +77,7 @@ mod tests {
             "2026-11-18T05:36:40.000000001-05:30"
         );
         let text = go_time_json(1_795_000_000_987_654_321, 60);
+        assert_eq!(text, "2026-11-18T12:06:40.987654321+01:00");
         assert_eq!(TimeFormat::Rfc3339.from_str(&text), Ok(1_795_000_000_987));
     }
 

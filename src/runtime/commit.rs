@@ -184,19 +184,24 @@ impl CommitCoordinator {
         group: &GroupHandle<'_>,
         failure: &CommitFailure,
     ) -> Result<(), KafkaClientError> {
-        if let CommitFailure::Permanent(reason) = failure {
-            // Replaying would fail on the same record forever: abort and stop.
-            let _ = self.producer.abort();
-            return Err(crate::kafka::KafkaClientError::Operation {
-                operation: "produce".into(),
-                reason: reason.clone(),
-            });
-        }
-        if let CommitFailure::Unresolved(reason) = failure {
-            // Rolling back could replay output the broker is still committing: stop instead.
-            return Err(crate::kafka::KafkaClientError::Operation {
-                operation: "commit".into(),
-                reason: format!("{reason}. Stopping: the broker was unreachable for too long"),
+        // Failures no rollback can fix stop the instance. A permanent record would fail again on
+        // replay, so its transaction is aborted first; an unresolved commit may still complete,
+        // so it is neither aborted nor replayed.
+        let stop = match failure {
+            CommitFailure::Permanent(reason) => {
+                let _ = self.producer.abort();
+                Some(("produce", reason.clone()))
+            }
+            CommitFailure::Unresolved(reason) => Some((
+                "commit",
+                format!("{reason}. Stopping: the broker was unreachable for too long"),
+            )),
+            _ => None,
+        };
+        if let Some((operation, reason)) = stop {
+            return Err(KafkaClientError::Operation {
+                operation: operation.into(),
+                reason,
             });
         }
         tracing::warn!(%failure, "rolling back to the last commit");

@@ -47,13 +47,7 @@ pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let bootstrap = cluster.bootstrap_servers();
     cluster.create_topic("orders", args.partitions)?;
     cluster.create_topic("analytics", args.partitions)?;
-    let mut outputs: Vec<String> = topology
-        .aggregations
-        .iter()
-        .map(|a| a.output_topic.clone())
-        .collect();
-    outputs.sort();
-    outputs.dedup();
+    let outputs = topology.output_topics();
     for topic in &outputs {
         cluster.create_topic(topic, 1)?;
     }

@@ -318,6 +318,18 @@ impl Topology {
         self.sources.iter().find(|s| s.name == name)
     }
 
+    /// Output topics, deduplicated and sorted.
+    pub fn output_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .aggregations
+            .iter()
+            .map(|a| a.output_topic.clone())
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
     /// The source reading `topic`.
     pub fn source_of_topic(&self, topic: &str) -> Option<&Source> {
         self.sources
