@@ -51,6 +51,8 @@ impl ClientContext for EddyConsumerContext {
             .any(|b| b.nodeid >= 0 && b.state == "UP");
         self.brokers_up
             .store(up, std::sync::atomic::Ordering::Relaxed);
+        // Each snapshot replaces the last, so partitions no longer fetched drop out of it.
+        let mut lags = std::collections::HashMap::new();
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
                 if *partition < 0 || p.fetch_state != "active" {
@@ -72,10 +74,11 @@ impl ClientContext for EddyConsumerContext {
                 let lag = (end - position).max(0);
                 metrics::gauge!(crate::telemetry::metrics::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                     .set(lag as f64);
-                if let Ok(mut lags) = self.lags.lock() {
-                    lags.insert((topic.clone(), *partition), lag);
-                }
+                lags.insert((topic.clone(), *partition), lag);
             }
+        }
+        if let Ok(mut latest) = self.lags.lock() {
+            *latest = lags;
         }
     }
 }
