@@ -104,6 +104,11 @@ pub struct Config {
     /// An input partition read to its end with no record for this long is idle: it stops holding
     /// back repartitioned windows until it has records again (Flink's `withIdleness`). 0 turns it off.
     pub idle_timeout_ms: u64,
+    /// How long eddy keeps retrying while the brokers are unreachable or keep answering with
+    /// retriable errors (restore, poll, produce, commit) before it stops with an error naming
+    /// what it was doing. Kafka Streams' `task.timeout.ms` (default 5 minutes). Readiness is
+    /// false meanwhile.
+    pub task_timeout_ms: u64,
     /// Opt-in wall-clock closing: after this long without a record moving an input partition's
     /// stream time, its stream time goes on with the wall clock, so the last windows of a stream
     /// that stopped still close after their grace. 0 (default) keeps event time purely
@@ -136,6 +141,7 @@ impl Default for Config {
             replication_factor: 1,
             shutdown_timeout_ms: 30_000,
             idle_timeout_ms: 30_000,
+            task_timeout_ms: 300_000,
             wall_clock_close_ms: 0,
             http: HttpConfig::default(),
             log: LogConfig::default(),

@@ -18,6 +18,9 @@ pub enum Error {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Kafka(#[from] crate::kafka::KafkaClientError),
+    /// A commit failure no rollback can fix (see `runtime::failure`).
+    #[error("{0}. eddy stopped and committed nothing more; the uncommitted input is processed again after a restart")]
+    Commit(crate::kafka::CommitFailure),
     #[error("processing stopped: source `{source_name}` uses on_decode_error = \"fail\" and {topic}[{partition}]@{offset} could not be decoded: {reason}")]
     DecodeFailed {
         source_name: String,

@@ -1,4 +1,4 @@
-//! Fault injection for the commit path, armed by `EDDY_FAILPOINT=<name>` and inert when it is
+//! Fault injection for the commit and restore paths, armed by `EDDY_FAILPOINT=<name>` and inert when it is
 //! unset. The broker tests use it to drive each failure of a commit on purpose and check that
 //! the output stays exact.
 
@@ -18,6 +18,8 @@ pub enum Failpoint {
     CommitTimeout,
     /// Fence the producer (another producer initializes the same transactional id) mid-commit.
     FencedMidCommit,
+    /// Restore slowly (100 records per slice, 100 ms apart), to outlast a transaction timeout.
+    SlowRestore,
 }
 
 impl Failpoint {
@@ -28,6 +30,7 @@ impl Failpoint {
             "abort_after_offsets" => Failpoint::AbortAfterOffsets,
             "commit_timeout" => Failpoint::CommitTimeout,
             "fenced_mid_commit" => Failpoint::FencedMidCommit,
+            "slow_restore" => Failpoint::SlowRestore,
             _ => return None,
         })
     }

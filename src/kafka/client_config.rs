@@ -13,6 +13,8 @@ pub struct ClientSettings {
     pub common: Vec<(String, String)>,
     pub consumer: Vec<(String, String)>,
     pub producer: Vec<(String, String)>,
+    /// How long retriable failures are retried before giving up (`task_timeout_ms`).
+    pub retry_deadline: std::time::Duration,
 }
 
 impl ClientSettings {
@@ -28,6 +30,7 @@ impl ClientSettings {
             common: pairs(&config.kafka),
             consumer: pairs(&config.kafka_consumer),
             producer: pairs(&config.kafka_producer),
+            retry_deadline: std::time::Duration::from_millis(config.task_timeout_ms),
         }
     }
 
@@ -41,6 +44,7 @@ impl ClientSettings {
             common: Vec::new(),
             consumer: Vec::new(),
             producer: Vec::new(),
+            retry_deadline: std::time::Duration::from_secs(300),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod client_config;
+mod commit_failure;
 mod consumer;
 mod mock;
 mod producer;
@@ -9,12 +10,13 @@ mod restore;
 
 pub use admin::{InternalTopic, TopicAdmin};
 pub use client_config::ClientSettings;
+pub use commit_failure::{CommitFailure, CommitFailureKind, KafkaErrorCode};
 pub use consumer::{
     ConsumedRecord, GroupConsumer, GroupHandle, PartitionOffset, RebalanceListener,
 };
 pub use mock::EmbeddedCluster;
-pub use producer::{CommitFailure, RecordProducer};
-pub use restore::{ChangelogReader, ReadRecord, TopicTail};
+pub use producer::RecordProducer;
+pub use restore::{ChangelogReader, ReadPosition, ReadRecord, TopicTail};
 
 /// The librdkafka release linked in, e.g. `2.12.1`.
 pub fn librdkafka_version() -> String {
@@ -39,6 +41,9 @@ pub enum KafkaClientError {
     /// The broker is briefly unreachable; librdkafka reconnects by itself.
     #[error("Kafka {operation}: broker unreachable ({reason}); retrying")]
     Unreachable { operation: String, reason: String },
+    /// Retriable failures lasted past `task_timeout_ms`.
+    #[error("Kafka {operation}: no progress for {seconds}s because the brokers were unreachable or kept failing; stopping. Check that the brokers are up and reachable from this instance (bootstrap_servers, [kafka] security settings), or raise task_timeout_ms")]
+    GaveUp { operation: String, seconds: u64 },
     #[error("input topic `{topic}` does not exist on {bootstrap}: create it (eddy creates only its internal topics) or fix the topology's `topic`")]
     MissingTopic { topic: String, bootstrap: String },
     #[error("the broker refused to create internal topic `{topic}`: {reason}. Create it by hand with {partitions} partitions{compaction}, or grant eddy's principal CREATE on the cluster")]

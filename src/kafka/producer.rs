@@ -1,5 +1,6 @@
 //! The producer: transactional under exactly-once, idempotent under at-least-once.
 
+use super::commit_failure::{CommitFailure, CommitFailureKind, KafkaErrorCode};
 use super::consumer::{offset_list, GroupMetadata, PartitionOffset};
 use super::{operation_error, ClientSettings, KafkaClientError};
 use crate::task::OutgoingRecord;
@@ -9,29 +10,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// How a commit failed, which decides what the runtime does next.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitFailure {
-    /// The transaction was aborted (or must be): roll tasks back to the last commit and go on.
-    #[error("transaction aborted: {0}")]
-    Abortable(String),
-    /// Another producer or a newer group generation took over: this instance lost its tasks.
-    #[error("producer fenced: {0}")]
-    Fenced(String),
-    /// The producer cannot continue; it must be recreated.
-    #[error("fatal producer error: {0}")]
-    Fatal(String),
-    /// A commit kept failing with retriable errors (the broker unreachable) past the deadline: it
-    /// may still complete on the broker, so rolling back and replaying could duplicate output.
-    /// The instance must stop; the next owner of its tasks finds whichever outcome the broker chose.
-    #[error("commit outcome unknown: {0}")]
-    Unresolved(String),
-    /// A record the broker will never accept (too large, not authorized, topic gone): replaying
-    /// would fail the same way forever, so the instance must stop and say what to fix.
-    #[error("{0}")]
-    Permanent(String),
-}
 
 /// Produce errors no retry or replay can fix.
 fn is_permanent(code: RDKafkaErrorCode) -> bool {
@@ -49,7 +27,8 @@ fn is_permanent(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-fn permanent_reason(topic: &str, bytes: usize, code: RDKafkaErrorCode) -> String {
+/// The failure of a record the broker will never accept, with what to fix.
+fn permanent(topic: &str, bytes: usize, code: RDKafkaErrorCode) -> CommitFailure {
     let fix = match code {
         RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize => {
             "raise the topic's max.message.bytes (and the producer's message.max.bytes), or lower the sketch precision of large distinct aggregates"
@@ -64,22 +43,22 @@ fn permanent_reason(topic: &str, bytes: usize, code: RDKafkaErrorCode) -> String
         }
         _ => "fix the record or the topic's settings",
     };
-    format!("the broker will not accept a {bytes}-byte record for topic `{topic}`: {code:?}. To fix: {fix}")
+    CommitFailure::new(
+        CommitFailureKind::Permanent,
+        format!("the broker will not accept a {bytes}-byte record for topic `{topic}`: {code:?}. To fix: {fix}"),
+    )
+    .with_code(Some(KafkaErrorCode(code)))
 }
-
-/// How long a transactional call keeps retrying retriable errors (broker unreachable, request
-/// timed out) before giving up.
-const TRANSACTION_RETRY_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 pub(crate) struct DeliveryCounter {
     failed: AtomicU64,
     /// The first delivery failure no retry can fix, with what to do about it.
-    permanent: std::sync::Mutex<Option<String>>,
+    permanent: std::sync::Mutex<Option<CommitFailure>>,
 }
 
 impl DeliveryCounter {
-    fn take_permanent(&self) -> Option<String> {
+    fn take_permanent(&self) -> Option<CommitFailure> {
         self.permanent.lock().ok().and_then(|mut p| p.take())
     }
 }
@@ -106,7 +85,7 @@ impl ProducerContext for DeliveryCounter {
                 {
                     use rdkafka::message::Message;
                     let bytes = message.payload().map_or(0, <[u8]>::len);
-                    slot.get_or_insert_with(|| permanent_reason(message.topic(), bytes, code));
+                    slot.get_or_insert_with(|| permanent(message.topic(), bytes, code));
                 }
             }
             tracing::warn!(%error, "record delivery failed");
@@ -123,21 +102,6 @@ pub struct RecordProducer {
     transactional: bool,
     in_transaction: bool,
     timeout: Duration,
-}
-
-fn classify(error: KafkaError) -> CommitFailure {
-    let text = error.to_string();
-    match &error {
-        KafkaError::Transaction(e) if e.is_fatal() => match e.code() {
-            RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch => {
-                CommitFailure::Fenced(text)
-            }
-            _ => CommitFailure::Fatal(text),
-        },
-        // A stale group generation (KIP-447 fencing of the consumer) aborts the transaction; the
-        // producer itself stays usable and the consumer rejoins on its own.
-        _ => CommitFailure::Abortable(text),
-    }
 }
 
 impl RecordProducer {
@@ -176,7 +140,9 @@ impl RecordProducer {
 
     fn ensure_transaction(&mut self) -> Result<(), CommitFailure> {
         if self.transactional && !self.in_transaction {
-            self.producer.begin_transaction().map_err(classify)?;
+            self.producer
+                .begin_transaction()
+                .map_err(CommitFailure::from_kafka)?;
             self.in_transaction = true;
         }
         Ok(())
@@ -211,13 +177,9 @@ impl RecordProducer {
                 }
                 Err((KafkaError::MessageProduction(code), _)) if is_permanent(code) => {
                     let bytes = record.value.as_ref().map_or(0, Vec::len);
-                    return Err(CommitFailure::Permanent(permanent_reason(
-                        &record.topic,
-                        bytes,
-                        code,
-                    )));
+                    return Err(permanent(&record.topic, bytes, code));
                 }
-                Err((error, _)) => return Err(classify(error)),
+                Err((error, _)) => return Err(CommitFailure::from_kafka(error)),
             }
         }
     }
@@ -274,13 +236,13 @@ impl RecordProducer {
         if !self.transactional {
             self.producer
                 .flush(self.timeout)
-                .map_err(|e| CommitFailure::Abortable(e.to_string()))?;
+                .map_err(|e| CommitFailure::abortable(e.to_string()))?;
             let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
-            if let Some(reason) = self.producer.context().take_permanent() {
-                return Err(CommitFailure::Permanent(reason));
+            if let Some(failure) = self.producer.context().take_permanent() {
+                return Err(failure);
             }
             if failed > 0 {
-                return Err(CommitFailure::Abortable(format!(
+                return Err(CommitFailure::abortable(format!(
                     "{failed} records were not delivered"
                 )));
             }
@@ -288,10 +250,11 @@ impl RecordProducer {
         }
         self.ensure_transaction()?;
         if !offsets.is_empty() {
-            let list = offset_list(offsets).map_err(|e| CommitFailure::Abortable(e.to_string()))?;
+            let list = offset_list(offsets).map_err(|e| CommitFailure::abortable(e.to_string()))?;
             let group = group.ok_or_else(|| {
-                CommitFailure::Fenced(
-                    "the consumer has no group metadata (not a group member)".into(),
+                CommitFailure::new(
+                    CommitFailureKind::Fenced,
+                    "the consumer has no group metadata (not a group member)",
                 )
             })?;
             self.retrying("send offsets to the transaction", || {
@@ -311,8 +274,8 @@ impl RecordProducer {
             })
         };
         // A record the broker refused for good fails the transaction; say which and why.
-        if let Some(reason) = self.producer.context().take_permanent() {
-            return Err(CommitFailure::Permanent(reason));
+        if let Some(failure) = self.producer.context().take_permanent() {
+            return Err(failure);
         }
         committed?;
         self.in_transaction = false;
@@ -324,8 +287,8 @@ impl RecordProducer {
     fn inject_commit_faults(&mut self) -> Result<bool, CommitFailure> {
         use crate::failpoint::{fire, Failpoint};
         if fire(Failpoint::AbortAfterOffsets) {
-            return Err(CommitFailure::Abortable(
-                "EDDY_FAILPOINT=abort_after_offsets".into(),
+            return Err(CommitFailure::abortable(
+                "EDDY_FAILPOINT=abort_after_offsets",
             ));
         }
         if fire(Failpoint::CommitTimeout) {
@@ -340,7 +303,7 @@ impl RecordProducer {
                 // It finished within no time after all.
                 Ok(()) => return Ok(true),
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => {}
-                Err(error) => return Err(classify(error)),
+                Err(error) => return Err(CommitFailure::from_kafka(error)),
             }
         }
         if fire(Failpoint::FencedMidCommit) {
@@ -352,13 +315,14 @@ impl RecordProducer {
     }
 
     /// Calls a transactional operation again while it fails with retriable errors, up to
-    /// [`TRANSACTION_RETRY_DEADLINE`]; other errors are classified for the runtime.
+    /// `task_timeout_ms`; other errors are classified for the runtime.
     fn retrying<T>(
         &self,
         what: &str,
         mut call: impl FnMut() -> Result<T, KafkaError>,
     ) -> Result<T, CommitFailure> {
-        let deadline = std::time::Instant::now() + TRANSACTION_RETRY_DEADLINE;
+        let patience = self.settings.retry_deadline;
+        let deadline = std::time::Instant::now() + patience;
         let mut delay = Duration::from_millis(100);
         loop {
             match call() {
@@ -367,17 +331,20 @@ impl RecordProducer {
                     if e.is_retriable() && !e.is_fatal() && !e.txn_requires_abort() =>
                 {
                     if std::time::Instant::now() >= deadline {
-                        return Err(CommitFailure::Unresolved(format!(
-                            "could not {what} within {}s: {e}",
-                            TRANSACTION_RETRY_DEADLINE.as_secs()
-                        )));
+                        return Err(CommitFailure::new(
+                            CommitFailureKind::Unresolved,
+                            format!(
+                                "could not {what} within {}s (task_timeout_ms): {e}",
+                                patience.as_secs()
+                            ),
+                        ));
                     }
                     tracing::warn!(error = %e, what, "retriable transaction error; retrying");
                     // Serve delivery reports meanwhile: some operations wait for them.
                     self.producer.poll(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Err(error) => return Err(classify(error)),
+                Err(error) => return Err(CommitFailure::from_kafka(error)),
             }
         }
     }

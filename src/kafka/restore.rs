@@ -20,6 +20,15 @@ pub struct ReadRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+/// How far one partition has been read: the next offset, the end it is read to, and whether
+/// it got there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadPosition {
+    pub next: i64,
+    pub end: i64,
+    pub done: bool,
+}
+
 /// Reads assigned partitions until the end (the last stable offset under read_committed).
 pub struct ChangelogReader {
     consumer: BaseConsumer,
@@ -140,6 +149,113 @@ impl ChangelogReader {
             .unassign()
             .map_err(|e| operation_error("unassign", e))?;
         Ok(ends)
+    }
+
+    /// Starts reading one partition of `topic` from `from` (or its beginning), up to the end it
+    /// has now. Nothing is assigned when there is nothing to read. Retriable errors are retried
+    /// for up to `patience`.
+    pub fn open_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Option<i64>,
+        patience: Duration,
+    ) -> Result<ReadPosition, KafkaClientError> {
+        let (low, high) = super::with_retries("list offsets", patience, || {
+            self.consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        })
+        .map_err(|e| super::client_error(format!("list offsets of {topic}-{partition}"), e))?;
+        let next = from.map_or(low, |f| f.max(low));
+        let position = ReadPosition {
+            next,
+            end: high,
+            done: next >= high,
+        };
+        if !position.done {
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(topic, partition, Offset::Offset(next))
+                .map_err(|e| operation_error("assign", e))?;
+            self.consumer
+                .assign(&list)
+                .map_err(|e| operation_error("assign", e))?;
+        }
+        Ok(position)
+    }
+
+    /// Reads the partition [`ChangelogReader::open_partition`] started for up to `budget` or
+    /// `max_records` records, whichever comes first, advancing `position`. Returns how many
+    /// records were read; a broker that is briefly unreachable reads nothing (the caller decides
+    /// how long that may last).
+    pub fn read_some(
+        &self,
+        topic: &str,
+        position: &mut ReadPosition,
+        budget: Duration,
+        max_records: usize,
+        mut visit: impl FnMut(ReadRecord),
+    ) -> Result<usize, KafkaClientError> {
+        let deadline = Instant::now() + budget;
+        let mut read = 0;
+        while !position.done && read < max_records {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.consumer.poll(left.min(Duration::from_millis(100))) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // The end, past any transaction markers: where a later restore resumes.
+                    let assigned = self
+                        .consumer
+                        .position()
+                        .map_err(|e| operation_error("position", e))?;
+                    let reached = assigned
+                        .elements()
+                        .iter()
+                        .find_map(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
+                        .unwrap_or(position.next);
+                    position.next = position.next.max(reached).max(position.end);
+                    position.done = true;
+                }
+                Some(Err(error)) if super::is_transient(&error) => {
+                    tracing::warn!(%error, topic, "broker unreachable while restoring; waiting");
+                    break;
+                }
+                Some(Err(error)) => {
+                    return Err(super::client_error(format!("reading {topic}"), error))
+                }
+                Some(Ok(message)) => {
+                    read += 1;
+                    position.next = message.offset() + 1;
+                    visit(ReadRecord {
+                        topic: message.topic().into(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().map(<[u8]>::to_vec),
+                        headers: Vec::new(),
+                    });
+                    if position.next >= position.end {
+                        position.done = true;
+                    }
+                }
+            }
+        }
+        if position.done {
+            self.consumer
+                .unassign()
+                .map_err(|e| operation_error("unassign", e))?;
+        }
+        Ok(read)
+    }
+
+    /// Stops reading what [`ChangelogReader::open_partition`] started (the task was revoked).
+    pub fn close_partition(&self) {
+        let _ = self.consumer.unassign();
     }
 
     /// Reads a whole topic (every partition) to its end.

@@ -130,8 +130,8 @@ impl CommitCoordinator {
         if !offsets.is_empty()
             && crate::failpoint::fire(crate::failpoint::Failpoint::AbortAfterSend)
         {
-            return Err(CommitError::Kafka(CommitFailure::Abortable(
-                "EDDY_FAILPOINT=abort_after_send".into(),
+            return Err(CommitError::Kafka(CommitFailure::abortable(
+                "EDDY_FAILPOINT=abort_after_send",
             )));
         }
         self.aggregates_since_commit = 0;
@@ -147,7 +147,7 @@ impl CommitCoordinator {
                 } else {
                     group
                         .commit_sync(&offsets)
-                        .map_err(|e| CommitFailure::Abortable(e.to_string()))
+                        .map_err(|e| CommitFailure::abortable(e.to_string()))
                 }
             }),
         };
@@ -176,40 +176,21 @@ impl CommitCoordinator {
         Ok(())
     }
 
-    /// Aborts the open transaction and returns every task to its last commit. When the failure
-    /// was fatal (or the producer was fenced) the producer is recreated.
+    /// Aborts the open transaction and returns every task to its last commit (what
+    /// [`super::failure::decide`] chose). With `new_producer` the producer is recreated first; it
+    /// is also recreated when the abort fails.
     pub(crate) fn roll_back(
         &mut self,
         tasks: &mut BTreeMap<TaskId, TaskSlot>,
         group: &GroupHandle<'_>,
-        failure: &CommitFailure,
-    ) -> Result<(), KafkaClientError> {
-        // Failures no rollback can fix stop the instance. A permanent record would fail again on
-        // replay, so its transaction is aborted first; an unresolved commit may still complete,
-        // so it is neither aborted nor replayed.
-        let stop = match failure {
-            CommitFailure::Permanent(reason) => {
-                let _ = self.producer.abort();
-                Some(("produce", reason.clone()))
-            }
-            CommitFailure::Unresolved(reason) => Some((
-                "commit",
-                format!("{reason}. Stopping: the broker was unreachable for too long"),
-            )),
-            _ => None,
+        new_producer: bool,
+    ) -> Result<(), crate::Error> {
+        let abort = if new_producer {
+            Ok(())
+        } else {
+            self.producer.abort()
         };
-        if let Some((operation, reason)) = stop {
-            return Err(KafkaClientError::Operation {
-                operation: operation.into(),
-                reason,
-            });
-        }
-        tracing::warn!(%failure, "rolling back to the last commit");
-        let abort = self.producer.abort();
-        if matches!(failure, CommitFailure::Fatal(_))
-            || matches!(failure, CommitFailure::Fenced(_))
-            || abort.is_err()
-        {
+        if new_producer || abort.is_err() {
             self.producer = RecordProducer::new(&self.settings, self.transactional_id.as_deref())?;
         }
         if self.transactional_id.is_some() {
@@ -220,19 +201,9 @@ impl CommitCoordinator {
         self.aggregates_since_commit = 0;
         for slot in tasks.values_mut() {
             slot.pending_state.clear();
-            if let Err(error) = slot.task.rollback(slot.committed_offset) {
-                tracing::error!(task = %slot.task.id, %error, "could not roll back task state");
-            }
-            if let Err(error) = group.seek(
-                &slot.task.id.topic,
-                slot.task.id.partition,
-                slot.committed_offset,
-            ) {
-                // Seen when the partition was revoked or fenced in the same moment; the rebalance
-                // then drops the task. (Stopping here made fenced instances exit on this instead
-                // of on the fencing itself.)
-                tracing::warn!(task = %slot.task.id, %error, "seek after rollback failed");
-            }
+            slot.task.rollback(slot.committed_offset)?;
+            slot.needs_seek = true;
+            slot.reposition(group);
         }
         Ok(())
     }

@@ -1,16 +1,17 @@
 //! The instance's main loop: poll a batch, process it on the worker threads, send what it
 //! produced, commit every `commit_interval_ms`; rebalance callbacks commit and close tasks.
 
-use super::commit::{CommitCoordinator, CommitError};
+use super::commit::CommitCoordinator;
+use super::failure::{decide, Decision, Failure};
+use super::restore::Restoration;
 use super::task_slot::TaskSlot;
 use super::worker_pool::{process_batch, TaskWork};
 use crate::config::{Config, ProcessingGuarantee};
 use crate::kafka::{
-    ChangelogReader, ClientSettings, CommitFailure, GroupConsumer, GroupHandle, InternalTopic,
-    RebalanceListener, TopicAdmin,
+    ChangelogReader, ClientSettings, GroupConsumer, GroupHandle, InternalTopic, RebalanceListener,
+    TopicAdmin,
 };
-use crate::state::{Checkpoint, StoreWrite, TaskDb};
-use crate::task::{CompiledTopology, InputRecord, StateLocation, TaskError, TaskId, TaskOutput};
+use crate::task::{CompiledTopology, InputRecord, StateLocation, TaskId, TaskOutput};
 use crate::telemetry::metrics as m;
 use crate::telemetry::Health;
 use crate::topology::{changelog_topic, internal_topics, Topology};
@@ -36,15 +37,61 @@ struct Shared {
     partitions: HashMap<String, i32>,
     state: StateLocation,
     tasks: BTreeMap<TaskId, TaskSlot>,
-    /// Assigned partitions whose tasks are not restored yet (paused until they are).
+    /// Assigned partitions whose restore has not started yet (paused until their task runs).
     pending: BTreeSet<(String, i32)>,
+    /// The task being restored, a slice per loop turn (its partition paused too).
+    restoring: Option<Restoration>,
+    reader: Arc<ChangelogReader>,
     committer: CommitCoordinator,
     health: Health,
-    /// A failure inside a callback that must stop the instance.
-    fatal: Option<String>,
+    /// A failure inside a rebalance callback that stops the instance.
+    fatal: Option<crate::Error>,
     /// Stopping after a failure: tasks hold uncommitted work that must not be committed on the
     /// way out (revocations during close commit nothing, and no checkpoint is written).
     stopping_dirty: bool,
+    /// Whether the open transaction is aborted on the way out after a failure (not when a
+    /// commit's outcome is unknown).
+    abort_on_stop: bool,
+}
+
+impl Shared {
+    /// Carries out what [`decide`] chose for `failure`. `Err` means: stop with this error.
+    fn recover(&mut self, group: &GroupHandle<'_>, failure: Failure) -> Result<(), crate::Error> {
+        match decide(&failure) {
+            Decision::Ignore | Decision::Wait => {
+                tracing::warn!(?failure, "going on after a failure");
+                Ok(())
+            }
+            Decision::RollBack { new_producer } => {
+                tracing::warn!(?failure, "rolling back to the last commit");
+                self.committer
+                    .roll_back(&mut self.tasks, group, new_producer)
+            }
+            Decision::Stop { abort } => {
+                self.abort_on_stop = abort;
+                Err(failure.into_error())
+            }
+        }
+    }
+
+    /// Stops restoring the partitions in `partitions`, keeping their progress.
+    fn forget_pending(&mut self, partitions: &[(String, i32)], reader: &ChangelogReader) {
+        for partition in partitions {
+            self.pending.remove(partition);
+        }
+        let revoked = self.restoring.as_ref().is_some_and(|r| {
+            partitions
+                .iter()
+                .any(|(t, p)| *t == r.id.topic && *p == r.id.partition)
+        });
+        if revoked {
+            if let Some(restoration) = self.restoring.take() {
+                restoration.suspend(reader);
+            }
+        }
+        self.health
+            .set_restoring(self.pending.len() + usize::from(self.restoring.is_some()));
+    }
 }
 
 struct Listener {
@@ -64,66 +111,50 @@ impl RebalanceListener for Listener {
             .increment(1);
         tracing::info!(?partitions, lost, "partitions revoked");
         let shared = &mut *shared;
-        for partition in partitions {
-            shared.pending.remove(partition);
-        }
+        let reader = shared.reader.clone();
+        shared.forget_pending(partitions, &reader);
         if shared.stopping_dirty {
             return;
         }
-        if lost {
-            // Another member may own these already: commit nothing, drop them dirty (no checkpoint).
-            shared.committer.abort();
-            let revoked: Vec<TaskId> = partitions
-                .iter()
-                .map(|(t, p)| TaskId {
-                    topic: t.clone(),
-                    partition: *p,
-                })
-                .collect();
-            for id in &revoked {
-                shared.tasks.remove(id);
-            }
-            let failure = CommitFailure::Abortable("partitions lost".into());
-            if let Err(error) = shared
-                .committer
-                .roll_back(&mut shared.tasks, group, &failure)
-            {
-                shared.fatal = Some(error.to_string());
-            }
+        let revoked: Vec<TaskId> = partitions
+            .iter()
+            .map(|(topic, partition)| TaskId {
+                topic: topic.clone(),
+                partition: *partition,
+            })
+            .collect();
+        // Lost partitions may have another owner already: commit nothing, drop them dirty (no
+        // checkpoint). Revoked ones commit first and close clean; if that commit fails they are
+        // dropped dirty too.
+        let committed = if lost {
+            Err(Failure::Commit(crate::kafka::CommitFailure::abortable(
+                "partitions lost",
+            )))
         } else {
-            match shared.committer.commit(&mut shared.tasks, group) {
-                Ok(()) => {
-                    for (topic, partition) in partitions {
-                        let id = TaskId {
-                            topic: topic.clone(),
-                            partition: *partition,
-                        };
-                        if let Some(slot) = shared.tasks.remove(&id) {
-                            let ends = changelog_ends(&shared.compiled, &slot, group);
-                            slot.close_clean(ends);
-                        }
+            shared
+                .committer
+                .commit(&mut shared.tasks, group)
+                .map_err(Failure::from)
+        };
+        let outcome = match committed {
+            Ok(()) => {
+                for id in &revoked {
+                    if let Some(slot) = shared.tasks.remove(id) {
+                        let ends = changelog_ends(&shared.compiled, &slot, group);
+                        slot.close_clean(ends);
                     }
                 }
-                Err(CommitError::State(error)) => {
-                    shared.fatal = Some(error.to_string());
-                }
-                Err(CommitError::Kafka(failure)) => {
-                    tracing::warn!(%failure, "commit on revocation failed; revoked tasks are dropped without a checkpoint");
-                    for (topic, partition) in partitions {
-                        shared.tasks.remove(&TaskId {
-                            topic: topic.clone(),
-                            partition: *partition,
-                        });
-                    }
-                    if let Err(error) =
-                        shared
-                            .committer
-                            .roll_back(&mut shared.tasks, group, &failure)
-                    {
-                        shared.fatal = Some(error.to_string());
-                    }
-                }
+                Ok(())
             }
+            Err(failure) => {
+                for id in &revoked {
+                    shared.tasks.remove(id);
+                }
+                shared.recover(group, failure)
+            }
+        };
+        if let Err(error) = outcome {
+            shared.fatal = Some(error);
         }
         metrics::gauge!(m::ACTIVE_TASKS).set(shared.tasks.len() as f64);
     }
@@ -137,7 +168,8 @@ impl RebalanceListener for Listener {
             tracing::warn!(%error, "could not pause newly assigned partitions");
         }
         shared.pending.extend(partitions.iter().cloned());
-        shared.health.set_restoring(shared.pending.len());
+        let restoring = shared.pending.len() + usize::from(shared.restoring.is_some());
+        shared.health.set_restoring(restoring);
     }
 }
 
@@ -237,133 +269,6 @@ fn prepare_topics(
     Ok(partitions)
 }
 
-/// Opens, restores and positions the task of one newly assigned partition.
-fn initialize_task(
-    shared: &mut Shared,
-    topic: &str,
-    partition: i32,
-    group: &GroupHandle<'_>,
-    reader: &ChangelogReader,
-) -> Result<(), crate::Error> {
-    let id = TaskId {
-        topic: topic.into(),
-        partition,
-    };
-    let committed = group
-        .committed(&[(topic.into(), partition)], Duration::from_secs(30))?
-        .into_iter()
-        .next();
-    let dir = shared.compiled.task_dir(&shared.state, &id);
-    let checkpoint = dir
-        .as_deref()
-        .and_then(Checkpoint::read)
-        .filter(|checkpoint| {
-            // A checkpoint outside its changelog's offsets (the topic was recreated or truncated)
-            // describes files that no longer match it: wipe and restore instead.
-            shared.compiled.store_names_of(&id).iter().all(|store| {
-                let changelog = changelog_topic(&shared.compiled.application_id, store);
-                match group.watermarks(&changelog, partition) {
-                    Ok((low, high)) => checkpoint.fits(store, low, high),
-                    Err(_) => false,
-                }
-            })
-        });
-    if let (Some(dir), None) = (&dir, &checkpoint) {
-        TaskDb::destroy(dir)?;
-    }
-    let (mut task, db) = shared
-        .compiled
-        .create_task(&id, &shared.partitions, &shared.state)?;
-    if let Some(dir) = &dir {
-        Checkpoint::remove(dir);
-    }
-    for store in task.store_names() {
-        let started = Instant::now();
-        let changelog = changelog_topic(&shared.compiled.application_id, &store);
-        let from = checkpoint
-            .as_ref()
-            .and_then(|c| c.changelog_offsets.get(&store).copied());
-        let mut batch: Vec<StoreWrite> = Vec::new();
-        let mut restored = 0u64;
-        let window_store = task
-            .operators_mut()
-            .iter_mut()
-            .filter_map(|o| o.store_mut())
-            .find(|s| s.name() == store)
-            .expect("store of this task");
-        let mut failure = None;
-        reader.read_to_end(
-            &changelog,
-            &[partition],
-            from,
-            Duration::from_secs(300),
-            |record| {
-                if let Some(key) = record.key {
-                    batch.push(StoreWrite {
-                        key,
-                        value: record.value,
-                    });
-                    restored += 1;
-                }
-                if batch.len() >= 10_000 {
-                    if let Err(e) = window_store.restore_batch(&batch) {
-                        failure = Some(e);
-                    }
-                    batch.clear();
-                }
-            },
-        )?;
-        if let Some(error) = failure {
-            return Err(error.into());
-        }
-        window_store.restore_batch(&batch)?;
-        metrics::counter!(m::RESTORE_RECORDS, "store" => store.clone()).increment(restored);
-        metrics::histogram!(m::RESTORE_SECONDS, "store" => store.clone())
-            .record(started.elapsed().as_secs_f64());
-        tracing::info!(task = %id, store, restored, from_checkpoint = from.is_some(), seconds = started.elapsed().as_secs_f64(), "store restored");
-    }
-    task.reload()?;
-    let committed_offset = committed.as_ref().and_then(|c| c.offset);
-    if let Some(c) = &committed {
-        task.restore_metadata(&c.metadata);
-    }
-    task.set_next_offset(committed_offset);
-    if let Err(error) = group.seek(topic, partition, committed_offset) {
-        // A partition that was never fetched cannot be seeked yet; it starts from the committed offset anyway.
-        tracing::debug!(task = %topic, partition, %error, "seek to the committed offset deferred");
-    }
-    shared.tasks.insert(
-        id,
-        TaskSlot {
-            task,
-            db,
-            dir,
-            committed_offset,
-            pending_state: Vec::new(),
-            last_record_at: Instant::now(),
-        },
-    );
-    group.resume(&[(topic.into(), partition)])?;
-    Ok(())
-}
-
-fn task_failure(error: TaskError) -> crate::Error {
-    match error {
-        TaskError::State(e) => e.into(),
-        TaskError::DecodeFailed {
-            task,
-            offset,
-            reason,
-        } => crate::Error::DecodeFailed {
-            source_name: task.topic.clone(),
-            topic: task.topic,
-            partition: task.partition,
-            offset,
-            reason,
-        },
-    }
-}
-
 /// Runs an instance until `options.stop` is set or a fatal error occurs.
 pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     let RunOptions {
@@ -382,16 +287,23 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     })?;
     let instance = instance_id(&config)?;
     let committer = CommitCoordinator::new(&settings, &instance)?;
+    let reader = Arc::new(ChangelogReader::new(
+        &settings,
+        config.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
+    )?);
     let shared = Arc::new(Mutex::new(Shared {
         compiled: compiled.clone(),
         partitions,
         state: StateLocation::Disk(config.state_dir.clone()),
         tasks: BTreeMap::new(),
         pending: BTreeSet::new(),
+        restoring: None,
+        reader: reader.clone(),
         committer,
         health: health.clone(),
         fatal: None,
         stopping_dirty: false,
+        abort_on_stop: true,
     }));
     let consumer = GroupConsumer::new(
         &settings,
@@ -402,55 +314,48 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     let mut topics = compiled.input_topics();
     topics.extend(compiled.repartition_topics());
     consumer.subscribe(&topics)?;
-    let reader = ChangelogReader::new(
-        &settings,
-        config.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
-    )?;
     tracing::info!(instance, application_id = %config.application_id, ?topics, guarantee = ?config.processing_guarantee, "eddy started");
 
     let commit_interval = Duration::from_millis(config.commit_interval_ms());
     let idle_timeout =
         (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
+    let task_timeout = settings.retry_deadline;
     let wall_clock_close_ms = config.wall_clock_close_ms;
     let threads = config.num_threads;
     let mut next_commit = Instant::now() + commit_interval;
     let mut next_state_gauges = Instant::now();
+    // Since when the brokers have been unreachable from the consumer.
+    let mut unreachable_since: Option<Instant> = None;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
-        {
+        let restoring = {
             let mut guard = lock(&shared);
             if let Some(fatal) = guard.fatal.take() {
-                break Err(crate::Error::Kafka(
-                    crate::kafka::KafkaClientError::Operation {
-                        operation: "rebalance".into(),
-                        reason: fatal,
-                    },
-                ));
+                break Err(fatal);
             }
-            let pending: Vec<(String, i32)> = guard.pending.iter().cloned().collect();
-            let mut failed = None;
-            for (topic, partition) in pending {
-                guard.pending.remove(&(topic.clone(), partition));
-                if let Err(error) =
-                    initialize_task(&mut guard, &topic, partition, &consumer.handle(), &reader)
-                {
-                    failed = Some(error);
-                    break;
+            if let Err(error) = restore_some(&mut guard, &consumer.handle(), task_timeout) {
+                let failure = Failure::Other(error);
+                if let Err(error) = guard.recover(&consumer.handle(), failure) {
+                    break Err(error);
                 }
             }
-            if let Some(error) = failed {
-                break Err(error);
+            for slot in guard.tasks.values_mut() {
+                slot.reposition(&consumer.handle());
             }
-            let restoring = guard.pending.len();
-            guard.health.set_restoring(restoring);
             metrics::gauge!(m::ACTIVE_TASKS).set(guard.tasks.len() as f64);
-        }
+            guard.restoring.is_some() || !guard.pending.is_empty()
+        };
 
-        let wait = next_commit
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
+        // While a restore is under way, poll without waiting so it goes on at full speed.
+        let wait = if restoring {
+            Duration::ZERO
+        } else {
+            next_commit
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        };
         let mut batch = Vec::new();
         let mut poll_error = None;
         if let Some(first) = consumer.poll(wait) {
@@ -469,20 +374,34 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 }
             }
         }
-        match &poll_error {
-            Some(error @ crate::kafka::KafkaClientError::Unreachable { .. }) => {
-                health.set_degraded(true);
-                tracing::warn!(%error, "consumer: broker unreachable");
-            }
-            Some(crate::kafka::KafkaClientError::Fatal { .. }) => {
-                break Err(crate::Error::Kafka(poll_error.expect("matched")));
-            }
-            Some(error) => tracing::warn!(%error, "consumer error"),
-            None => health.set_degraded(!consumer.brokers_reachable()),
-        }
 
         let mut guard = lock(&shared);
         let shared_ref = &mut *guard;
+        let reachable = match poll_error.map(Failure::Consumer) {
+            Some(failure) if decide(&failure) == Decision::Wait => {
+                tracing::warn!(?failure, "consumer: broker unreachable");
+                false
+            }
+            Some(failure) => {
+                if let Err(error) = shared_ref.recover(&consumer.handle(), failure) {
+                    break Err(error);
+                }
+                consumer.brokers_reachable()
+            }
+            None => consumer.brokers_reachable(),
+        };
+        health.set_degraded(!reachable);
+        if reachable {
+            unreachable_since = None;
+        } else if unreachable_since.get_or_insert_with(Instant::now).elapsed() > task_timeout {
+            break Err(crate::Error::Kafka(
+                crate::kafka::KafkaClientError::GaveUp {
+                    operation: "consume".into(),
+                    seconds: task_timeout.as_secs(),
+                },
+            ));
+        }
+
         if !batch.is_empty() {
             let started = Instant::now();
             let mut records_by_task: HashMap<(&str, i32), Vec<InputRecord<'_>>> = HashMap::new();
@@ -510,6 +429,11 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 });
                 if let Some(index) = found {
                     let (_, records) = by_partition.swap_remove(index);
+                    if slot.needs_seek {
+                        // Fetched from the position before the rollback: dropped until the seek
+                        // back to the committed offset succeeds.
+                        continue;
+                    }
                     slot.last_record_at = started;
                     // Skip what the task already processed (a fetch that raced a seek after rollback).
                     let from = slot.task.next_offset().unwrap_or(i64::MIN);
@@ -528,53 +452,49 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             } else {
                 consumer.handle().assignment()
             };
+            let restoring_id = shared_ref
+                .restoring
+                .as_ref()
+                .map(|r| (r.id.topic.clone(), r.id.partition));
             for ((topic, partition), _) in by_partition {
-                // A partition without a task: assigned but not restored yet (fetched again after its
-                // seek), or one the consumer still fetches after a rollback dropped its task. One
-                // revoked while this batch was polled is no longer ours: its records are dropped,
-                // and no ghost task is created for it.
                 let key = (topic.to_string(), partition);
-                if !assignment.contains(&key) {
-                    continue;
-                }
-                if !shared_ref.pending.contains(&key) {
-                    tracing::debug!(
-                        topic,
-                        partition,
-                        "records for a partition without a task; initialising it"
-                    );
-                    let _ = consumer.handle().pause(std::slice::from_ref(&key));
-                    shared_ref.pending.insert(key);
+                match route_taskless(
+                    &key,
+                    &assignment,
+                    &shared_ref.pending,
+                    restoring_id.as_ref(),
+                ) {
+                    Taskless::Drop => {}
+                    Taskless::Initialize => {
+                        tracing::debug!(
+                            topic,
+                            partition,
+                            "records for a partition without a task; initialising it"
+                        );
+                        let _ = consumer.handle().pause(std::slice::from_ref(&key));
+                        shared_ref.pending.insert(key);
+                    }
                 }
             }
             process_batch(&mut work, threads);
             let mut failure = None;
-            let mut send_failure = None;
             for item in &mut work {
                 if let Err(error) = std::mem::replace(&mut item.result, Ok(())) {
-                    failure = Some(error);
+                    failure.get_or_insert(Failure::Processing(error));
                 }
                 item.slot.pending_state.append(&mut item.output.state);
-                if send_failure.is_none() {
+                if failure.is_none() {
                     if let Err(error) = shared_ref.committer.send(&mut item.output) {
-                        send_failure = Some(error);
+                        failure = Some(Failure::Commit(error));
                     }
                 }
             }
             drop(work);
             let per_record = started.elapsed().as_secs_f64() / batch.len() as f64;
             metrics::histogram!(m::PROCESSING_LATENCY).record(per_record);
-            if let Some(error) = failure {
-                shared_ref.committer.abort();
-                break Err(task_failure(error));
-            }
-            if let Some(failure) = send_failure {
-                if let Err(error) = shared_ref.committer.roll_back(
-                    &mut shared_ref.tasks,
-                    &consumer.handle(),
-                    &failure,
-                ) {
-                    break Err(error.into());
+            if let Some(failure) = failure {
+                if let Err(error) = shared_ref.recover(&consumer.handle(), failure) {
+                    break Err(error);
                 }
             }
         }
@@ -596,20 +516,12 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                     slot.task.set_idle(idle);
                 }
             }
-            match shared_ref
+            if let Err(error) = shared_ref
                 .committer
                 .commit(&mut shared_ref.tasks, &consumer.handle())
             {
-                Ok(()) => {}
-                Err(CommitError::State(error)) => break Err(error.into()),
-                Err(CommitError::Kafka(failure)) => {
-                    if let Err(error) = shared_ref.committer.roll_back(
-                        &mut shared_ref.tasks,
-                        &consumer.handle(),
-                        &failure,
-                    ) {
-                        break Err(error.into());
-                    }
+                if let Err(error) = shared_ref.recover(&consumer.handle(), error.into()) {
+                    break Err(error);
                 }
             }
             export_task_stats(shared_ref);
@@ -641,6 +553,9 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     {
         let mut guard = lock(&shared);
         let shared_ref = &mut *guard;
+        if let Some(restoration) = shared_ref.restoring.take() {
+            restoration.suspend(&reader);
+        }
         if clean {
             if let Err(failure) = shared_ref
                 .committer
@@ -648,12 +563,17 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             {
                 tracing::warn!(%failure, "final commit failed; uncommitted work is aborted and will be reprocessed");
                 clean = false;
+                shared_ref.abort_on_stop =
+                    decide(&Failure::from(failure)) != Decision::Stop { abort: false };
             }
         }
         if !clean {
-            // After a processing error or a failed final commit the tasks hold work past the last
-            // commit: abort it and drop them, so closing the consumer commits nothing.
-            shared_ref.committer.abort();
+            // After a failure the tasks hold work past the last commit: abort it (unless the
+            // last commit's outcome is unknown) and drop them, so closing the consumer commits
+            // nothing and writes no checkpoint.
+            if shared_ref.abort_on_stop {
+                shared_ref.committer.abort();
+            }
             shared_ref.tasks.clear();
             shared_ref.stopping_dirty = true;
         }
@@ -675,6 +595,73 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         "eddy stopped"
     );
     result
+}
+
+/// Starts the next pending restore, and restores for a slice of time; a finished task starts.
+fn restore_some(
+    shared: &mut Shared,
+    group: &GroupHandle<'_>,
+    patience: Duration,
+) -> Result<(), crate::Error> {
+    if shared.restoring.is_none() {
+        if let Some((topic, partition)) = shared.pending.pop_first() {
+            let id = TaskId { topic, partition };
+            shared.restoring = Some(Restoration::begin(
+                &shared.compiled,
+                &shared.state,
+                &shared.partitions,
+                id,
+                group,
+            )?);
+        }
+    }
+    let Some(restoration) = shared.restoring.as_mut() else {
+        return Ok(());
+    };
+    let done = restoration.step(
+        &shared.reader,
+        &shared.compiled.application_id,
+        RESTORE_SLICE,
+        patience,
+    )?;
+    if done {
+        let restoration = shared.restoring.take().expect("checked above");
+        let slot = restoration.finish(group)?;
+        shared.tasks.insert(slot.task.id.clone(), slot);
+    }
+    shared
+        .health
+        .set_restoring(shared.pending.len() + usize::from(shared.restoring.is_some()));
+    Ok(())
+}
+
+/// Time given to a restore per loop turn, between polls.
+const RESTORE_SLICE: Duration = Duration::from_millis(200);
+
+/// What to do with polled records of a partition that has no task.
+#[derive(Debug, PartialEq, Eq)]
+enum Taskless {
+    /// Revoked while the batch was polled (no longer ours: no ghost task is created for it), or
+    /// waiting for or in its restore (fetched again after its resume).
+    Drop,
+    /// Ours, with no task and no restore planned: restore it.
+    Initialize,
+}
+
+fn route_taskless(
+    partition: &(String, i32),
+    assignment: &[(String, i32)],
+    pending: &BTreeSet<(String, i32)>,
+    restoring: Option<&(String, i32)>,
+) -> Taskless {
+    if !assignment.contains(partition)
+        || pending.contains(partition)
+        || restoring == Some(partition)
+    {
+        Taskless::Drop
+    } else {
+        Taskless::Initialize
+    }
 }
 
 /// Moves the counters tasks kept since the last commit into the metrics registry.
@@ -707,5 +694,36 @@ fn export_task_stats(shared: &mut Shared) {
                 metrics::counter!(m::WINDOWS_EMITTED, "aggregation" => aggregation, "result" => "update").increment(s.emitted_update);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_a_partition_revoked_mid_batch_create_no_ghost_task() {
+        let p0 = ("in".to_string(), 0);
+        let p1 = ("in".to_string(), 1);
+        let none = BTreeSet::new();
+        // The batch was polled, then partition 1 was revoked in a rebalance callback.
+        let assignment = vec![p0.clone()];
+        assert_eq!(
+            route_taskless(&p1, &assignment, &none, None),
+            Taskless::Drop
+        );
+        assert_eq!(
+            route_taskless(&p0, &assignment, &none, None),
+            Taskless::Initialize
+        );
+        let pending: BTreeSet<_> = [p0.clone()].into();
+        assert_eq!(
+            route_taskless(&p0, &assignment, &pending, None),
+            Taskless::Drop
+        );
+        assert_eq!(
+            route_taskless(&p0, &assignment, &none, Some(&p0)),
+            Taskless::Drop
+        );
     }
 }

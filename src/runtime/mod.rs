@@ -2,6 +2,8 @@
 
 mod commit;
 mod engine;
+mod failure;
+mod restore;
 mod task_slot;
 mod worker_pool;
 

@@ -1,5 +1,6 @@
 //! A running task with what the runtime tracks around it.
 
+use crate::kafka::GroupHandle;
 use crate::state::{Checkpoint, TaskDb};
 use crate::task::{PendingStateWrites, StreamTask};
 use std::collections::BTreeMap;
@@ -15,12 +16,46 @@ pub(crate) struct TaskSlot {
     pub pending_state: Vec<PendingStateWrites>,
     /// When the task last got a record (or was created): the idle-partition clock.
     pub last_record_at: std::time::Instant,
+    /// A rollback could not seek the partition back to `committed_offset`: it stays paused, and
+    /// what the consumer still delivers for it is dropped, until a seek succeeds.
+    pub needs_seek: bool,
 }
 
 impl TaskSlot {
+    /// Seeks the partition back to the committed offset when a rollback asked for it. Until a seek
+    /// succeeds the partition stays paused and the engine drops what the consumer still delivers
+    /// for it, so nothing between the committed offset and the old fetch position is skipped.
+    pub fn reposition(&mut self, group: &GroupHandle<'_>) {
+        if !self.needs_seek {
+            return;
+        }
+        let partition = [(self.task.id.topic.clone(), self.task.id.partition)];
+        match group.seek(&partition[0].0, partition[0].1, self.committed_offset) {
+            Ok(()) => {
+                self.needs_seek = false;
+                if let Err(error) = group.resume(&partition) {
+                    tracing::warn!(task = %self.task.id, %error, "could not resume after the seek");
+                }
+            }
+            Err(error) => {
+                // Seen when the partition was revoked or fenced in the same moment (the rebalance
+                // then drops the task) or its fetcher has not started yet: retried every loop.
+                tracing::warn!(task = %self.task.id, %error, "seek to the committed offset failed; the partition stays paused and the seek is retried");
+                let _ = group.pause(&partition);
+            }
+        }
+    }
+
     /// Clean close after a successful commit: flush RocksDB and write the checkpoint that lets
     /// the next owner on this machine reuse the files instead of restoring from scratch.
+    /// `changelog_ends` must name every store: a checkpoint missing one would let the next start
+    /// replay that store over files it did not wipe, so then no checkpoint is written at all.
     pub fn close_clean(self, changelog_ends: BTreeMap<String, i64>) {
+        let stores = self.task.store_names();
+        if let Some(missing) = stores.iter().find(|s| !changelog_ends.contains_key(*s)) {
+            tracing::warn!(task = %self.task.id, store = %missing, "changelog end unknown; no checkpoint written (the next start restores from scratch)");
+            return;
+        }
         if let (Some(db), Some(dir)) = (&self.db, &self.dir) {
             match db.flush() {
                 Ok(()) => {

@@ -1,0 +1,283 @@
+//! Restoring a newly assigned task's stores from their changelogs, a slice at a time between
+//! polls, so that a long restore neither stops the group consumer (`max.poll.interval.ms`) nor
+//! holds back the commits of the tasks already running (`transaction.timeout.ms`).
+//!
+//! Restores resume where they stopped. The local files are wiped only when there is no usable
+//! checkpoint; while a store is read, its progress is checkpointed every few seconds (after a
+//! RocksDB flush, since eddy writes without a WAL), so a restore interrupted by a crash, a
+//! revocation or a shutdown goes on from its last checkpoint. Replaying a changelog suffix over
+//! files that may already hold part of it is safe: a changelog record is the whole value of its
+//! key (or its deletion), so the last record of each key wins either way. The checkpoint is
+//! removed once the task starts processing, because from then on its files move past it.
+
+use super::task_slot::TaskSlot;
+use crate::kafka::{ChangelogReader, GroupHandle, ReadPosition};
+use crate::state::{Checkpoint, StoreWrite, TaskDb};
+use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
+use crate::telemetry::metrics as m;
+use crate::topology::changelog_topic;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How often an ongoing restore checkpoints its progress.
+const PROGRESS_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// Records written to RocksDB per batch.
+const WRITE_BATCH: usize = 10_000;
+
+/// One store being read from its changelog.
+struct StoreRestore {
+    store: String,
+    changelog: String,
+    position: ReadPosition,
+    resumed_from: Option<i64>,
+    records: u64,
+    started: Instant,
+}
+
+/// A task whose stores are being restored; it becomes a running [`TaskSlot`] when done.
+pub(crate) struct Restoration {
+    pub id: TaskId,
+    task: StreamTask,
+    db: Option<TaskDb>,
+    dir: Option<PathBuf>,
+    /// Stores not started yet.
+    queue: VecDeque<String>,
+    current: Option<StoreRestore>,
+    /// Where each store's local files stand in its changelog: the progress checkpoint.
+    positions: BTreeMap<String, i64>,
+    batch: Vec<StoreWrite>,
+    /// When the last record was read (or the restore began): the stall clock.
+    last_progress: Instant,
+    last_checkpoint: Instant,
+}
+
+/// `EDDY_FAILPOINT=slow_restore`: restores read 100 records per slice and pause 100 ms after
+/// each, so the broker tests can make a restore outlast a transaction timeout and interrupt it.
+fn slow_restore() -> bool {
+    crate::failpoint::armed() == Some(crate::failpoint::Failpoint::SlowRestore)
+}
+
+impl Restoration {
+    /// Opens the task's stores, keeping the local files when a checkpoint vouches for them (and
+    /// fits the changelogs' current offsets), wiping them otherwise.
+    pub fn begin(
+        compiled: &CompiledTopology,
+        state: &StateLocation,
+        partitions: &HashMap<String, i32>,
+        id: TaskId,
+        group: &GroupHandle<'_>,
+    ) -> Result<Restoration, crate::Error> {
+        let dir = compiled.task_dir(state, &id);
+        let checkpoint = dir
+            .as_deref()
+            .and_then(Checkpoint::read)
+            .filter(|checkpoint| {
+                // A checkpoint outside its changelog's offsets (the topic was recreated or truncated)
+                // describes files that no longer match it: wipe and restore instead.
+                compiled.store_names_of(&id).iter().all(|store| {
+                    let changelog = changelog_topic(&compiled.application_id, store);
+                    match group.watermarks(&changelog, id.partition) {
+                        Ok((low, high)) => checkpoint.fits(store, low, high),
+                        Err(_) => false,
+                    }
+                })
+            });
+        if let (Some(dir), None) = (&dir, &checkpoint) {
+            TaskDb::destroy(dir)?;
+        }
+        let (task, db) = compiled.create_task(&id, partitions, state)?;
+        let positions = checkpoint.map(|c| c.changelog_offsets).unwrap_or_default();
+        tracing::info!(task = %id, checkpoint = ?positions, "restoring task");
+        Ok(Restoration {
+            queue: task.store_names().into(),
+            id,
+            task,
+            db,
+            dir,
+            current: None,
+            positions,
+            batch: Vec::new(),
+            last_progress: Instant::now(),
+            last_checkpoint: Instant::now(),
+        })
+    }
+
+    /// Restores for up to `budget`. Returns whether every store is restored. Fails when the
+    /// changelog cannot be read, or nothing could be read for `patience` (the brokers gone).
+    pub fn step(
+        &mut self,
+        reader: &ChangelogReader,
+        application_id: &str,
+        budget: Duration,
+        patience: Duration,
+    ) -> Result<bool, crate::Error> {
+        let deadline = Instant::now() + budget;
+        loop {
+            if self.current.is_none() {
+                let Some(store) = self.queue.pop_front() else {
+                    return Ok(true);
+                };
+                let changelog = changelog_topic(application_id, &store);
+                let resumed_from = self.positions.get(&store).copied();
+                let position =
+                    reader.open_partition(&changelog, self.id.partition, resumed_from, patience)?;
+                if let Some(offset) = resumed_from.filter(|o| *o > 0) {
+                    tracing::info!(task = %self.id, store, offset, end = position.end, "store restore resumes from its checkpoint");
+                }
+                self.current = Some(StoreRestore {
+                    store,
+                    changelog,
+                    position,
+                    resumed_from,
+                    records: 0,
+                    started: Instant::now(),
+                });
+            }
+            let current = self.current.as_mut().expect("set above");
+            let left = deadline.saturating_duration_since(Instant::now());
+            let max_records = if slow_restore() { 100 } else { usize::MAX };
+            let batch = &mut self.batch;
+            let read = reader.read_some(
+                &current.changelog,
+                &mut current.position,
+                left,
+                max_records,
+                |record| {
+                    if let Some(key) = record.key {
+                        batch.push(StoreWrite {
+                            key,
+                            value: record.value,
+                        });
+                    }
+                },
+            )?;
+            current.records += read as u64;
+            if read > 0 || current.position.done {
+                self.last_progress = Instant::now();
+            } else if self.last_progress.elapsed() > patience {
+                return Err(crate::Error::Kafka(
+                    crate::kafka::KafkaClientError::GaveUp {
+                        operation: format!(
+                            "restoring {} from {}",
+                            current.store, current.changelog
+                        ),
+                        seconds: patience.as_secs(),
+                    },
+                ));
+            }
+            if self.batch.len() >= WRITE_BATCH || current.position.done {
+                self.write_batch()?;
+            }
+            if self.current.as_ref().is_some_and(|c| c.position.done) {
+                self.finish_store();
+            } else if self.last_checkpoint.elapsed() >= PROGRESS_CHECKPOINT_EVERY {
+                self.checkpoint_progress()?;
+            }
+            if slow_restore() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(false);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn store_mut(&mut self, store: &str) -> &mut crate::state::WindowStore {
+        self.task
+            .operators_mut()
+            .iter_mut()
+            .filter_map(|o| o.store_mut())
+            .find(|s| s.name() == store)
+            .expect("store of this task")
+    }
+
+    fn write_batch(&mut self) -> Result<(), crate::Error> {
+        let Some(store) = self.current.as_ref().map(|c| c.store.clone()) else {
+            return Ok(());
+        };
+        let batch = std::mem::take(&mut self.batch);
+        self.store_mut(&store).restore_batch(&batch)?;
+        self.batch = batch;
+        self.batch.clear();
+        Ok(())
+    }
+
+    fn finish_store(&mut self) {
+        let Some(done) = self.current.take() else {
+            return;
+        };
+        let seconds = done.started.elapsed().as_secs_f64();
+        metrics::counter!(m::RESTORE_RECORDS, "store" => done.store.clone())
+            .increment(done.records);
+        metrics::histogram!(m::RESTORE_SECONDS, "store" => done.store.clone()).record(seconds);
+        tracing::info!(task = %self.id, store = done.store, restored = done.records, from_checkpoint = done.resumed_from.is_some(), seconds, "store restored");
+        self.positions.insert(done.store, done.position.next);
+    }
+
+    /// Flushes RocksDB and records how far every store got, so an interrupted restore resumes here.
+    fn checkpoint_progress(&mut self) -> Result<(), crate::Error> {
+        self.last_checkpoint = Instant::now();
+        self.write_batch()?;
+        let mut positions = self.positions.clone();
+        if let Some(current) = &self.current {
+            positions.insert(current.store.clone(), current.position.next);
+        }
+        if let (Some(db), Some(dir)) = (&self.db, &self.dir) {
+            db.flush()?;
+            Checkpoint::write(dir, positions.clone()).map_err(|source| crate::Error::StateDir {
+                path: dir.clone(),
+                source,
+            })?;
+            tracing::info!(task = %self.id, ?positions, "restore progress checkpointed");
+        }
+        Ok(())
+    }
+
+    /// Stops restoring (the partition was revoked, or the instance stops), keeping the progress.
+    pub fn suspend(mut self, reader: &ChangelogReader) {
+        if self.current.is_some() {
+            reader.close_partition();
+        }
+        if let Err(error) = self.checkpoint_progress() {
+            tracing::warn!(task = %self.id, %error, "could not checkpoint restore progress");
+        }
+    }
+
+    /// Turns the restored task into a running one: rebuilds its window index, takes the stream
+    /// time and position committed with its input offset, and resumes its partition.
+    pub fn finish(mut self, group: &GroupHandle<'_>) -> Result<TaskSlot, crate::Error> {
+        let (topic, partition) = (self.id.topic.clone(), self.id.partition);
+        self.task.reload()?;
+        let committed = group
+            .committed(&[(topic.clone(), partition)], Duration::from_secs(30))?
+            .into_iter()
+            .next();
+        let committed_offset = committed.as_ref().and_then(|c| c.offset);
+        if let Some(c) = &committed {
+            self.task.restore_metadata(&c.metadata);
+        }
+        self.task.set_next_offset(committed_offset);
+        if let Some(dir) = &self.dir {
+            // From here on the files move past any checkpoint.
+            Checkpoint::remove(dir);
+        }
+        let slot = TaskSlot {
+            task: self.task,
+            db: self.db,
+            dir: self.dir,
+            committed_offset,
+            pending_state: Vec::new(),
+            last_record_at: Instant::now(),
+            needs_seek: false,
+        };
+        if let Err(error) = group.seek(&topic, partition, committed_offset) {
+            // A partition paused since its assignment was never fetched and cannot be sought
+            // yet; the consumer starts it at the committed offset by itself.
+            tracing::debug!(task = %slot.task.id, %error, "seek to the committed offset deferred");
+        }
+        group.resume(&[(topic, partition)])?;
+        Ok(slot)
+    }
+}
