@@ -32,10 +32,7 @@ fn exact_despite(failpoint: &str) {
         common::produce_partitioned(chunk);
         std::thread::sleep(Duration::from_millis(300));
     }
-    let outputs = vec![
-        format!("analytics-aggregates-{}", run.suffix),
-        format!("order-aggregates-{}", run.suffix),
-    ];
+    let outputs = run.outputs();
     common::wait_for_exact(&expected, &outputs, &eddy);
     // It fires on every second commit that carries offsets, at most three times; how many such
     // commits a run has depends on timing, so at least once is what is certain.

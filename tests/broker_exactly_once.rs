@@ -64,31 +64,32 @@ impl Scenario {
     }
 
     fn outputs(&self) -> Vec<AggregateRecord> {
-        [
-            format!("analytics-aggregates-{}", self.suffix),
-            format!("order-aggregates-{}", self.suffix),
-            format!("analytics-sessions-{}", self.suffix),
-        ]
-        .iter()
-        .flat_map(|t| common::read_aggregates(t))
-        .collect()
+        common::shipped_outputs(&self.suffix)
+            .iter()
+            .flat_map(|t| common::read_aggregates(t))
+            .collect()
     }
 
     fn produce(&self, range: std::ops::Range<usize>) {
         common::produce_partitioned(&self.events[range]);
     }
 
-    /// Waits until every expected window was emitted, then checks values and duplicates.
+    /// Waits until every expected window was emitted, keeps reading a few seconds more (so a
+    /// late duplicate is caught), then checks values and duplicates.
     fn verify(&self, timeout: Duration) -> (usize, usize, usize, usize) {
         let expected = reference(&self.topology, &self.events);
         let deadline = Instant::now() + timeout;
-        let last = loop {
+        let mut last = loop {
             let result = verify(&expected, &self.outputs());
             if result.3 == 0 || Instant::now() > deadline {
                 break result;
             }
             std::thread::sleep(Duration::from_secs(2));
         };
+        if last.3 == 0 {
+            std::thread::sleep(Duration::from_secs(5));
+            last = verify(&expected, &self.outputs());
+        }
         let (checked, mismatches, duplicates, missing) = last;
         println!("{}: {} events, {checked} windows checked, mismatches {mismatches}, duplicate finals {duplicates}, missing {missing}", self.suffix, self.events.len());
         last

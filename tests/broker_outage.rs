@@ -61,10 +61,7 @@ fn outage_three_instances_ride_out_a_broker_restart_exactly() {
         "/health/ready answers 503 with broker_unreachable while the broker is away"
     );
     common::produce_partitioned(&events[half..]);
-    let outputs = vec![
-        format!("analytics-aggregates-{}", run.suffix),
-        format!("order-aggregates-{}", run.suffix),
-    ];
+    let outputs = run.outputs();
     common::wait_for_exact(&expected, &outputs, &instances[0]);
     common::wait_for("instance a ready again", Duration::from_secs(60), || {
         matches!(common::http_get(&addr, "/health/ready"), Ok((200, _)))

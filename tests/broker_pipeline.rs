@@ -41,17 +41,8 @@ fn shipped_topologies_produce_exactly_the_reference_aggregates() {
         instance: "a",
         extra_env: vec![],
     });
-    let outputs = vec![
-        format!("analytics-aggregates-{suffix}"),
-        format!("order-aggregates-{suffix}"),
-    ];
+    let outputs = common::shipped_outputs(&suffix);
     common::wait_for_exact(&expected, &outputs, &eddy);
-
-    let sessions = common::read_aggregates(&format!("analytics-sessions-{suffix}"));
-    assert!(sessions.iter().all(|s| s.is_final
-        && s.values["events"].as_u64().unwrap() >= 1
-        && s.window.start <= s.window.end));
-    assert!(!sessions.is_empty());
 
     let code = eddy.stop(Duration::from_secs(60));
     assert_eq!(code, 0, "SIGTERM must stop eddy cleanly");

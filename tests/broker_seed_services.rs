@@ -76,10 +76,7 @@ fn go_seed_events_aggregate_exactly_and_the_api_answers_get_metrics() {
         instance: "a",
         extra_env: vec![("EDDY__HTTP__LISTEN".into(), addr.clone())],
     });
-    let outputs = vec![
-        format!("analytics-aggregates-{suffix}"),
-        format!("order-aggregates-{suffix}"),
-    ];
+    let outputs = common::shipped_outputs(&suffix);
     wait_for_exact(&expected, &outputs, &eddy);
     let dead = common::read_committed(&format!("{app}-dlq"));
     assert!(

@@ -103,6 +103,45 @@ fn an_idle_partition_stops_holding_back_windows_and_its_late_records_are_dropped
     );
 }
 
+/// A partition back from idleness with only old records lowers the slowest active stream time
+/// below what already closed: closed windows stay closed, and its records for them are late
+/// instead of opening those windows again (which would emit a second, wrong final).
+#[test]
+fn windows_closed_while_a_partition_was_idle_stay_closed_when_it_comes_back_behind() {
+    let mut d = TopologyTestDriver::new(topology(), 3);
+    for minute in 0..3 {
+        pipe(&mut d, 0, minute * 60_000 + 1_000, "a");
+        pipe(&mut d, 1, minute * 60_000 + 2_000, "b");
+    }
+    d.set_idle("events", 2, true);
+    d.commit().unwrap();
+    let mut closed = finals(&mut d);
+    assert_eq!(closed.len(), 4, "minutes 0 and 1 closed");
+
+    d.set_idle("events", 2, false);
+    pipe(&mut d, 2, 30_000, "a");
+    d.commit().unwrap();
+    // Its stream time (30 s) is now the slowest active one, far behind what closed.
+    pipe(&mut d, 2, 40_000, "a");
+    d.commit().unwrap();
+    for minute in 3..5 {
+        for partition in 0..3 {
+            pipe(&mut d, partition, minute * 60_000, "z");
+        }
+    }
+    d.commit().unwrap();
+    closed.extend(finals(&mut d));
+    let minute_zero_a: Vec<_> = closed
+        .iter()
+        .filter(|(start, kind, _)| *start == 0 && kind == "a")
+        .collect();
+    assert_eq!(
+        minute_zero_a,
+        [&(0, "a".to_string(), 1)],
+        "minute 0 of `a` was emitted once, without the late record: {closed:?}"
+    );
+}
+
 #[test]
 fn while_every_partition_is_idle_the_furthest_stream_time_closes_windows() {
     let mut d = TopologyTestDriver::new(topology(), 2);

@@ -27,9 +27,6 @@ impl EmbeddedCluster {
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaClientError> {
         self.cluster
             .create_topic(topic, partitions, 1)
-            .map_err(|e| KafkaClientError::Operation {
-                operation: format!("create topic {topic}"),
-                reason: e.to_string(),
-            })
+            .map_err(|e| super::client_error(format!("create topic {topic}"), e))
     }
 }

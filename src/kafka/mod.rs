@@ -33,14 +33,27 @@ pub enum KafkaClientError {
         reason: String,
     },
     #[error("Kafka {operation} failed: {reason}")]
-    Operation { operation: String, reason: String },
+    Operation {
+        operation: String,
+        reason: String,
+        /// librdkafka's error code, when librdkafka reported one.
+        code: Option<KafkaErrorCode>,
+    },
     /// The client cannot go on (e.g. another instance took this static member's
     /// `group.instance.id`): the instance must stop.
     #[error("Kafka {operation} failed fatally: {reason}. If another instance uses the same group_instance_id, give each instance its own")]
-    Fatal { operation: String, reason: String },
+    Fatal {
+        operation: String,
+        reason: String,
+        code: Option<KafkaErrorCode>,
+    },
     /// The broker is briefly unreachable; librdkafka reconnects by itself.
     #[error("Kafka {operation}: broker unreachable ({reason}); retrying")]
-    Unreachable { operation: String, reason: String },
+    Unreachable {
+        operation: String,
+        reason: String,
+        code: Option<KafkaErrorCode>,
+    },
     /// Retriable failures lasted past `task_timeout_ms`.
     #[error("Kafka {operation}: no progress for {seconds}s because the brokers were unreachable or kept failing; stopping. Check that the brokers are up and reachable from this instance (bootstrap_servers, [kafka] security settings), or raise task_timeout_ms")]
     GaveUp { operation: String, seconds: u64 },
@@ -88,6 +101,7 @@ pub(crate) fn client_error(
         KafkaClientError::Unreachable {
             operation: operation.into(),
             reason: error.to_string(),
+            code: KafkaErrorCode::of(&error),
         }
     } else if matches!(
         error.rdkafka_error_code(),
@@ -96,9 +110,14 @@ pub(crate) fn client_error(
         KafkaClientError::Fatal {
             operation: operation.into(),
             reason: error.to_string(),
+            code: KafkaErrorCode::of(&error),
         }
     } else {
-        operation_error(operation, error)
+        KafkaClientError::Operation {
+            operation: operation.into(),
+            reason: error.to_string(),
+            code: KafkaErrorCode::of(&error),
+        }
     }
 }
 
@@ -109,6 +128,7 @@ pub(crate) fn operation_error(
     KafkaClientError::Operation {
         operation: operation.into(),
         reason: error.to_string(),
+        code: None,
     }
 }
 

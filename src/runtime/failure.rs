@@ -136,21 +136,26 @@ mod tests {
 
     #[test]
     fn consumer_failures_wait_stop_or_go_on() {
-        let error = |make: fn(String, String) -> KafkaClientError| {
-            decide(&Failure::Consumer(make("poll".into(), "x".into())))
+        let (operation, reason, code) = (String::from("poll"), String::from("x"), None);
+        let unreachable = KafkaClientError::Unreachable {
+            operation: operation.clone(),
+            reason: reason.clone(),
+            code,
         };
-        assert_eq!(
-            error(|operation, reason| KafkaClientError::Unreachable { operation, reason }),
-            Decision::Wait
-        );
-        assert_eq!(
-            error(|operation, reason| KafkaClientError::Fatal { operation, reason }),
-            Decision::Stop { abort: true }
-        );
-        assert_eq!(
-            error(|operation, reason| KafkaClientError::Operation { operation, reason }),
-            Decision::Ignore
-        );
+        let fatal = KafkaClientError::Fatal {
+            operation: operation.clone(),
+            reason: reason.clone(),
+            code,
+        };
+        let other = KafkaClientError::Operation {
+            operation,
+            reason,
+            code,
+        };
+        let decision = |error| decide(&Failure::Consumer(error));
+        assert_eq!(decision(unreachable), Decision::Wait);
+        assert_eq!(decision(fatal), Decision::Stop { abort: true });
+        assert_eq!(decision(other), Decision::Ignore);
     }
 
     #[test]

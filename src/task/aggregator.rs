@@ -72,6 +72,12 @@ struct StoredWindows {
     /// Merge role: the upstream marks and idle flags as of the last commit, restored on rollback
     /// so that replayed partials are not mistaken for late ones.
     committed_upstream: (Vec<i64>, Vec<bool>),
+    /// The furthest watermark windows were closed at. It never goes back, even when an idle
+    /// upstream partition comes back with an older stream time: windows closed stay closed, and
+    /// partials for them are late.
+    closed_through: i64,
+    /// `closed_through` as of the last commit, restored on rollback.
+    committed_closed_through: i64,
 }
 
 struct PartialWindows {
@@ -113,6 +119,8 @@ impl WindowAggregator {
                     upstream.clone().unwrap_or_default(),
                     vec![false; upstream.as_ref().map_or(0, Vec::len)],
                 ),
+                closed_through: i64::MIN,
+                committed_closed_through: i64::MIN,
                 upstream,
             })
         };
@@ -178,7 +186,8 @@ impl WindowAggregator {
                 s.open.clear();
                 s.closing.clear();
                 s.expiring.clear();
-                let watermark = watermark_of(s, stream_time);
+                let watermark = watermark_of(s, stream_time).max(s.closed_through);
+                s.closed_through = watermark;
                 for key in s.store.committed_keys()? {
                     let group: Vec<u8> = key.group.0.into_vec();
                     let close_at = close_time(&spec.window, key.window, spec.grace_ms);
@@ -225,6 +234,7 @@ impl WindowAggregator {
             if let Some(upstream) = &s.upstream {
                 s.committed_upstream = (upstream.clone(), s.upstream_idle.clone());
             }
+            s.committed_closed_through = s.closed_through;
         }
     }
 
@@ -296,7 +306,8 @@ impl WindowAggregator {
     ) -> Result<bool, StateError> {
         let spec = self.spec.clone();
         if let State::Stored(s) = &self.state {
-            if close_time(&spec.window, window, spec.grace_ms) <= watermark_of(s, i64::MIN) {
+            let watermark = watermark_of(s, i64::MIN).max(s.closed_through);
+            if close_time(&spec.window, window, spec.grace_ms) <= watermark {
                 self.stats.late_records += 1;
                 return Ok(true);
             }
@@ -476,7 +487,8 @@ impl WindowAggregator {
         let spec = self.spec.clone();
         match &mut self.state {
             State::Stored(s) => {
-                let watermark = watermark_of(s, stream_time);
+                let watermark = watermark_of(s, stream_time).max(s.closed_through);
+                s.closed_through = watermark;
                 while let Some(entry) = s.closing.first_entry() {
                     if *entry.key() > watermark {
                         break;
@@ -654,6 +666,7 @@ impl WindowAggregator {
                     upstream.clone_from(&s.committed_upstream.0);
                     s.upstream_idle.clone_from(&s.committed_upstream.1);
                 }
+                s.closed_through = s.committed_closed_through;
             }
         }
         self.reload_index(last_watermark_sent)

@@ -104,6 +104,24 @@ pub struct Shipped {
     pub topology: eddy::topology::Topology,
 }
 
+/// Every output topic of the shipped topologies renamed with `suffix`: what the reference checks.
+pub fn shipped_outputs(suffix: &str) -> Vec<String> {
+    [
+        "analytics-aggregates",
+        "analytics-sessions",
+        "order-aggregates",
+    ]
+    .iter()
+    .map(|topic| format!("{topic}-{suffix}"))
+    .collect()
+}
+
+impl Shipped {
+    pub fn outputs(&self) -> Vec<String> {
+        shipped_outputs(&self.suffix)
+    }
+}
+
 pub fn shipped(name: &str, partitions: i32) -> Shipped {
     let suffix = unique(name);
     let dir = tempfile::tempdir().unwrap();
@@ -374,6 +392,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A plain HTTP/1.1 GET of a text body (e.g. `/metrics`).
+pub fn http_get_text(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string()))
+}
+
+/// The sum of a Prometheus counter over the series whose labels contain `label` (e.g.
+/// `aggregation="x"`), from eddy's `/metrics`.
+pub fn counter_sum(addr: &str, name: &str, label: &str) -> f64 {
+    http_get_text(addr, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A plain HTTP/1.1 GET: (status, JSON body).
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, serde_json::Value)> {
     use std::io::{Read, Write};
@@ -397,23 +442,30 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, serde_json::Val
     ))
 }
 
-/// Waits (up to 3 minutes) until every window of `expected` was emitted to `outputs`, then asserts
-/// none is wrong, duplicated or missing; prints the counts, and eddy's log on failure.
+/// Waits (up to 3 minutes) until every window of `expected` was emitted to `outputs`, keeps
+/// reading for a few more seconds (so a late duplicate is caught too), then asserts none is
+/// wrong, duplicated or missing; prints the counts, and eddy's log on failure.
 pub fn wait_for_exact(
     expected: &std::collections::BTreeMap<reference::Identity, reference::Expected>,
     outputs: &[String],
     eddy: &EddyProcess,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let (checked, mismatches, duplicates, missing) = loop {
+    let verify = || {
         let emitted: Vec<_> = outputs.iter().flat_map(|t| read_aggregates(t)).collect();
-        let result = reference::verify(expected, &emitted);
-        if result.3 == 0 || Instant::now() > deadline {
-            break result;
-        }
-        std::thread::sleep(Duration::from_secs(2));
+        reference::verify(expected, &emitted)
     };
-    if missing > 0 || mismatches > 0 {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut result = verify();
+    while result.3 > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        result = verify();
+    }
+    if result.3 == 0 {
+        std::thread::sleep(Duration::from_secs(5));
+        result = verify();
+    }
+    let (checked, mismatches, duplicates, missing) = result;
+    if missing > 0 || mismatches > 0 || duplicates > 0 {
         eprintln!("eddy log:\n{}", eddy.log_text());
     }
     println!("windows checked: {checked}, mismatches: {mismatches}, duplicates: {duplicates}, missing: {missing}");

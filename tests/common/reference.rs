@@ -1,5 +1,8 @@
-//! An independent reference for fixed-window aggregations: per-partition stream time, lateness,
-//! grouping, explode and every aggregate computed naively from the raw JSON of each event.
+//! An independent reference for window aggregations (tumbling, hopping and session windows):
+//! per-partition stream time, lateness, grouping, explode and every aggregate computed naively
+//! from the raw JSON of each event. Sessions are built afterwards from each group's sorted event
+//! times: an event within `gap` of the previous one joins its session, and a session is
+//! emitted as `[first event, last event]` (Kafka Streams' session windows).
 #![allow(dead_code)]
 
 use eddy::aggregate::{ExactSum, HllSketch};
@@ -86,13 +89,15 @@ fn text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
+/// One row a session aggregation kept: event time, the event, the exploded item if any.
+type SessionRow<'a> = (i64, &'a Value, Option<&'a Value>);
+
 /// Expected final aggregates of every fixed-window aggregation in `topology`.
 pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity, Expected> {
     let mut out = BTreeMap::new();
     for aggregation in &topology.aggregations {
-        if matches!(aggregation.window, WindowSpec::Session { .. }) {
-            continue;
-        }
+        // Session aggregations: the rows kept (not late), per group, to be sessionized at the end.
+        let mut session_rows: BTreeMap<String, Vec<SessionRow<'_>>> = BTreeMap::new();
         let source = topology.source(&aggregation.source).unwrap();
         // Stream time is per input partition: per (topic, partition) when a source reads several topics.
         let mut stream_time: HashMap<(&str, i32), i64> = HashMap::new();
@@ -132,6 +137,16 @@ pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity,
                     );
                 }
                 let group = Value::Object(group).to_string();
+                if let WindowSpec::Session { .. } = aggregation.window {
+                    // A session record's window is [t, t + 1): late once that closed.
+                    if ts + 1 + aggregation.grace_ms > *st {
+                        session_rows
+                            .entry(group)
+                            .or_default()
+                            .push((ts, &event.value, item));
+                    }
+                    continue;
+                }
                 let mut windows = Vec::new();
                 eddy::window::assign_windows(&aggregation.window, ts, |w| windows.push(w));
                 for window in windows {
@@ -144,66 +159,49 @@ pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity,
                         end: window.end,
                         group: group.clone(),
                     };
-                    let expected = out.entry(identity).or_insert_with(|| Expected {
-                        accs: aggregation
-                            .aggregates
-                            .iter()
-                            .map(|(name, kind)| {
-                                let acc = match kind {
-                                    AggregateKind::Count => Acc::Count(0),
-                                    AggregateKind::Sum(_) | AggregateKind::SumProduct(..) => {
-                                        Acc::Sum(ExactSum::default())
-                                    }
-                                    AggregateKind::Min(_) => Acc::Min(None),
-                                    AggregateKind::Max(_) => Acc::Max(None),
-                                    AggregateKind::Distinct { lg_k, .. } => {
-                                        Acc::Distinct(HllSketch::new(*lg_k))
-                                    }
-                                };
-                                (name.clone(), acc)
-                            })
-                            .collect(),
-                    });
-                    for ((_, acc), (_, kind)) in
-                        expected.accs.iter_mut().zip(&aggregation.aggregates)
-                    {
-                        let get = |name: &str| field(&event.value, item, name);
-                        match (acc, kind) {
-                            (Acc::Count(n), _) => *n += 1,
-                            (Acc::Sum(sum), AggregateKind::Sum(f)) => match get(f) {
-                                Some(v) if v.is_i64() => sum.add_int(v.as_i64().unwrap()),
-                                Some(v) if v.is_number() => sum.add_float(v.as_f64().unwrap()),
-                                _ => {}
-                            },
-                            (Acc::Sum(sum), AggregateKind::SumProduct(a, b)) => {
-                                match (get(a), get(b)) {
-                                    (Some(a), Some(b)) if a.is_i64() && b.is_i64() => {
-                                        sum.add_int(a.as_i64().unwrap() * b.as_i64().unwrap())
-                                    }
-                                    (Some(a), Some(b)) => {
-                                        sum.add_float(a.as_f64().unwrap() * b.as_f64().unwrap())
-                                    }
-                                    _ => {}
-                                }
-                            }
-                            (Acc::Max(m), AggregateKind::Max(f)) => {
-                                if let Some(x) = get(f).and_then(Value::as_f64) {
-                                    *m = Some(m.map_or(x, |m| m.max(x)));
-                                }
-                            }
-                            (Acc::Min(m), AggregateKind::Min(f)) => {
-                                if let Some(x) = get(f).and_then(Value::as_f64) {
-                                    *m = Some(m.map_or(x, |m| m.min(x)));
-                                }
-                            }
-                            (Acc::Distinct(s), AggregateKind::Distinct { field: f, .. }) => {
-                                if let Some(v) = get(f) {
-                                    s.update_str(&text(v));
-                                }
-                            }
-                            _ => unreachable!(),
+                    let expected = out
+                        .entry(identity)
+                        .or_insert_with(|| Expected::new(aggregation));
+                    expected.add(aggregation, &event.value, item);
+                }
+            }
+        }
+        if let WindowSpec::Session { gap_ms } = aggregation.window {
+            for (group, mut rows) in session_rows {
+                rows.sort_by_key(|(t, _, _)| *t);
+                let mut session: Option<(i64, i64, Expected)> = None;
+                for (t, value, item) in rows {
+                    if let Some((start, last, expected)) = session.take() {
+                        if t <= last + gap_ms {
+                            let mut expected = expected;
+                            expected.add(aggregation, value, item);
+                            session = Some((start, t, expected));
+                            continue;
                         }
+                        out.insert(
+                            Identity {
+                                aggregation: aggregation.name.clone(),
+                                start,
+                                end: last,
+                                group: group.clone(),
+                            },
+                            expected,
+                        );
                     }
+                    let mut expected = Expected::new(aggregation);
+                    expected.add(aggregation, value, item);
+                    session = Some((t, t, expected));
+                }
+                if let Some((start, last, expected)) = session {
+                    out.insert(
+                        Identity {
+                            aggregation: aggregation.name.clone(),
+                            start,
+                            end: last,
+                            group: group.clone(),
+                        },
+                        expected,
+                    );
                 }
             }
         }
@@ -212,6 +210,72 @@ pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity,
 }
 
 impl Expected {
+    fn new(aggregation: &eddy::topology::Aggregation) -> Expected {
+        Expected {
+            accs: aggregation
+                .aggregates
+                .iter()
+                .map(|(name, kind)| {
+                    let acc = match kind {
+                        AggregateKind::Count => Acc::Count(0),
+                        AggregateKind::Sum(_) | AggregateKind::SumProduct(..) => {
+                            Acc::Sum(ExactSum::default())
+                        }
+                        AggregateKind::Min(_) => Acc::Min(None),
+                        AggregateKind::Max(_) => Acc::Max(None),
+                        AggregateKind::Distinct { lg_k, .. } => {
+                            Acc::Distinct(HllSketch::new(*lg_k))
+                        }
+                    };
+                    (name.clone(), acc)
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds one row (an event, or one item of an exploded event).
+    fn add(
+        &mut self,
+        aggregation: &eddy::topology::Aggregation,
+        value: &Value,
+        item: Option<&Value>,
+    ) {
+        for ((_, acc), (_, kind)) in self.accs.iter_mut().zip(&aggregation.aggregates) {
+            let get = |name: &str| field(value, item, name);
+            match (acc, kind) {
+                (Acc::Count(n), _) => *n += 1,
+                (Acc::Sum(sum), AggregateKind::Sum(f)) => match get(f) {
+                    Some(v) if v.is_i64() => sum.add_int(v.as_i64().unwrap()),
+                    Some(v) if v.is_number() => sum.add_float(v.as_f64().unwrap()),
+                    _ => {}
+                },
+                (Acc::Sum(sum), AggregateKind::SumProduct(a, b)) => match (get(a), get(b)) {
+                    (Some(a), Some(b)) if a.is_i64() && b.is_i64() => {
+                        sum.add_int(a.as_i64().unwrap() * b.as_i64().unwrap())
+                    }
+                    (Some(a), Some(b)) => sum.add_float(a.as_f64().unwrap() * b.as_f64().unwrap()),
+                    _ => {}
+                },
+                (Acc::Max(m), AggregateKind::Max(f)) => {
+                    if let Some(x) = get(f).and_then(Value::as_f64) {
+                        *m = Some(m.map_or(x, |m| m.max(x)));
+                    }
+                }
+                (Acc::Min(m), AggregateKind::Min(f)) => {
+                    if let Some(x) = get(f).and_then(Value::as_f64) {
+                        *m = Some(m.map_or(x, |m| m.min(x)));
+                    }
+                }
+                (Acc::Distinct(s), AggregateKind::Distinct { field: f, .. }) => {
+                    if let Some(v) = get(f) {
+                        s.update_str(&text(v));
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
     /// The expected count of aggregate `name`.
     pub fn count(&self, name: &str) -> Option<u64> {
         self.accs.iter().find_map(|(n, acc)| match acc {
