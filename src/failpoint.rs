@@ -18,7 +18,7 @@ pub enum Failpoint {
     CommitTimeout,
     /// Fence the producer (another producer initializes the same transactional id) mid-commit.
     FencedMidCommit,
-    /// Restore slowly (100 records per slice, 100 ms apart), to outlast a transaction timeout.
+    /// Restore slowly (20 records per slice, 100 ms apart), to outlast a transaction timeout.
     SlowRestore,
 }
 

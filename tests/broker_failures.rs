@@ -31,6 +31,17 @@ fn clicks_topology(
     output: &str,
     source_extra: &str,
 ) -> std::path::PathBuf {
+    clicks_topology_with(dir, input, output, source_extra, "")
+}
+
+/// [`clicks_topology`] with `aggregation_extra` lines in its aggregation too.
+fn clicks_topology_with(
+    dir: &std::path::Path,
+    input: &str,
+    output: &str,
+    source_extra: &str,
+    aggregation_extra: &str,
+) -> std::path::PathBuf {
     let file = dir.join("clicks.toml");
     std::fs::write(
         &file,
@@ -47,6 +58,7 @@ name = "clicks.per_minute"
 source = "clicks"
 window = {{ type = "tumbling", size = "1m" }}
 output = "{output}"
+{aggregation_extra}
 [aggregation.aggregates]
 clicks = "count"
 "#
@@ -231,4 +243,71 @@ fn a_record_the_broker_never_accepts_stops_the_instance_with_the_fix() {
         committed[0].is_none_or(|offset| offset <= 5),
         "nothing past the refused record is committed: {committed:?}"
     );
+}
+
+/// Windows kept for `retention` after they closed are reloaded by every restart (clean, with the
+/// local files and their checkpoint; and after kill -9, from the changelog). They are scheduled
+/// for deletion, never emitted again: each window has exactly one final.
+#[test]
+fn retained_windows_are_emitted_once_across_restarts() {
+    let suffix = common::unique("retain");
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (format!("clicks-{suffix}"), format!("clicks-out-{suffix}"));
+    common::create_topics(&[(&input, 1)]);
+    let file = clicks_topology_with(dir.path(), &input, &output, "", r#"retention = "1h""#);
+    let app = common::unique("retainapp");
+    let start = || {
+        EddyProcess::start(&EddyOptions {
+            application_id: &app,
+            topologies: std::slice::from_ref(&file),
+            state_dir: dir.path(),
+            guarantee: "exactly_once",
+            instance: "a",
+            extra_env: vec![],
+        })
+    };
+    let finals = || -> Vec<(i64, u64)> {
+        let mut finals: Vec<(i64, u64)> = common::read_aggregates(&output)
+            .into_iter()
+            .filter(|r| r.is_final)
+            .map(|r| (r.window.start - BASE, r.values["clicks"].as_u64().unwrap()))
+            .collect();
+        finals.sort();
+        finals
+    };
+    // Minute m gets 10 clicks; each minute's records close the one before. (BASE is 40 s past
+    // a minute boundary: minute m's window starts 20 s after BASE + m minutes.)
+    let minute = |m: i64| clicks(&input, 10, m * 60_000 + 20_000);
+    let closed = |through: i64| -> Vec<(i64, u64)> {
+        (0..through).map(|w| (w * 60_000 + 20_000, 10)).collect()
+    };
+    let wait_finals = |expected: Vec<(i64, u64)>, eddy: &EddyProcess| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while finals() != expected {
+            assert!(
+                Instant::now() < deadline,
+                "finals {:?}, expected {expected:?}; log:\n{}",
+                finals(),
+                eddy.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let mut eddy = start();
+    common::produce(minute(0));
+    common::produce(minute(1));
+    wait_finals(closed(1), &eddy);
+    // A clean restart: the store (minute 0 retained) reopens from its files and checkpoint.
+    assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
+    eddy = start();
+    common::produce(minute(2));
+    wait_finals(closed(2), &eddy);
+    // kill -9: the store (minutes 0 and 1 retained) is restored from the changelog.
+    eddy.kill();
+    eddy = start();
+    common::produce(minute(3));
+    wait_finals(closed(3), &eddy);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(finals(), closed(3), "every window emitted once");
+    assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
 }

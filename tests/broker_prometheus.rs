@@ -1,5 +1,7 @@
 //! A real Prometheus scrapes a running eddy that processes events from the test broker; its HTTP
-//! API then shows a non-zero processing rate and lag series for the assigned partitions.
+//! API then shows a non-zero processing rate, lag series for the assigned partitions and the
+//! readiness gauge. When a second instance takes half of the partitions, the first one's lag
+//! series for the partitions it gave away disappear; histograms carry buckets fitted to each.
 
 mod common;
 
@@ -72,6 +74,25 @@ fn prometheus_scrapes_processing_rate_and_lag() {
         eddy.args(["--topology", f.to_str().unwrap()]);
     }
     let _eddy = common::KillOnDrop(eddy.spawn().unwrap());
+    let second_instance = || {
+        let mut second = Command::new(env!("CARGO_BIN_EXE_eddy"));
+        second
+            .arg("run")
+            .args([
+                "--bootstrap-servers",
+                &common::bootstrap(),
+                "--application-id",
+                &app,
+            ])
+            .args(["--state-dir", dir.path().join("state-b").to_str().unwrap()])
+            .arg("--no-http")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for f in &files {
+            second.args(["--topology", f.to_str().unwrap()]);
+        }
+        common::KillOnDrop(second.spawn().unwrap())
+    };
 
     // Events keep flowing while Prometheus scrapes.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -139,11 +160,50 @@ fn prometheus_scrapes_processing_rate_and_lag() {
         },
     );
     println!("prometheus: processed rate {rate:.0}/s, {lag_series} consumer-lag series");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = producer.join();
     assert!(rate > 0.0);
     assert!(
         lag_series >= 6,
         "lag series for the assigned input partitions"
     );
+    let ready = query(prom_port, "eddy_ready");
+    assert_eq!(
+        ready["data"]["result"][0]["value"][1].as_str(),
+        Some("1"),
+        "eddy_ready is 1 while /health/ready says ready: {ready}"
+    );
+
+    // Each histogram has its own buckets: seconds to hours for event-to-emit (session gaps),
+    // microseconds for the per-record batch time.
+    let metrics = || {
+        http_get(eddy_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    common::wait_for("histograms", Duration::from_secs(60), || {
+        let text = metrics();
+        text.contains("eddy_event_to_emit_latency_seconds_bucket{le=\"1800\"}")
+            && text.contains("eddy_batch_processing_seconds_per_record_bucket{le=\"0.000001\"}")
+    });
+
+    // A second instance takes about half of the tasks: the first one's lag series for the
+    // partitions it no longer owns disappear (gauges left unset go after 30 s).
+    let lag_count = || {
+        metrics()
+            .lines()
+            .filter(|l| l.starts_with("eddy_consumer_lag_records{"))
+            .count()
+    };
+    let before = lag_count();
+    let _second = second_instance();
+    common::wait_for(
+        "the revoked partitions' lag series to disappear",
+        Duration::from_secs(120),
+        || lag_count() * 4 <= before * 3,
+    );
+    println!(
+        "consumer-lag series of the first instance: {before} alone, {} with a second instance",
+        lag_count()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = producer.join();
 }

@@ -58,7 +58,7 @@ fn rollback_restores_the_merge_sides_upstream_watermarks() {
     }
     task.flush(&mut TaskOutput::default()).unwrap();
     task.apply_committed(Vec::new()).unwrap();
-    assert_eq!(task.commit_metadata(), "eddy1;wm=60000,60000");
+    assert_eq!(task.commit_metadata(), "eddy1;wm=60000,60000;closed=60000");
 
     // An uncommitted transaction moves both upstreams (one of them idle) and is aborted.
     deliver(
@@ -75,11 +75,15 @@ fn rollback_restores_the_merge_sides_upstream_watermarks() {
             stream_time: 600_000,
         },
     );
-    assert_eq!(task.commit_metadata(), "eddy1;wm=600000,600000");
+    task.flush(&mut TaskOutput::default()).unwrap();
+    assert_eq!(
+        task.commit_metadata(),
+        "eddy1;wm=600000,600000;closed=600000"
+    );
     task.rollback(Some(3)).unwrap();
     assert_eq!(
         task.commit_metadata(),
-        "eddy1;wm=60000,60000",
-        "the rollback returns to the committed upstream time"
+        "eddy1;wm=60000,60000;closed=60000",
+        "the rollback returns to the committed upstream time and closing watermark"
     );
 }

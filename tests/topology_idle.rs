@@ -239,3 +239,33 @@ fn a_stream_that_stopped_closes_its_last_windows_with_the_wall_clock() {
     d.commit().unwrap();
     assert!(finals(&mut d).is_empty());
 }
+
+/// After a quiet period in which every partition went idle, the first partition to resume does
+/// not close windows alone: the others count again until they confirm they are still idle, so
+/// the records they resume with are not late.
+#[test]
+fn after_every_partition_was_idle_the_first_to_resume_does_not_close_windows_alone() {
+    let mut d = TopologyTestDriver::new(topology(), 2);
+    pipe(&mut d, 0, 1_000, "a");
+    pipe(&mut d, 1, 2_000, "a");
+    d.set_idle("events", 0, true);
+    d.set_idle("events", 1, true);
+    d.commit().unwrap();
+    assert_eq!(finals(&mut d), Vec::<(i64, String, u64)>::new());
+
+    // Partition 0 resumes first, far ahead; partition 1's records of the same minutes arrive a
+    // commit later.
+    d.set_idle("events", 0, false);
+    pipe(&mut d, 0, 600_000, "b");
+    pipe(&mut d, 0, 900_000, "z");
+    d.commit().unwrap();
+    d.set_idle("events", 1, false);
+    pipe(&mut d, 1, 600_500, "b");
+    pipe(&mut d, 1, 900_000, "z");
+    d.commit().unwrap();
+    let closed = finals(&mut d);
+    assert!(
+        closed.contains(&(600_000, "b".into(), 2)),
+        "both partitions' records of minute 10 count: {closed:?}"
+    );
+}

@@ -491,7 +491,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             }
             drop(work);
             let per_record = started.elapsed().as_secs_f64() / batch.len() as f64;
-            metrics::histogram!(m::PROCESSING_LATENCY).record(per_record);
+            metrics::histogram!(m::BATCH_TIME_PER_RECORD).record(per_record);
             if let Some(failure) = failure {
                 if let Err(error) = shared_ref.recover(&consumer.handle(), failure) {
                     break Err(error);
@@ -664,8 +664,23 @@ fn route_taskless(
     }
 }
 
-/// Moves the counters tasks kept since the last commit into the metrics registry.
+/// Moves the counters tasks kept since the last commit into the metrics registry, and sets each
+/// aggregation's watermark gauge to the slowest of this instance's tasks.
 fn export_task_stats(shared: &mut Shared) {
+    let mut watermarks: BTreeMap<String, i64> = BTreeMap::new();
+    for slot in shared.tasks.values() {
+        for operator in slot.task.operators() {
+            if let Some(closed) = operator.closed_through().filter(|t| *t > i64::MIN) {
+                let slowest = watermarks
+                    .entry(operator.spec().name.clone())
+                    .or_insert(closed);
+                *slowest = (*slowest).min(closed);
+            }
+        }
+    }
+    for (aggregation, watermark) in watermarks {
+        metrics::gauge!(m::WATERMARK, "aggregation" => aggregation).set(watermark as f64 / 1000.0);
+    }
     for slot in shared.tasks.values_mut() {
         let (stats, aggregators) = slot.task.take_stats();
         let (topic, partition) = (

@@ -52,7 +52,7 @@ pub(crate) struct Restoration {
     last_checkpoint: Instant,
 }
 
-/// `EDDY_FAILPOINT=slow_restore`: restores read 100 records per slice and pause 100 ms after
+/// `EDDY_FAILPOINT=slow_restore`: restores read 20 records per slice and pause 100 ms after
 /// each, so the broker tests can make a restore outlast a transaction timeout and interrupt it.
 fn slow_restore() -> bool {
     crate::failpoint::armed() == Some(crate::failpoint::Failpoint::SlowRestore)
@@ -136,7 +136,7 @@ impl Restoration {
             }
             let current = self.current.as_mut().expect("set above");
             let left = deadline.saturating_duration_since(Instant::now());
-            let max_records = if slow_restore() { 100 } else { usize::MAX };
+            let max_records = if slow_restore() { 20 } else { usize::MAX };
             let batch = &mut self.batch;
             let read = reader.read_some(
                 &current.changelog,

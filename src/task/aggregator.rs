@@ -80,13 +80,17 @@ struct StoredWindows {
     committed_closed_through: i64,
 }
 
+/// How often an idle upstream repeats its `Idle` announcement.
+const IDLE_REANNOUNCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct PartialWindows {
     partials: HashMap<Vec<u8>, Vec<(Window, Accumulators)>>,
     upstream_partition: u32,
     downstream_partitions: i32,
     last_watermark_sent: i64,
-    /// Whether the last announcement downstream was `Idle`.
+    /// Whether the last announcement downstream was `Idle`, and when it was sent.
     idle_announced: bool,
+    idle_announced_at: Option<std::time::Instant>,
     /// After a rollback the last announcement is unknown: send the next one whatever it is.
     resend: bool,
 }
@@ -139,6 +143,7 @@ impl WindowAggregator {
                 downstream_partitions,
                 last_watermark_sent: i64::MIN,
                 idle_announced: false,
+                idle_announced_at: None,
                 resend: false,
             }),
         };
@@ -214,14 +219,26 @@ impl WindowAggregator {
         }
     }
 
-    pub fn set_upstream_watermarks(&mut self, watermarks: &[i64]) {
-        if let State::Stored(StoredWindows {
-            upstream: Some(upstream),
-            ..
-        }) = &mut self.state
-        {
-            for (mine, saved) in upstream.iter_mut().zip(watermarks) {
-                *mine = *saved;
+    /// The watermark windows were closed at (see `StoredWindows::closed_through`); `None` for
+    /// the partial role, which closes nothing.
+    pub fn closed_through(&self) -> Option<i64> {
+        match &self.state {
+            State::Stored(s) => Some(s.closed_through),
+            State::Partial(_) => None,
+        }
+    }
+
+    /// Merge role: restores the upstream watermarks and the closing watermark saved with the
+    /// committed offsets.
+    pub fn set_upstream_watermarks(&mut self, watermarks: &[i64], closed_through: Option<i64>) {
+        if let State::Stored(s) = &mut self.state {
+            if let Some(upstream) = &mut s.upstream {
+                for (mine, saved) in upstream.iter_mut().zip(watermarks) {
+                    *mine = *saved;
+                }
+                if let Some(closed) = closed_through {
+                    s.closed_through = s.closed_through.max(closed);
+                }
             }
         }
         self.mark_committed();
@@ -338,9 +355,19 @@ impl WindowAggregator {
         }) = &mut self.state
         {
             let i = upstream_partition as usize;
+            let mut resumed = false;
             if let (Some(mark), Some(flag)) = (upstream.get_mut(i), upstream_idle.get_mut(i)) {
                 *mark = (*mark).max(stream_time);
+                resumed = *flag && !idle;
                 *flag = idle;
+            }
+            if resumed {
+                // An idle upstream came back. The others idle with it may be coming back too,
+                // with records not here yet: until each confirms it is still idle (it repeats
+                // that every IDLE_REANNOUNCE) or sends a watermark, it holds the minimum at its
+                // mark again. Otherwise the first partition to resume after a quiet period
+                // would close windows the others still have records for.
+                upstream_idle.iter_mut().for_each(|flag| *flag = false);
             }
         }
     }
@@ -488,6 +515,11 @@ impl WindowAggregator {
         match &mut self.state {
             State::Stored(s) => {
                 let watermark = watermark_of(s, stream_time).max(s.closed_through);
+                if watermark != s.closed_through {
+                    if let Some(upstream) = &s.upstream {
+                        tracing::debug!(aggregation = %spec.name, task_partition, watermark, ?upstream, idle = ?s.upstream_idle, "merge watermark advanced");
+                    }
+                }
                 s.closed_through = watermark;
                 while let Some(entry) = s.closing.first_entry() {
                     if *entry.key() > watermark {
@@ -619,7 +651,12 @@ impl WindowAggregator {
                     }
                 }
                 let announce = if idle {
-                    (!p.idle_announced || p.resend).then_some(RepartitionMessage::Idle {
+                    // Repeated while idle: a merge side that saw another upstream come back
+                    // waits for this confirmation before it leaves this one out again.
+                    let due = p
+                        .idle_announced_at
+                        .is_none_or(|at| at.elapsed() >= IDLE_REANNOUNCE);
+                    (!p.idle_announced || p.resend || due).then_some(RepartitionMessage::Idle {
                         upstream_partition: p.upstream_partition,
                         stream_time,
                     })
@@ -632,6 +669,7 @@ impl WindowAggregator {
                     )
                 };
                 if let Some(message) = announce {
+                    tracing::debug!(aggregation = %spec.name, ?message, "upstream announces");
                     let message = message.encode();
                     for partition in 0..p.downstream_partitions {
                         out.records.push(OutgoingRecord {
@@ -646,6 +684,7 @@ impl WindowAggregator {
                     }
                     p.last_watermark_sent = p.last_watermark_sent.max(stream_time);
                     p.idle_announced = idle;
+                    p.idle_announced_at = idle.then(std::time::Instant::now);
                     p.resend = false;
                 }
             }

@@ -319,19 +319,28 @@ impl StreamTask {
         Ok(())
     }
 
-    /// Offset-commit metadata: the task's stream time (input tasks) or upstream watermarks
-    /// (repartition tasks), so a restarted task resumes with the same notion of time.
+    /// Offset-commit metadata: the task's stream time (input tasks), or the upstream watermarks
+    /// and the watermark windows were closed at (repartition tasks), so a restarted task resumes
+    /// with the same notion of time. `key=value` parts after the prefix; readers skip unknown keys.
     pub fn commit_metadata(&self) -> String {
         let watermarks = self.operators.iter().find_map(|o| o.upstream_watermarks());
         match watermarks {
-            Some(marks) => format!(
-                "{METADATA_PREFIX};wm={}",
-                marks
+            Some(marks) => {
+                let closed = self
+                    .operators
                     .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
+                    .filter_map(WindowAggregator::closed_through)
+                    .max()
+                    .unwrap_or(i64::MIN);
+                format!(
+                    "{METADATA_PREFIX};wm={};closed={closed}",
+                    marks
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
             None => format!("{METADATA_PREFIX};st={}", self.stream_time),
         }
     }
@@ -342,6 +351,7 @@ impl StreamTask {
         if parts.next() != Some(METADATA_PREFIX) {
             return;
         }
+        let (mut marks, mut closed) = (None, None);
         for part in parts {
             if let Some(st) = part.strip_prefix("st=").and_then(|v| v.parse().ok()) {
                 self.stream_time = st;
@@ -350,13 +360,21 @@ impl StreamTask {
                 for operator in &mut self.operators {
                     let _ = operator.rollback(st);
                 }
-            } else if let Some(marks) = part.strip_prefix("wm=") {
-                let marks: Vec<i64> = marks.split(',').filter_map(|m| m.parse().ok()).collect();
-                for operator in &mut self.operators {
-                    operator.set_upstream_watermarks(&marks);
-                    // Windows the restored watermarks already closed are retained ones, not due.
-                    let _ = operator.reload_index(self.stream_time);
-                }
+            } else if let Some(list) = part.strip_prefix("wm=") {
+                marks = Some(
+                    list.split(',')
+                        .filter_map(|m| m.parse().ok())
+                        .collect::<Vec<i64>>(),
+                );
+            } else if let Some(value) = part.strip_prefix("closed=") {
+                closed = value.parse().ok();
+            }
+        }
+        if let Some(marks) = marks {
+            for operator in &mut self.operators {
+                operator.set_upstream_watermarks(&marks, closed);
+                // Windows the restored watermarks already closed are retained ones, not due.
+                let _ = operator.reload_index(self.stream_time);
             }
         }
     }

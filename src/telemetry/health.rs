@@ -21,21 +21,29 @@ struct HealthInner {
 impl Health {
     pub fn set_joined(&self, joined: bool) {
         self.inner.joined.store(joined, Ordering::Relaxed);
+        self.export();
     }
     pub fn set_restoring(&self, tasks: usize) {
         self.inner.restoring.store(tasks, Ordering::Relaxed);
+        self.export();
     }
     pub fn set_degraded(&self, degraded: bool) {
         self.inner.degraded.store(degraded, Ordering::Relaxed);
+        self.export();
     }
     pub fn set_stopping(&self) {
         self.inner.stopping.store(true, Ordering::Relaxed);
+        self.export();
     }
     pub fn is_ready(&self) -> bool {
         self.inner.joined.load(Ordering::Relaxed)
             && self.inner.restoring.load(Ordering::Relaxed) == 0
             && !self.inner.stopping.load(Ordering::Relaxed)
             && !self.inner.degraded.load(Ordering::Relaxed)
+    }
+    /// `eddy_ready`, for the "not ready for long" alert.
+    fn export(&self) {
+        metrics::gauge!(super::metrics::READY).set(if self.is_ready() { 1.0 } else { 0.0 });
     }
     pub fn describe(&self) -> String {
         format!(

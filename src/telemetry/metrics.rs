@@ -10,7 +10,7 @@ pub const RECORDS_DEAD_LETTERED: &str = "eddy_records_dead_lettered_total";
 pub const RECORDS_SKIPPED: &str = "eddy_records_skipped_total";
 pub const LATE_RECORDS_DROPPED: &str = "eddy_late_records_dropped_total";
 pub const WINDOWS_EMITTED: &str = "eddy_windows_emitted_total";
-pub const PROCESSING_LATENCY: &str = "eddy_processing_latency_seconds";
+pub const BATCH_TIME_PER_RECORD: &str = "eddy_batch_processing_seconds_per_record";
 pub const EVENT_TO_EMIT_LATENCY: &str = "eddy_event_to_emit_latency_seconds";
 pub const APPEND_TO_COMMIT_LATENCY: &str = "eddy_append_to_commit_latency_seconds";
 pub const COMMIT_LATENCY: &str = "eddy_commit_latency_seconds";
@@ -23,6 +23,8 @@ pub const RESTORE_RECORDS: &str = "eddy_restore_records_total";
 pub const RESTORE_SECONDS: &str = "eddy_restore_duration_seconds";
 pub const STATE_KEYS: &str = "eddy_state_store_keys";
 pub const STATE_BYTES: &str = "eddy_state_store_bytes";
+pub const READY: &str = "eddy_ready";
+pub const WATERMARK: &str = "eddy_watermark_seconds";
 
 /// Every metric: (name, type, labels, meaning). The README's metrics table is checked against it.
 pub const CATALOG: &[(&str, &str, &str, &str)] = &[
@@ -69,10 +71,10 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "Aggregates emitted: result = final or update.",
     ),
     (
-        PROCESSING_LATENCY,
+        BATCH_TIME_PER_RECORD,
         "histogram",
         "",
-        "Time to process one polled batch, per record.",
+        "One observation per polled batch: the batch's processing time divided by its records (a throughput figure, not a per-record latency distribution).",
     ),
     (
         EVENT_TO_EMIT_LATENCY,
@@ -141,6 +143,18 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "store, task",
         "Bytes of a RocksDB store on disk plus memtables.",
     ),
+    (
+        WATERMARK,
+        "gauge",
+        "aggregation",
+        "The event time (Unix seconds) up to which this instance closed the aggregation's windows: the slowest of its tasks. Stalls while an input partition holds windows back.",
+    ),
+    (
+        READY,
+        "gauge",
+        "",
+        "1 while the instance is ready (joined, every task restored, brokers reachable), else 0.",
+    ),
 ];
 
 /// Registers descriptions, so /metrics carries HELP and TYPE lines.
@@ -154,19 +168,74 @@ pub fn describe() {
     }
 }
 
-/// Histogram buckets (seconds), so Prometheus gets `_bucket` series for `histogram_quantile`.
-const BUCKETS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    15.0, 60.0,
-];
+/// Histogram buckets (seconds) per histogram, each fitting its range, so Prometheus gets
+/// `_bucket` series that `histogram_quantile` can resolve.
+fn buckets(name: &str) -> &'static [f64] {
+    match name {
+        BATCH_TIME_PER_RECORD => &[
+            0.000_001,
+            0.000_002_5,
+            0.000_005,
+            0.000_01,
+            0.000_025,
+            0.000_05,
+            0.000_1,
+            0.000_25,
+            0.000_5,
+            0.001,
+            0.01,
+        ],
+        // From a window's end to its final: grace for fixed windows (seconds to minutes),
+        // gap plus grace for sessions (up to hours).
+        EVENT_TO_EMIT_LATENCY => &[
+            0.1, 1.0, 5.0, 15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0, 1_200.0, 1_800.0,
+            2_400.0, 3_600.0, 7_200.0, 21_600.0, 86_400.0,
+        ],
+        APPEND_TO_COMMIT_LATENCY => &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ],
+        COMMIT_LATENCY => &[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ],
+        RESTORE_SECONDS => &[
+            0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1_800.0, 3_600.0,
+        ],
+        _ => &[0.001, 0.01, 0.1, 1.0, 10.0, 60.0],
+    }
+}
 
-/// Installs the process-wide Prometheus recorder and describes every metric.
+/// How long a gauge that is no longer set stays exported: per-partition and per-task gauges of
+/// revoked tasks disappear after this, so sums across instances count only current owners.
+/// Live gauges are set at least every 10 s.
+pub const STALE_GAUGE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Installs the process-wide Prometheus recorder, describes every metric, and starts the
+/// exporter's upkeep (draining histograms, dropping stale gauges) every 5 s.
 pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&BUCKETS)
-        .map_err(|e| e.to_string())?
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use metrics_util::MetricKindMask;
+    let mut builder = PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(STALE_GAUGE_AFTER))
+        .set_buckets(buckets(""))
+        .map_err(|e| e.to_string())?;
+    for &(name, kind, _, _) in CATALOG {
+        if kind == "histogram" {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets(name))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let handle = builder
         .install_recorder()
         .map_err(|e| format!("could not install the metrics recorder: {e}"))?;
     describe();
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            upkeep.run_upkeep();
+        })
+        .map_err(|e| format!("could not start the metrics upkeep thread: {e}"))?;
     Ok(handle)
 }
