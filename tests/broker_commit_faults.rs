@@ -5,7 +5,6 @@
 mod common;
 
 use common::reference::reference;
-use common::{EddyOptions, EddyProcess};
 use std::time::Duration;
 
 fn exact_despite(failpoint: &str) {
@@ -19,14 +18,7 @@ fn exact_despite(failpoint: &str) {
     let events = common::generate(8_000, 2, &run.orders, &run.analytics, config);
     let expected = reference(&run.topology, &events);
     let app = common::unique("faults");
-    let eddy = EddyProcess::start(&EddyOptions {
-        application_id: &app,
-        topologies: &run.files,
-        state_dir: run.dir.path(),
-        guarantee: "exactly_once",
-        instance: "a",
-        extra_env: vec![("EDDY_FAILPOINT".into(), failpoint.into())],
-    });
+    let eddy = run.start(&app, "a", vec![("EDDY_FAILPOINT".into(), failpoint.into())]);
     // In slices, so that many commits carry offsets and the failpoint fires mid-stream.
     for chunk in events.chunks(1_000) {
         common::produce_partitioned(chunk);

@@ -5,7 +5,6 @@
 mod common;
 
 use common::reference::{reference, Produced};
-use common::{EddyOptions, EddyProcess};
 use serde_json::json;
 use std::time::Duration;
 
@@ -45,14 +44,7 @@ fn poison_timestamps_are_dead_lettered_and_everything_else_is_exact() {
         poison(&run.orders, 0, order("string", json!("1795340400"))),
     ];
     let app = common::unique("poisonapp");
-    let eddy = EddyProcess::start(&EddyOptions {
-        application_id: &app,
-        topologies: &run.files,
-        state_dir: run.dir.path(),
-        guarantee: "exactly_once",
-        instance: "a",
-        extra_env: vec![],
-    });
+    let eddy = run.start(&app, "a", vec![]);
     let (first, second) = events.split_at(events.len() / 2);
     common::produce_partitioned(first);
     common::produce_partitioned(&poisoned);

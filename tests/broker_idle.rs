@@ -74,17 +74,14 @@ fn an_idle_partition_that_comes_back_follows_the_lateness_rule() {
     common::produce_partitioned(&phase1);
     let app = common::unique("idlebackapp");
     let addr = format!("127.0.0.1:{}", common::free_port());
-    let eddy = EddyProcess::start(&EddyOptions {
-        application_id: &app,
-        topologies: &run.files,
-        state_dir: run.dir.path(),
-        guarantee: "exactly_once",
-        instance: "a",
-        extra_env: vec![
+    let eddy = run.start(
+        &app,
+        "a",
+        vec![
             ("EDDY__IDLE_TIMEOUT_MS".into(), "2000".into()),
             ("EDDY__HTTP__LISTEN".into(), addr.clone()),
         ],
-    });
+    );
     common::wait_for_exact(&reference(&run.topology, &phase1), &run.outputs(), &eddy);
     let late_metric = "eddy_late_records_dropped_total";
     let late_label = "aggregation=\"analytics.by_event_type\"";

@@ -93,7 +93,7 @@ fn promtool_accepts_the_scrape_config_and_alert_rules() {
     let rules = run(Command::new("promtool")
         .args(["check", "rules"])
         .arg(dir.join("alerts.yml")));
-    assert!(rules.contains("5 rules found"), "{rules}");
+    assert!(rules.contains("9 rules found"), "{rules}");
 }
 
 fn metric_names_in(text: &str) -> Vec<String> {

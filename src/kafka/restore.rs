@@ -20,6 +20,27 @@ pub struct ReadRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl ReadRecord {
+    /// Copies a consumed message, with its headers when `with_headers`.
+    fn of(message: &rdkafka::message::BorrowedMessage<'_>, with_headers: bool) -> ReadRecord {
+        let headers = match message.headers() {
+            Some(headers) if with_headers => headers
+                .iter()
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        ReadRecord {
+            topic: message.topic().into(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+}
+
 /// How far one partition has been read: the next offset, the end it is read to, and whether
 /// it got there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,22 +123,7 @@ impl ChangelogReader {
                 }
                 Some(Err(error)) => return Err(operation_error(format!("reading {topic}"), error)),
                 Some(Ok(message)) => {
-                    let headers = message
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    visit(ReadRecord {
-                        topic: message.topic().into(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key().map(<[u8]>::to_vec),
-                        value: message.payload().map(<[u8]>::to_vec),
-                        headers,
-                    });
+                    visit(ReadRecord::of(&message, true));
                     // The last record before the end seen at the start: done without waiting for EOF.
                     let end = ends
                         .iter()
@@ -231,14 +237,7 @@ impl ChangelogReader {
                 Some(Ok(message)) => {
                     read += 1;
                     position.next = message.offset() + 1;
-                    visit(ReadRecord {
-                        topic: message.topic().into(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key().map(<[u8]>::to_vec),
-                        value: message.payload().map(<[u8]>::to_vec),
-                        headers: Vec::new(),
-                    });
+                    visit(ReadRecord::of(&message, false));
                     if position.next >= position.end {
                         position.done = true;
                     }
@@ -330,14 +329,7 @@ impl TopicTail {
 
     pub fn poll(&self, timeout: Duration) -> Option<ReadRecord> {
         match self.consumer.poll(timeout)? {
-            Ok(message) => Some(ReadRecord {
-                topic: message.topic().into(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().map(<[u8]>::to_vec),
-                headers: Vec::new(),
-            }),
+            Ok(message) => Some(ReadRecord::of(&message, false)),
             Err(_) => None,
         }
     }

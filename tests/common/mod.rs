@@ -120,6 +120,23 @@ impl Shipped {
     pub fn outputs(&self) -> Vec<String> {
         shipped_outputs(&self.suffix)
     }
+
+    /// Starts `eddy run` on these topologies, exactly-once, as `instance` of `app`.
+    pub fn start(
+        &self,
+        app: &str,
+        instance: &str,
+        extra_env: Vec<(String, String)>,
+    ) -> EddyProcess {
+        EddyProcess::start(&EddyOptions {
+            application_id: app,
+            topologies: &self.files,
+            state_dir: self.dir.path(),
+            guarantee: "exactly_once",
+            instance,
+            extra_env,
+        })
+    }
 }
 
 pub fn shipped(name: &str, partitions: i32) -> Shipped {
@@ -392,35 +409,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A plain HTTP/1.1 GET of a text body (e.g. `/metrics`).
-pub fn http_get_text(addr: &str, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string()))
-}
-
-/// The sum of a Prometheus counter over the series whose labels contain `label` (e.g.
-/// `aggregation="x"`), from eddy's `/metrics`.
-pub fn counter_sum(addr: &str, name: &str, label: &str) -> f64 {
-    http_get_text(addr, "/metrics")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// A plain HTTP/1.1 GET: (status, JSON body).
-pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, serde_json::Value)> {
+/// A plain HTTP/1.1 GET: (status, body text).
+pub fn http_get_raw(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -436,9 +426,31 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, serde_json::Val
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}
+
+/// A plain HTTP/1.1 GET of a text body (e.g. `/metrics`).
+pub fn http_get_text(addr: &str, path: &str) -> std::io::Result<String> {
+    http_get_raw(addr, path).map(|(_, body)| body)
+}
+
+/// The sum of a Prometheus counter over the series whose labels contain `label` (e.g.
+/// `aggregation="x"`), from eddy's `/metrics`.
+pub fn counter_sum(addr: &str, name: &str, label: &str) -> f64 {
+    http_get_text(addr, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A plain HTTP/1.1 GET: (status, JSON body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, serde_json::Value)> {
+    let (status, body) = http_get_raw(addr, path)?;
     Ok((
         status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     ))
 }
 

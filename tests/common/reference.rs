@@ -169,39 +169,29 @@ pub fn reference(topology: &Topology, events: &[Produced]) -> BTreeMap<Identity,
         if let WindowSpec::Session { gap_ms } = aggregation.window {
             for (group, mut rows) in session_rows {
                 rows.sort_by_key(|(t, _, _)| *t);
-                let mut session: Option<(i64, i64, Expected)> = None;
+                // Sessions as (first event, last event, aggregates), split where the gap is exceeded.
+                let mut sessions: Vec<(i64, i64, Expected)> = Vec::new();
                 for (t, value, item) in rows {
-                    if let Some((start, last, expected)) = session.take() {
-                        if t <= last + gap_ms {
-                            let mut expected = expected;
+                    match sessions.last_mut() {
+                        Some((_, last, expected)) if t <= *last + gap_ms => {
+                            *last = t;
                             expected.add(aggregation, value, item);
-                            session = Some((start, t, expected));
-                            continue;
                         }
-                        out.insert(
-                            Identity {
-                                aggregation: aggregation.name.clone(),
-                                start,
-                                end: last,
-                                group: group.clone(),
-                            },
-                            expected,
-                        );
+                        _ => {
+                            let mut expected = Expected::new(aggregation);
+                            expected.add(aggregation, value, item);
+                            sessions.push((t, t, expected));
+                        }
                     }
-                    let mut expected = Expected::new(aggregation);
-                    expected.add(aggregation, value, item);
-                    session = Some((t, t, expected));
                 }
-                if let Some((start, last, expected)) = session {
-                    out.insert(
-                        Identity {
-                            aggregation: aggregation.name.clone(),
-                            start,
-                            end: last,
-                            group: group.clone(),
-                        },
-                        expected,
-                    );
+                for (start, end, expected) in sessions {
+                    let identity = Identity {
+                        aggregation: aggregation.name.clone(),
+                        start,
+                        end,
+                        group: group.clone(),
+                    };
+                    out.insert(identity, expected);
                 }
             }
         }
