@@ -16,6 +16,14 @@ pub enum ConfigError {
     },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
+    #[error("could not read the secret file {path} named by `{key}`: {source}. Mount the secret there, or set `{property}` directly (e.g. from an environment variable)")]
+    SecretFile {
+        key: String,
+        property: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("`{key}` = {value} is not valid: {allowed}")]
     Invalid {
         key: String,
@@ -153,6 +161,16 @@ impl Default for Config {
 }
 
 const ENV_PREFIX: &str = "EDDY__";
+/// librdkafka properties that hold secrets. Each may instead be given as `<property>.file`: the
+/// path of a file whose contents (less one trailing newline) are the value, as Kubernetes mounts
+/// secrets. With environment variables: `EDDY__KAFKA__SASL_PASSWORD_FILE=/run/secrets/kafka`.
+pub const SECRET_PROPERTIES: [&str; 5] = [
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.truststore.password",
+    "sasl.oauthbearer.client.secret",
+];
 /// Sections whose keys are librdkafka properties: `_` in an env key becomes `.`.
 const PASS_THROUGH: [&str; 3] = ["kafka", "kafka_consumer", "kafka_producer"];
 
@@ -250,15 +268,51 @@ impl Config {
                 }
             }
         }
-        let config: Config =
+        let mut config: Config =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e| ConfigError::Parse {
                     origin: "configuration".into(),
                     message: e.to_string(),
                 })?;
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Replaces every `<secret property>.file` in the librdkafka sections by the property, read
+    /// from the file (see [`SECRET_PROPERTIES`]).
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        for (section, map) in [
+            ("kafka", &mut self.kafka),
+            ("kafka_consumer", &mut self.kafka_consumer),
+            ("kafka_producer", &mut self.kafka_producer),
+        ] {
+            for property in SECRET_PROPERTIES {
+                let key = format!("{property}.file");
+                let Some(path) = map.remove(&key) else {
+                    continue;
+                };
+                if map.contains_key(property) {
+                    return Err(ConfigError::Invalid {
+                        key: format!("{section}.{key}"),
+                        value: path,
+                        allowed: format!("either `{property}` or `{key}`, not both"),
+                    });
+                }
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+                        key: format!("{section}.{key}"),
+                        property: property.into(),
+                        path: path.clone().into(),
+                        source,
+                    })?;
+                let value = text.strip_suffix('\n').unwrap_or(&text);
+                let value = value.strip_suffix('\r').unwrap_or(value);
+                map.insert(property.into(), value.into());
+            }
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -357,6 +411,37 @@ fn parse_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_come_from_files_named_by_dot_file_and_stay_out_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("password");
+        std::fs::write(&secret, "s3cret-from-file\n").unwrap();
+        let config = Config::load(
+            None,
+            env(&[
+                ("EDDY__TOPOLOGY", "[\"t.toml\"]"),
+                ("EDDY__KAFKA__SASL_PASSWORD_FILE", secret.to_str().unwrap()),
+            ]),
+        );
+        let config = config.unwrap();
+        assert_eq!(config.kafka["sasl.password"], "s3cret-from-file");
+        assert!(!config.kafka.contains_key("sasl.password.file"));
+        assert!(!config.redacted().contains("s3cret"));
+        let missing = Config::load(
+            None,
+            env(&[
+                ("EDDY__TOPOLOGY", "[\"t.toml\"]"),
+                ("EDDY__KAFKA__SASL_PASSWORD_FILE", "/nonexistent/secret"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.contains("/nonexistent/secret") && missing.contains("kafka.sasl.password.file"),
+            "{missing}"
+        );
+    }
 
     #[test]
     fn numeric_looking_values_of_string_settings_stay_strings() {

@@ -48,6 +48,14 @@ impl ClientSettings {
         }
     }
 
+    /// A `[kafka]` property as configured (e.g. `sasl.username`).
+    pub fn common_value(&self, key: &str) -> Option<&str> {
+        self.common
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub(crate) fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);

@@ -5,6 +5,7 @@ mod client_config;
 mod commit_failure;
 mod consumer;
 mod mock;
+mod preflight;
 mod producer;
 mod restore;
 
@@ -15,6 +16,7 @@ pub use consumer::{
     ConsumedRecord, GroupConsumer, GroupHandle, PartitionOffset, RebalanceListener,
 };
 pub use mock::EmbeddedCluster;
+pub use preflight::check_connection;
 pub use producer::RecordProducer;
 pub use restore::{ChangelogReader, ReadPosition, ReadRecord, TopicTail};
 
@@ -54,6 +56,16 @@ pub enum KafkaClientError {
         reason: String,
         code: Option<KafkaErrorCode>,
     },
+    /// The brokers refused the credentials.
+    #[error("the brokers refused eddy's credentials: SASL mechanism {mechanism}, user `{user}` ({reason}). Check `sasl.username` and `sasl.password` (or `sasl.password.file`) under [kafka], and that the user exists for this mechanism")]
+    Authentication {
+        mechanism: String,
+        user: String,
+        reason: String,
+    },
+    /// The TLS handshake with the brokers failed.
+    #[error("TLS with the brokers failed ({reason}). Check `ssl.ca.location` (the CA that signed the brokers' certificates) and `security.protocol` under [kafka]")]
+    Tls { reason: String },
     /// Retriable failures lasted past `task_timeout_ms`.
     #[error("Kafka {operation}: no progress for {seconds}s because the brokers were unreachable or kept failing; stopping. Check that the brokers are up and reachable from this instance (bootstrap_servers, [kafka] security settings), or raise task_timeout_ms")]
     GaveUp { operation: String, seconds: u64 },

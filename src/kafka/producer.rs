@@ -55,15 +55,58 @@ pub(crate) struct DeliveryCounter {
     failed: AtomicU64,
     /// The first delivery failure no retry can fix, with what to do about it.
     permanent: std::sync::Mutex<Option<CommitFailure>>,
+    /// The topic the broker refused to add to a transaction for lack of authorization, which
+    /// librdkafka names only in its log.
+    denied_topic: std::sync::Mutex<Option<String>>,
 }
 
 impl DeliveryCounter {
     fn take_permanent(&self) -> Option<CommitFailure> {
         self.permanent.lock().ok().and_then(|mut p| p.take())
     }
+
+    fn denied_topic(&self) -> Option<String> {
+        self.denied_topic.lock().ok().and_then(|t| t.clone())
+    }
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        // `Failed to add partition "TOPIC" [0] to transaction: Broker: Topic authorization failed`
+        if fac == "ADDPARTS" && log_message.contains("authorization failed") {
+            if let (Some(topic), Ok(mut denied)) =
+                (log_message.split('"').nth(1), self.denied_topic.lock())
+            {
+                denied.get_or_insert_with(|| topic.to_string());
+            }
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, log_message);
+    }
+}
+
+/// Authorization failures of transactional calls: no retry or replay can fix them.
+fn authorization_fix(
+    code: RDKafkaErrorCode,
+    denied_topic: Option<&str>,
+    transactional_id: Option<&str>,
+    group: &str,
+) -> Option<String> {
+    Some(match code {
+        RDKafkaErrorCode::TopicAuthorizationFailed => format!(
+            "the broker denies eddy's principal WRITE on topic `{}` (TopicAuthorizationFailed). To fix: grant it WRITE on that topic",
+            denied_topic.unwrap_or("(see the librdkafka ADDPARTS log line)")
+        ),
+        RDKafkaErrorCode::TransactionalIdAuthorizationFailed => format!(
+            "the broker denies eddy's principal WRITE/DESCRIBE on transactional id `{}` (TransactionalIdAuthorizationFailed). To fix: grant WRITE and DESCRIBE on it (or on the prefix `{group}-`)",
+            transactional_id.unwrap_or("?")
+        ),
+        RDKafkaErrorCode::GroupAuthorizationFailed => format!(
+            "the broker denies eddy's principal READ on consumer group `{group}` (GroupAuthorizationFailed). To fix: grant READ on the group"
+        ),
+        RDKafkaErrorCode::ClusterAuthorizationFailed => "the broker denies eddy's principal IDEMPOTENT_WRITE on the cluster (ClusterAuthorizationFailed). To fix: grant it, or upgrade the brokers (Kafka 2.8+ does not need it)".to_string(),
+        _ => return None,
+    })
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -134,6 +177,28 @@ impl RecordProducer {
         })
     }
 
+    /// Classifies a librdkafka error (see [`CommitFailure::from_kafka`]); an authorization
+    /// failure is permanent and says what to grant to whom.
+    fn failure(&self, error: KafkaError) -> CommitFailure {
+        let failure = CommitFailure::from_kafka(error);
+        let fix = failure.code.and_then(|code| {
+            authorization_fix(
+                code.0,
+                self.producer.context().denied_topic().as_deref(),
+                self.transactional_id.as_deref(),
+                &self.settings.application_id,
+            )
+        });
+        match fix {
+            Some(reason) => CommitFailure {
+                kind: CommitFailureKind::Permanent,
+                code: failure.code,
+                reason,
+            },
+            None => failure,
+        }
+    }
+
     pub fn is_transactional(&self) -> bool {
         self.transactional
     }
@@ -142,7 +207,7 @@ impl RecordProducer {
         if self.transactional && !self.in_transaction {
             self.producer
                 .begin_transaction()
-                .map_err(CommitFailure::from_kafka)?;
+                .map_err(|e| self.failure(e))?;
             self.in_transaction = true;
         }
         Ok(())
@@ -179,7 +244,7 @@ impl RecordProducer {
                     let bytes = record.value.as_ref().map_or(0, Vec::len);
                     return Err(permanent(&record.topic, bytes, code));
                 }
-                Err((error, _)) => return Err(CommitFailure::from_kafka(error)),
+                Err((error, _)) => return Err(self.failure(error)),
             }
         }
     }
@@ -303,7 +368,7 @@ impl RecordProducer {
                 // It finished within no time after all.
                 Ok(()) => return Ok(true),
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => {}
-                Err(error) => return Err(CommitFailure::from_kafka(error)),
+                Err(error) => return Err(self.failure(error)),
             }
         }
         if fire(Failpoint::FencedMidCommit) {
@@ -344,7 +409,7 @@ impl RecordProducer {
                     self.producer.poll(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Err(error) => return Err(CommitFailure::from_kafka(error)),
+                Err(error) => return Err(self.failure(error)),
             }
         }
     }

@@ -279,6 +279,10 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     } = options;
     let settings = ClientSettings::from_config(&config);
     let compiled = Arc::new(CompiledTopology::new(&config.application_id, topology));
+    crate::kafka::check_connection(
+        &settings,
+        settings.retry_deadline.min(Duration::from_secs(60)),
+    )?;
     let admin = TopicAdmin::new(&settings)?;
     let partitions = prepare_topics(&admin, &compiled, &config)?;
     std::fs::create_dir_all(&config.state_dir).map_err(|source| crate::Error::StateDir {

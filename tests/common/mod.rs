@@ -182,9 +182,16 @@ impl EddyProcess {
             .open(&log)
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+        command.arg("run");
+        // The plaintext test listener unless the test names another (the SASL_SSL one).
+        if !options
+            .extra_env
+            .iter()
+            .any(|(k, _)| k == "EDDY__BOOTSTRAP_SERVERS")
+        {
+            command.args(["--bootstrap-servers", &bootstrap()]);
+        }
         command
-            .arg("run")
-            .args(["--bootstrap-servers", &bootstrap()])
             .args(["--application-id", options.application_id])
             .args([
                 "--state-dir",
