@@ -14,6 +14,7 @@ pub mod config;
 mod error;
 pub mod events;
 pub mod failpoint;
+pub mod fuzzing;
 pub mod kafka;
 pub mod record;
 pub mod runtime;

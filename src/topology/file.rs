@@ -161,7 +161,7 @@ pub(super) fn load(path: &Path) -> Result<Topology, TopologyError> {
     parse(path, &text)
 }
 
-fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> {
+pub(super) fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> {
     let file: TopologyFile = toml::from_str(text).map_err(|e| TopologyError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),

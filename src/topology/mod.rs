@@ -299,6 +299,11 @@ impl Topology {
         file::load(&path.into())
     }
 
+    /// Parses and validates the text of one topology file; `origin` names it in errors.
+    pub fn from_text(origin: impl Into<PathBuf>, text: &str) -> Result<Topology, TopologyError> {
+        file::parse(&origin.into(), text)
+    }
+
     /// Reads several files into one topology; names must stay unique across files.
     pub fn from_files(paths: &[PathBuf]) -> Result<Topology, TopologyError> {
         let mut builder = TopologyBuilder::default();
