@@ -72,8 +72,12 @@ impl ClientContext for EddyConsumerContext {
                     continue;
                 }
                 let lag = (end - position).max(0);
-                metrics::gauge!(crate::telemetry::metrics::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                    .set(lag as f64);
+                crate::telemetry::events::ConsumerLag {
+                    topic,
+                    partition: *partition,
+                    lag,
+                }
+                .emit();
                 lags.insert((topic.clone(), *partition), lag);
             }
         }

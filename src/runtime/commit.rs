@@ -20,7 +20,7 @@ use crate::kafka::{
 };
 use crate::state::StateError;
 use crate::task::{OutgoingKind, OutgoingRecord, TaskId, TaskOutput};
-use crate::telemetry::metrics as m;
+use crate::telemetry::events::{CommitEnded, RecordSent, TransactionAborted};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -151,27 +151,22 @@ impl CommitCoordinator {
                 }
             }),
         };
-        let outcome = if result.is_ok() {
-            "committed"
-        } else {
-            "failed"
-        };
-        metrics::counter!(m::COMMITS, "result" => outcome).increment(1);
-        // Aborted transactions are counted once, where they are aborted (`roll_back`).
-        if self.transactional_id.is_some() && result.is_ok() {
-            metrics::counter!(m::TRANSACTIONS, "result" => "committed").increment(1);
+        CommitEnded {
+            committed: result.is_ok(),
+            transactional: self.transactional_id.is_some(),
+            seconds: started.elapsed().as_secs_f64(),
+            oldest_append_ms: if result.is_ok() {
+                self.oldest_uncommitted_ms.take()
+            } else {
+                None
+            },
         }
+        .emit();
         result?;
         for slot in tasks.values_mut() {
             let pending = std::mem::take(&mut slot.pending_state);
             slot.task.apply_committed(pending)?;
             slot.committed_offset = slot.task.next_offset();
-        }
-        metrics::histogram!(m::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());
-        if let Some(oldest) = self.oldest_uncommitted_ms.take() {
-            let now = now_ms();
-            metrics::histogram!(m::APPEND_TO_COMMIT_LATENCY)
-                .record((now - oldest).max(0) as f64 / 1000.0);
         }
         Ok(())
     }
@@ -194,7 +189,7 @@ impl CommitCoordinator {
             self.producer = RecordProducer::new(&self.settings, self.transactional_id.as_deref())?;
         }
         if self.transactional_id.is_some() {
-            metrics::counter!(m::TRANSACTIONS, "result" => "aborted").increment(1);
+            TransactionAborted.emit();
         }
         self.oldest_uncommitted_ms = None;
         self.sent_since_commit = false;
@@ -232,19 +227,19 @@ pub fn now_ms() -> i64 {
 }
 
 fn count_emitted(record: &OutgoingRecord) {
-    let kind = match record.kind {
+    let (kind, final_window_end_ms) = match record.kind {
         OutgoingKind::Aggregate { is_final } => {
-            if let (true, Some(end)) = (is_final, record.window_end_ms) {
-                metrics::histogram!(m::EVENT_TO_EMIT_LATENCY)
-                    .record((now_ms() - end).max(0) as f64 / 1000.0);
-            }
-            "aggregate"
+            ("aggregate", record.window_end_ms.filter(|_| is_final))
         }
-        OutgoingKind::Repartition => "repartition",
-        OutgoingKind::Changelog => "changelog",
-        OutgoingKind::DeadLetter => "dead_letter",
-        OutgoingKind::Late => "late",
+        OutgoingKind::Repartition => ("repartition", None),
+        OutgoingKind::Changelog => ("changelog", None),
+        OutgoingKind::DeadLetter => ("dead_letter", None),
+        OutgoingKind::Late => ("late", None),
     };
-    metrics::counter!(m::RECORDS_EMITTED, "topic" => record.topic.clone(), "kind" => kind)
-        .increment(1);
+    RecordSent {
+        topic: &record.topic,
+        kind,
+        final_window_end_ms,
+    }
+    .emit();
 }

@@ -12,7 +12,10 @@ use crate::kafka::{
     TopicAdmin,
 };
 use crate::task::{CompiledTopology, InputRecord, StateLocation, TaskId, TaskOutput};
-use crate::telemetry::metrics as m;
+use crate::telemetry::events::{
+    ActiveTasks, AggregationProgress, BatchProcessed, RebalanceKind, Rebalanced, RecordsConsumed,
+    StoreSize, TaskProgress, WatermarkAdvanced,
+};
 use crate::telemetry::Health;
 use crate::topology::{changelog_topic, internal_topics, Topology};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -107,9 +110,15 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 impl RebalanceListener for Listener {
     fn on_revoke(&self, partitions: &[(String, i32)], lost: bool, group: &GroupHandle<'_>) {
         let mut shared = lock(&self.shared);
-        metrics::counter!(m::REBALANCES, "kind" => if lost { "lost" } else { "revoke" })
-            .increment(1);
-        tracing::info!(?partitions, lost, "partitions revoked");
+        Rebalanced {
+            kind: if lost {
+                RebalanceKind::Lost
+            } else {
+                RebalanceKind::Revoke
+            },
+            partitions,
+        }
+        .emit();
         let shared = &mut *shared;
         let reader = shared.reader.clone();
         shared.forget_pending(partitions, &reader);
@@ -156,13 +165,16 @@ impl RebalanceListener for Listener {
         if let Err(error) = outcome {
             shared.fatal = Some(error);
         }
-        metrics::gauge!(m::ACTIVE_TASKS).set(shared.tasks.len() as f64);
+        ActiveTasks(shared.tasks.len()).emit();
     }
 
     fn on_assign(&self, partitions: &[(String, i32)], group: &GroupHandle<'_>) {
         let mut shared = lock(&self.shared);
-        metrics::counter!(m::REBALANCES, "kind" => "assign").increment(1);
-        tracing::info!(?partitions, "partitions assigned");
+        Rebalanced {
+            kind: RebalanceKind::Assign,
+            partitions,
+        }
+        .emit();
         shared.health.set_joined(true);
         if let Err(error) = group.pause(partitions) {
             tracing::warn!(%error, "could not pause newly assigned partitions");
@@ -348,7 +360,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             for slot in guard.tasks.values_mut() {
                 slot.reposition(&consumer.handle());
             }
-            metrics::gauge!(m::ACTIVE_TASKS).set(guard.tasks.len() as f64);
+            ActiveTasks(guard.tasks.len()).emit();
             guard.restoring.is_some() || !guard.pending.is_empty()
         };
 
@@ -422,7 +434,12 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 });
             }
             for ((topic, partition), count) in &consumed {
-                metrics::counter!(m::RECORDS_CONSUMED, "topic" => topic.to_string(), "partition" => partition.to_string()).increment(*count);
+                RecordsConsumed {
+                    topic,
+                    partition: *partition,
+                    count: *count,
+                }
+                .emit();
             }
             let mut by_partition: Vec<((&str, i32), Vec<InputRecord<'_>>)> =
                 records_by_task.into_iter().collect();
@@ -494,8 +511,11 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 }
             }
             drop(work);
-            let per_record = started.elapsed().as_secs_f64() / batch.len() as f64;
-            metrics::histogram!(m::BATCH_TIME_PER_RECORD).record(per_record);
+            BatchProcessed {
+                records: batch.len(),
+                seconds: started.elapsed().as_secs_f64(),
+            }
+            .emit();
             if let Some(failure) = failure {
                 if let Err(error) = shared_ref.recover(&consumer.handle(), failure) {
                     break Err(error);
@@ -536,12 +556,13 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 for operator in slot.task.operators() {
                     if let Some(store) = operator.store() {
                         let (keys, bytes) = store.size_estimate();
-                        let labels = [
-                            ("store", store.name().to_string()),
-                            ("task", slot.task.id.to_string()),
-                        ];
-                        metrics::gauge!(m::STATE_KEYS, &labels).set(keys as f64);
-                        metrics::gauge!(m::STATE_BYTES, &labels).set(bytes as f64);
+                        StoreSize {
+                            store: store.name(),
+                            task: slot.task.id.to_string(),
+                            keys,
+                            bytes,
+                        }
+                        .emit();
                     }
                 }
             }
@@ -683,35 +704,30 @@ fn export_task_stats(shared: &mut Shared) {
         }
     }
     for (aggregation, watermark) in watermarks {
-        metrics::gauge!(m::WATERMARK, "aggregation" => aggregation).set(watermark as f64 / 1000.0);
+        WatermarkAdvanced {
+            aggregation: &aggregation,
+            watermark_ms: watermark,
+        }
+        .emit();
     }
     for slot in shared.tasks.values_mut() {
         let (stats, aggregators) = slot.task.take_stats();
-        let (topic, partition) = (
-            slot.task.id.topic.clone(),
-            slot.task.id.partition.to_string(),
-        );
-        if stats.processed > 0 {
-            metrics::counter!(m::RECORDS_PROCESSED, "topic" => topic.clone(), "partition" => partition).increment(stats.processed);
+        TaskProgress {
+            topic: &slot.task.id.topic,
+            partition: slot.task.id.partition,
+            processed: stats.processed,
+            dead_lettered: stats.dead_lettered,
+            skipped: stats.skipped,
         }
-        if stats.dead_lettered > 0 {
-            metrics::counter!(m::RECORDS_DEAD_LETTERED, "topic" => topic.clone())
-                .increment(stats.dead_lettered);
-        }
-        if stats.skipped > 0 {
-            metrics::counter!(m::RECORDS_SKIPPED, "topic" => topic).increment(stats.skipped);
-        }
+        .emit();
         for (aggregation, s) in aggregators {
-            if s.late_records > 0 {
-                metrics::counter!(m::LATE_RECORDS_DROPPED, "aggregation" => aggregation.clone())
-                    .increment(s.late_records);
+            AggregationProgress {
+                aggregation: &aggregation,
+                late_records: s.late_records,
+                emitted_final: s.emitted_final,
+                emitted_update: s.emitted_update,
             }
-            if s.emitted_final > 0 {
-                metrics::counter!(m::WINDOWS_EMITTED, "aggregation" => aggregation.clone(), "result" => "final").increment(s.emitted_final);
-            }
-            if s.emitted_update > 0 {
-                metrics::counter!(m::WINDOWS_EMITTED, "aggregation" => aggregation, "result" => "update").increment(s.emitted_update);
-            }
+            .emit();
         }
     }
 }

@@ -14,7 +14,7 @@ use super::task_slot::TaskSlot;
 use crate::kafka::{ChangelogReader, GroupHandle, ReadPosition};
 use crate::state::{Checkpoint, StoreWrite, TaskDb};
 use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
-use crate::telemetry::metrics as m;
+use crate::telemetry::events::StoreRestored;
 use crate::topology::changelog_topic;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -209,10 +209,14 @@ impl Restoration {
             return;
         };
         let seconds = done.started.elapsed().as_secs_f64();
-        metrics::counter!(m::RESTORE_RECORDS, "store" => done.store.clone())
-            .increment(done.records);
-        metrics::histogram!(m::RESTORE_SECONDS, "store" => done.store.clone()).record(seconds);
-        tracing::info!(task = %self.id, store = done.store, restored = done.records, from_checkpoint = done.resumed_from.is_some(), seconds, "store restored");
+        StoreRestored {
+            task: &self.id,
+            store: &done.store,
+            records: done.records,
+            seconds,
+            from_checkpoint: done.resumed_from.is_some(),
+        }
+        .emit();
         self.positions.insert(done.store, done.position.next);
     }
 

@@ -43,7 +43,7 @@ impl Health {
     }
     /// `eddy_ready`, for the "not ready for long" alert.
     fn export(&self) {
-        metrics::gauge!(super::metrics::READY).set(if self.is_ready() { 1.0 } else { 0.0 });
+        super::events::Readiness(self.is_ready()).emit();
     }
     pub fn describe(&self) -> String {
         format!(

@@ -1,5 +1,6 @@
-//! Metrics, health endpoints and logs.
+//! Metrics (recorded by the internal events in `events`), health endpoints and logs.
 
+pub mod events;
 mod health;
 mod http;
 mod logging;
