@@ -263,8 +263,11 @@ mod tests {
     use super::*;
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-    /// (name, labels, value) of every counter recorded while `body` runs.
-    fn counters(body: impl FnOnce()) -> Vec<(String, Vec<(String, String)>, u64)> {
+    /// A counter as recorded: name, labels, value.
+    type Counted = (String, Vec<(String, String)>, u64);
+
+    /// Every counter recorded while `body` runs.
+    fn counters(body: impl FnOnce()) -> Vec<Counted> {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         metrics::with_local_recorder(&recorder, body);
