@@ -78,7 +78,7 @@ impl Shared {
     }
 
     /// Stops restoring the partitions in `partitions`, keeping their progress.
-    fn forget_pending(&mut self, partitions: &[(String, i32)], reader: &ChangelogReader) {
+    fn forget_pending(&mut self, partitions: &[(String, i32)]) {
         for partition in partitions {
             self.pending.remove(partition);
         }
@@ -89,9 +89,14 @@ impl Shared {
         });
         if revoked {
             if let Some(restoration) = self.restoring.take() {
-                restoration.suspend(reader);
+                restoration.suspend(&self.reader);
             }
         }
+        self.export_restoring();
+    }
+
+    /// Readiness counts the tasks not running yet: waiting for their restore or in it.
+    fn export_restoring(&self) {
         self.health
             .set_restoring(self.pending.len() + usize::from(self.restoring.is_some()));
     }
@@ -120,8 +125,7 @@ impl RebalanceListener for Listener {
         }
         .emit();
         let shared = &mut *shared;
-        let reader = shared.reader.clone();
-        shared.forget_pending(partitions, &reader);
+        shared.forget_pending(partitions);
         if shared.stopping_dirty {
             return;
         }
@@ -180,8 +184,7 @@ impl RebalanceListener for Listener {
             tracing::warn!(%error, "could not pause newly assigned partitions");
         }
         shared.pending.extend(partitions.iter().cloned());
-        let restoring = shared.pending.len() + usize::from(shared.restoring.is_some());
-        shared.health.set_restoring(restoring);
+        shared.export_restoring();
     }
 }
 
@@ -654,9 +657,7 @@ fn restore_some(
         let slot = restoration.finish(group)?;
         shared.tasks.insert(slot.task.id.clone(), slot);
     }
-    shared
-        .health
-        .set_restoring(shared.pending.len() + usize::from(shared.restoring.is_some()));
+    shared.export_restoring();
     Ok(())
 }
 
