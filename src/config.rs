@@ -122,6 +122,9 @@ pub struct Config {
     /// that stopped still close after their grace. 0 (default) keeps event time purely
     /// record-driven, as Kafka Streams does.
     pub wall_clock_close_ms: u64,
+    /// How often records of repartition topics that this instance's tasks have committed past are
+    /// deleted (Kafka Streams' `repartition.purge.interval.ms`); 0 keeps them until retention.
+    pub repartition_purge_interval_ms: u64,
     pub http: HttpConfig,
     pub log: LogConfig,
     /// librdkafka properties for every client (e.g. `"security.protocol" = "SASL_SSL"`).
@@ -151,6 +154,7 @@ impl Default for Config {
             idle_timeout_ms: 30_000,
             task_timeout_ms: 300_000,
             wall_clock_close_ms: 0,
+            repartition_purge_interval_ms: 30_000,
             http: HttpConfig::default(),
             log: LogConfig::default(),
             kafka: BTreeMap::new(),

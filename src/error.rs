@@ -35,6 +35,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not start {threads} worker threads: {reason}. Lower `num_threads` (or EDDY__NUM_THREADS)")]
+    WorkerThreads { threads: usize, reason: String },
     #[error("the HTTP listener could not bind {addr}: {reason}. Set `http.listen` to a free address, or `http.enabled = false`")]
     Http { addr: String, reason: String },
 }

@@ -3,7 +3,7 @@
 //!
 //! Where things live: [`topology`] (what to compute), [`record`] (decoding), [`window`],
 //! [`aggregate`] (accumulators and HLL sketches), [`state`] (RocksDB and the write-back cache),
-//! [`task`] (per-partition operators), [`runtime`] (consuming, committing, rebalancing),
+//! [`operator`] (one aggregation in one task), [`task`] (a partition's operators), [`runtime`] (consuming, committing, rebalancing),
 //! [`kafka`] (every rdkafka call), [`telemetry`] (metrics, health, logs).
 
 pub mod aggregate;
@@ -16,6 +16,7 @@ pub mod events;
 pub mod failpoint;
 pub mod fuzzing;
 pub mod kafka;
+pub mod operator;
 pub mod record;
 pub mod runtime;
 pub mod schema;

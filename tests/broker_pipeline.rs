@@ -39,10 +39,33 @@ fn shipped_topologies_produce_exactly_the_reference_aggregates() {
         state_dir: dir.path(),
         guarantee: "exactly_once",
         instance: "a",
-        extra_env: vec![],
+        extra_env: vec![("EDDY__REPARTITION_PURGE_INTERVAL_MS".into(), "500".into())],
     });
     let outputs = common::shipped_outputs(&suffix);
     common::wait_for_exact(&expected, &outputs, &eddy);
+
+    // Consumed repartition records are deleted, as Kafka Streams does: every repartition topic's
+    // log start moved past records its merge tasks committed.
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .create()
+        .expect("consumer");
+    for aggregation in topology
+        .aggregations
+        .iter()
+        .filter(|a| topology.needs_repartition(a))
+    {
+        let topic = eddy::topology::repartition_topic(&app, &aggregation.name);
+        common::wait_for(&format!("{topic} purged"), Duration::from_secs(30), || {
+            (0..3).all(|partition| {
+                use rdkafka::consumer::Consumer;
+                consumer
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                    .is_ok_and(|(low, _)| low > 0)
+            })
+        });
+        println!("{topic}: consumed records purged on every partition");
+    }
 
     let code = eddy.stop(Duration::from_secs(60));
     assert_eq!(code, 0, "SIGTERM must stop eddy cleanly");

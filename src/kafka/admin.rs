@@ -229,6 +229,39 @@ impl TopicAdmin {
             .collect())
     }
 
+    /// Deletes every record before `offset` in each (topic, partition, offset): consumed
+    /// repartition records that no task will read again (Kafka Streams purges them the same way).
+    /// Returns how many partitions were purged; per-partition refusals are logged, not returned.
+    pub fn delete_records_before(
+        &self,
+        offsets: &[(String, i32, i64)],
+        timeout: Duration,
+    ) -> Result<usize, KafkaClientError> {
+        if offsets.is_empty() {
+            return Ok(0);
+        }
+        let mut list = rdkafka::TopicPartitionList::new();
+        for (topic, partition, offset) in offsets {
+            list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+                .map_err(|e| operation_error("delete records", e))?;
+        }
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let result = self
+            .runtime
+            .block_on(self.admin.delete_records(&list, &options))
+            .map_err(|e| operation_error("delete records", e))?;
+        let mut purged = 0;
+        for element in result.elements() {
+            match element.error() {
+                Ok(()) => purged += 1,
+                Err(error) => {
+                    tracing::debug!(topic = element.topic(), partition = element.partition(), %error, "records not deleted")
+                }
+            }
+        }
+        Ok(purged)
+    }
+
     /// Creates plain topics (tests, the demo, the benchmark command).
     pub fn create_plain_topics(&self, names: &[(&str, i32)]) -> Result<(), KafkaClientError> {
         let topics: Vec<InternalTopic> = names

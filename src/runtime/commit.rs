@@ -12,6 +12,14 @@
 //! the consumer seeks back to the committed offsets, so the same input is processed again.
 //! Under `at_least_once` the producer is flushed and the offsets are committed afterwards: a crash
 //! between the two replays input, and so may duplicate output.
+//!
+//! The commit does not stop processing. At a commit tick every task is flushed, and the
+//! transaction (offsets and commit) is completed on a commit thread while the loop goes on
+//! polling and processing. Only one transaction is open at a time: records produced meanwhile are
+//! held back and sent into the next transaction once this one committed, and the tasks remember
+//! what the flush covered (store writes, offsets, stream time, watermarks), so a success applies
+//! exactly that and a failure rolls everything back to the previous commit, the work done during
+//! the commit included.
 
 use super::task_slot::TaskSlot;
 use crate::config::ProcessingGuarantee;
@@ -22,6 +30,7 @@ use crate::state::StateError;
 use crate::task::{OutgoingKind, OutgoingRecord, TaskId, TaskOutput};
 use crate::telemetry::events::{CommitEnded, RecordSent, TransactionAborted};
 use std::collections::BTreeMap;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Why a commit did not happen: Kafka refused it (roll back and go on) or local state failed
@@ -34,8 +43,28 @@ pub enum CommitError {
     State(#[from] StateError),
 }
 
+/// A transaction completing on the commit thread, which holds the producer meanwhile.
+struct InFlight {
+    commit: JoinHandle<(RecordProducer, Result<(), CommitFailure>)>,
+    started: Instant,
+    oldest_append_ms: Option<i64>,
+}
+
+/// Whether [`CommitCoordinator::commit`] returns before the transaction completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CommitMode {
+    /// The loop goes on; [`CommitCoordinator::settle`] learns the outcome.
+    Background,
+    /// Returns once committed (rebalances and shutdown, which close tasks right after).
+    Wait,
+}
+
 pub struct CommitCoordinator {
-    producer: RecordProducer,
+    /// `None` while a commit holds it.
+    producer: Option<RecordProducer>,
+    in_flight: Option<InFlight>,
+    /// Records produced while a commit was in flight: the next transaction's first.
+    held_back: Vec<OutgoingRecord>,
     settings: ClientSettings,
     transactional_id: Option<String>,
     /// Smallest broker timestamp among records consumed since the last commit.
@@ -60,7 +89,9 @@ impl CommitCoordinator {
             .then(|| format!("{}-{instance_id}", settings.application_id));
         let producer = RecordProducer::new(settings, transactional_id.as_deref())?;
         Ok(CommitCoordinator {
-            producer,
+            producer: Some(producer),
+            in_flight: None,
+            held_back: Vec::new(),
             settings: settings.clone(),
             transactional_id,
             oldest_uncommitted_ms: None,
@@ -75,33 +106,112 @@ impl CommitCoordinator {
         }
     }
 
-    /// Sends a task's records now (they join the open transaction).
+    /// Sends a task's records into the open transaction, or holds them back for the next one
+    /// while a commit is in flight.
     pub(crate) fn send(&mut self, output: &mut TaskOutput) -> Result<(), CommitFailure> {
         for record in output.records.drain(..) {
             self.sent_since_commit = true;
             if matches!(record.kind, OutgoingKind::Aggregate { .. }) {
                 self.aggregates_since_commit += 1;
             }
-            self.producer.send(&record)?;
-            count_emitted(&record);
+            match &mut self.producer {
+                Some(producer) => {
+                    producer.send(&record)?;
+                    count_emitted(&record);
+                }
+                None => self.held_back.push(record),
+            }
         }
-        self.producer.poll();
+        if let Some(producer) = &self.producer {
+            producer.poll();
+        }
         Ok(())
     }
 
-    /// Flushes every task and commits. After a [`CommitError::Kafka`] the caller must call
-    /// [`CommitCoordinator::roll_back`]; after a [`CommitError::State`] it must stop.
+    /// Whether a transaction is completing on the commit thread.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Learns the outcome of the commit in flight, if it ended (or waits for it with `wait`). On
+    /// success the tasks apply what its flush covered and the held-back records start the next
+    /// transaction. An `Err` must be handled like a failed [`CommitCoordinator::commit`].
+    pub(crate) fn settle(
+        &mut self,
+        tasks: &mut BTreeMap<TaskId, TaskSlot>,
+        wait: bool,
+    ) -> Result<(), CommitError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        if !wait && !in_flight.commit.is_finished() {
+            self.in_flight = Some(in_flight);
+            return Ok(());
+        }
+        let (producer, result) = match in_flight.commit.join() {
+            Ok(done) => done,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        self.producer = Some(producer);
+        self.commit_ended(result, in_flight.started, in_flight.oldest_append_ms, tasks)?;
+        let producer = self.producer.as_mut().expect("just handed back");
+        for record in self.held_back.drain(..) {
+            producer.send(&record)?;
+            count_emitted(&record);
+        }
+        producer.poll();
+        Ok(())
+    }
+
+    /// Metrics, and on success the tasks' committed state.
+    fn commit_ended(
+        &mut self,
+        result: Result<(), CommitFailure>,
+        started: Instant,
+        oldest_append_ms: Option<i64>,
+        tasks: &mut BTreeMap<TaskId, TaskSlot>,
+    ) -> Result<(), CommitError> {
+        CommitEnded {
+            committed: result.is_ok(),
+            transactional: self.transactional_id.is_some(),
+            seconds: started.elapsed().as_secs_f64(),
+            oldest_append_ms: if result.is_ok() {
+                oldest_append_ms
+            } else {
+                None
+            },
+        }
+        .emit();
+        result?;
+        for slot in tasks.values_mut().filter(|slot| slot.flushed) {
+            let pending = std::mem::take(&mut slot.pending_state);
+            slot.task.apply_committed(pending)?;
+            slot.committed_offset = slot.flushed_offset;
+            slot.flushed = false;
+        }
+        Ok(())
+    }
+
+    /// Flushes every task and commits what they produced with their offsets. A commit still in
+    /// flight completes first. With [`CommitMode::Background`] the transaction completes on the
+    /// commit thread and [`CommitCoordinator::settle`] reports its outcome. After a
+    /// [`CommitError::Kafka`] the caller must call [`CommitCoordinator::roll_back`]; after a
+    /// [`CommitError::State`] it must stop.
     pub(crate) fn commit(
         &mut self,
         tasks: &mut BTreeMap<TaskId, TaskSlot>,
         group: &GroupHandle<'_>,
+        mode: CommitMode,
     ) -> Result<(), CommitError> {
+        self.settle(tasks, true)?;
         let started = Instant::now();
         let mut offsets = Vec::with_capacity(tasks.len());
         for slot in tasks.values_mut() {
             let mut output = TaskOutput::default();
             slot.task.flush(&mut output)?;
             slot.pending_state.append(&mut output.state);
+            slot.flushed = true;
+            slot.flushed_offset = slot.task.next_offset();
             self.send(&mut output)?;
             if let Some(offset) = slot
                 .task
@@ -119,9 +229,10 @@ impl CommitCoordinator {
         if offsets.is_empty() && !self.sent_since_commit {
             return Ok(());
         }
+        let producer = self.producer.as_mut().expect("settled above");
         if self.aggregates_since_commit > 0 && failpoint_crash_before_commit() {
             // Test hook: the output of this commit has reached the broker, the commit has not happened.
-            let _ = self.producer.wait_delivered();
+            let _ = producer.wait_delivered();
             tracing::error!(
                 "EDDY_FAILPOINT=crash_before_commit: aborting the process before the commit"
             );
@@ -136,39 +247,45 @@ impl CommitCoordinator {
         }
         self.aggregates_since_commit = 0;
         self.sent_since_commit = false;
-        let result = match self.settings.guarantee {
+        let oldest_append_ms = self.oldest_uncommitted_ms.take();
+        match self.settings.guarantee {
             ProcessingGuarantee::ExactlyOnce => {
                 let metadata = group.group_metadata();
-                self.producer.commit(&offsets, metadata.as_ref())
-            }
-            ProcessingGuarantee::AtLeastOnce => self.producer.commit(&[], None).and_then(|()| {
-                if offsets.is_empty() {
-                    Ok(())
-                } else {
-                    group
-                        .commit_sync(&offsets)
-                        .map_err(|e| CommitFailure::abortable(e.to_string()))
+                let mut producer = self.producer.take().expect("settled above");
+                let commit = std::thread::Builder::new()
+                    .name("eddy-commit".into())
+                    .spawn(move || {
+                        let result = producer.commit(&offsets, metadata.as_ref());
+                        (producer, result)
+                    })
+                    .map_err(|e| {
+                        CommitError::Kafka(CommitFailure::abortable(format!(
+                            "could not start the commit thread: {e}"
+                        )))
+                    })?;
+                self.in_flight = Some(InFlight {
+                    commit,
+                    started,
+                    oldest_append_ms,
+                });
+                match mode {
+                    CommitMode::Background => Ok(()),
+                    CommitMode::Wait => self.settle(tasks, true),
                 }
-            }),
-        };
-        CommitEnded {
-            committed: result.is_ok(),
-            transactional: self.transactional_id.is_some(),
-            seconds: started.elapsed().as_secs_f64(),
-            oldest_append_ms: if result.is_ok() {
-                self.oldest_uncommitted_ms.take()
-            } else {
-                None
-            },
+            }
+            ProcessingGuarantee::AtLeastOnce => {
+                let result = producer.commit(&[], None).and_then(|()| {
+                    if offsets.is_empty() {
+                        Ok(())
+                    } else {
+                        group
+                            .commit_sync(&offsets)
+                            .map_err(|e| CommitFailure::abortable(e.to_string()))
+                    }
+                });
+                self.commit_ended(result, started, oldest_append_ms, tasks)
+            }
         }
-        .emit();
-        result?;
-        for slot in tasks.values_mut() {
-            let pending = std::mem::take(&mut slot.pending_state);
-            slot.task.apply_committed(pending)?;
-            slot.committed_offset = slot.task.next_offset();
-        }
-        Ok(())
     }
 
     /// Aborts the open transaction and returns every task to its last commit (what
@@ -180,14 +297,17 @@ impl CommitCoordinator {
         group: &GroupHandle<'_>,
         new_producer: bool,
     ) -> Result<(), crate::Error> {
-        let abort = if new_producer {
-            Ok(())
-        } else {
-            self.producer.abort()
+        let abort = match (&mut self.producer, new_producer) {
+            (Some(producer), false) => producer.abort(),
+            _ => Ok(()),
         };
-        if new_producer || abort.is_err() {
-            self.producer = RecordProducer::new(&self.settings, self.transactional_id.as_deref())?;
+        if new_producer || abort.is_err() || self.producer.is_none() {
+            self.producer = Some(RecordProducer::new(
+                &self.settings,
+                self.transactional_id.as_deref(),
+            )?);
         }
+        self.held_back.clear();
         if self.transactional_id.is_some() {
             TransactionAborted.emit();
         }
@@ -196,6 +316,7 @@ impl CommitCoordinator {
         self.aggregates_since_commit = 0;
         for slot in tasks.values_mut() {
             slot.pending_state.clear();
+            slot.flushed = false;
             slot.task.rollback(slot.committed_offset)?;
             slot.needs_seek = true;
             slot.reposition(group);
@@ -203,14 +324,37 @@ impl CommitCoordinator {
         Ok(())
     }
 
+    /// Waits for a commit in flight (it ends, one way or the other, before anything is aborted)
+    /// and hands back its failure, if it failed. The tasks are left as they are: the caller is
+    /// about to roll them back or drop them.
+    pub(crate) fn wait_in_flight(&mut self) -> Result<(), CommitFailure> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (producer, result) = match in_flight.commit.join() {
+            Ok(done) => done,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        self.producer = Some(producer);
+        result
+    }
+
     /// Aborts without touching tasks (they are being dropped).
     pub(crate) fn abort(&mut self) {
-        if let Err(error) = self.producer.abort() {
+        if let Err(failure) = self.wait_in_flight() {
+            tracing::warn!(%failure, "the commit in flight failed");
+        }
+        self.held_back.clear();
+        let aborted = match &mut self.producer {
+            Some(producer) => producer.abort(),
+            None => Ok(()),
+        };
+        if let Err(error) = aborted {
             tracing::warn!(%error, "abort failed; recreating the producer");
             if let Ok(producer) =
                 RecordProducer::new(&self.settings, self.transactional_id.as_deref())
             {
-                self.producer = producer;
+                self.producer = Some(producer);
             }
         }
         self.oldest_uncommitted_ms = None;

@@ -1,11 +1,12 @@
 //! The instance's main loop: poll a batch, process it on the worker threads, send what it
 //! produced, commit every `commit_interval_ms`; rebalance callbacks commit and close tasks.
 
-use super::commit::CommitCoordinator;
+use super::commit::{CommitCoordinator, CommitMode};
 use super::failure::{decide, Decision, Failure};
+use super::purge::RepartitionPurge;
 use super::restore::Restoration;
 use super::task_slot::TaskSlot;
-use super::worker_pool::{process_batch, TaskWork};
+use super::worker_pool::{TaskWork, WorkerPool};
 use crate::config::{Config, ProcessingGuarantee};
 use crate::kafka::{
     ChangelogReader, ClientSettings, GroupConsumer, GroupHandle, InternalTopic, RebalanceListener,
@@ -67,6 +68,24 @@ impl Shared {
             }
             Decision::RollBack { new_producer } => {
                 tracing::warn!(?failure, "rolling back to the last commit");
+                // A commit still in flight ends first. If it failed too, the rollback returns to
+                // the commit before it, and its failure may call for more (a new producer, a stop).
+                let new_producer = match self.committer.settle(&mut self.tasks, true) {
+                    Ok(()) => new_producer,
+                    Err(earlier) => {
+                        let earlier = Failure::from(earlier);
+                        match decide(&earlier) {
+                            Decision::Stop { abort } => {
+                                self.abort_on_stop = abort;
+                                return Err(earlier.into_error());
+                            }
+                            Decision::RollBack {
+                                new_producer: needed,
+                            } => new_producer || needed,
+                            Decision::Ignore | Decision::Wait => new_producer,
+                        }
+                    }
+                };
                 self.committer
                     .roll_back(&mut self.tasks, group, new_producer)
             }
@@ -146,7 +165,7 @@ impl RebalanceListener for Listener {
         } else {
             shared
                 .committer
-                .commit(&mut shared.tasks, group)
+                .commit(&mut shared.tasks, group, CommitMode::Wait)
                 .map_err(Failure::from)
         };
         let outcome = match committed {
@@ -300,6 +319,11 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     )?;
     let admin = TopicAdmin::new(&settings)?;
     let partitions = prepare_topics(&admin, &compiled, &config)?;
+    let mut purge = RepartitionPurge::new(
+        admin,
+        compiled.repartition_topics(),
+        config.repartition_purge_interval_ms,
+    );
     std::fs::create_dir_all(&config.state_dir).map_err(|source| crate::Error::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -340,7 +364,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
     let task_timeout = settings.retry_deadline;
     let wall_clock_close_ms = config.wall_clock_close_ms;
-    let threads = config.num_threads;
+    let workers = WorkerPool::new(config.num_threads)?;
     let mut next_commit = Instant::now() + commit_interval;
     let mut next_state_gauges = Instant::now();
     // Since when the brokers have been unreachable from the consumer.
@@ -367,9 +391,13 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             guard.restoring.is_some() || !guard.pending.is_empty()
         };
 
-        // While a restore is under way, poll without waiting so it goes on at full speed.
+        // While a restore is under way, poll without waiting so it goes on at full speed; while a
+        // commit is in flight, come back soon to send what it held back.
+        let committing = lock(&shared).committer.in_flight();
         let wait = if restoring {
             Duration::ZERO
+        } else if committing {
+            Duration::from_millis(2)
         } else {
             next_commit
                 .saturating_duration_since(Instant::now())
@@ -410,6 +438,11 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             None => consumer.brokers_reachable(),
         };
         health.set_degraded(!reachable);
+        if let Err(error) = shared_ref.committer.settle(&mut shared_ref.tasks, false) {
+            if let Err(error) = shared_ref.recover(&consumer.handle(), error.into()) {
+                break Err(error);
+            }
+        }
         if reachable {
             unreachable_since = None;
         } else if unreachable_since.get_or_insert_with(Instant::now).elapsed() > task_timeout {
@@ -500,7 +533,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                     }
                 }
             }
-            process_batch(&mut work, threads);
+            workers.process_batch(&mut work);
             let mut failure = None;
             for item in &mut work {
                 if let Err(error) = std::mem::replace(&mut item.result, Ok(())) {
@@ -543,15 +576,19 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                     slot.task.set_idle(idle);
                 }
             }
-            if let Err(error) = shared_ref
-                .committer
-                .commit(&mut shared_ref.tasks, &consumer.handle())
-            {
+            if let Err(error) = shared_ref.committer.commit(
+                &mut shared_ref.tasks,
+                &consumer.handle(),
+                CommitMode::Background,
+            ) {
                 if let Err(error) = shared_ref.recover(&consumer.handle(), error.into()) {
                     break Err(error);
                 }
             }
             export_task_stats(shared_ref);
+            if let Some(purge) = &mut purge {
+                purge.run_if_due(&shared_ref.tasks);
+            }
         }
         if Instant::now() >= next_state_gauges {
             next_state_gauges = Instant::now() + Duration::from_secs(10);
@@ -585,10 +622,11 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             restoration.suspend(&reader);
         }
         if clean {
-            if let Err(failure) = shared_ref
-                .committer
-                .commit(&mut shared_ref.tasks, &consumer.handle())
-            {
+            if let Err(failure) = shared_ref.committer.commit(
+                &mut shared_ref.tasks,
+                &consumer.handle(),
+                CommitMode::Wait,
+            ) {
                 tracing::warn!(%failure, "final commit failed; uncommitted work is aborted and will be reprocessed");
                 clean = false;
                 shared_ref.abort_on_stop =

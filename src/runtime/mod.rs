@@ -3,6 +3,7 @@
 mod commit;
 mod engine;
 mod failure;
+mod purge;
 mod restore;
 mod task_slot;
 mod worker_pool;

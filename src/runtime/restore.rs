@@ -185,12 +185,7 @@ impl Restoration {
     }
 
     fn store_mut(&mut self, store: &str) -> &mut crate::state::WindowStore {
-        self.task
-            .operators_mut()
-            .iter_mut()
-            .filter_map(|o| o.store_mut())
-            .find(|s| s.name() == store)
-            .expect("store of this task")
+        self.task.store_mut(store).expect("store of this task")
     }
 
     fn write_batch(&mut self) -> Result<(), crate::Error> {
@@ -273,6 +268,8 @@ impl Restoration {
             dir: self.dir,
             committed_offset,
             pending_state: Vec::new(),
+            flushed: false,
+            flushed_offset: committed_offset,
             last_record_at: Instant::now(),
             needs_seek: false,
         };

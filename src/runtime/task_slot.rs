@@ -12,8 +12,12 @@ pub(crate) struct TaskSlot {
     pub dir: Option<PathBuf>,
     /// The offset committed for this partition (where a rollback resumes).
     pub committed_offset: Option<i64>,
-    /// Store writes of the open transaction, applied to RocksDB once it commits.
+    /// Store writes of the flushed transaction, applied to RocksDB once it commits.
     pub pending_state: Vec<PendingStateWrites>,
+    /// Whether the transaction being committed holds a flush of this task, and the offset that
+    /// flush covered (it becomes `committed_offset` on success).
+    pub flushed: bool,
+    pub flushed_offset: Option<i64>,
     /// When the task last got a record (or was created): the idle-partition clock.
     pub last_record_at: std::time::Instant,
     /// A rollback could not seek the partition back to `committed_offset`: it stays paused, and

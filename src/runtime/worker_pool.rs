@@ -1,5 +1,6 @@
-//! Runs one polled batch across worker threads. Each task belongs to exactly one worker for the
-//! batch, so no lock is shared between tasks on the hot path.
+//! Runs one polled batch across a pool of worker threads that lives as long as the instance.
+//! Each task belongs to exactly one worker for the batch, so no lock is shared between tasks on
+//! the hot path.
 
 use super::task_slot::TaskSlot;
 use crate::task::{InputRecord, TaskError, TaskOutput};
@@ -22,23 +23,39 @@ fn run_one(work: &mut TaskWork<'_, '_>) {
     }
 }
 
-/// Processes every task's records, on up to `threads` threads.
-pub(crate) fn process_batch(work: &mut [TaskWork<'_, '_>], threads: usize) {
-    if threads <= 1 || work.len() <= 1 {
-        work.iter_mut().for_each(run_one);
-        return;
-    }
-    // Largest first, dealt round-robin, keeps threads evenly loaded.
-    work.sort_by_key(|w| std::cmp::Reverse(w.records.len()));
-    let mut shares: Vec<Vec<&mut TaskWork<'_, '_>>> =
-        (0..threads.min(work.len())).map(|_| Vec::new()).collect();
-    let count = shares.len();
-    for (i, item) in work.iter_mut().enumerate() {
-        shares[i % count].push(item);
-    }
-    std::thread::scope(|scope| {
-        for share in shares {
-            scope.spawn(move || share.into_iter().for_each(run_one));
+/// The instance's worker threads (rayon's work-stealing pool: threads are started once, and a
+/// task's records are processed by whichever worker is free).
+pub(crate) struct WorkerPool {
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl WorkerPool {
+    /// `threads` workers; with one, batches run on the calling thread.
+    pub fn new(threads: usize) -> Result<WorkerPool, crate::Error> {
+        if threads <= 1 {
+            return Ok(WorkerPool { pool: None });
         }
-    });
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("eddy-worker-{i}"))
+            .build()
+            .map_err(|e| crate::Error::WorkerThreads {
+                threads,
+                reason: e.to_string(),
+            })?;
+        Ok(WorkerPool { pool: Some(pool) })
+    }
+
+    /// Processes every task's records.
+    pub fn process_batch(&self, work: &mut [TaskWork<'_, '_>]) {
+        match &self.pool {
+            Some(pool) if work.len() > 1 => {
+                use rayon::prelude::*;
+                // Largest first, so the last task to start is a short one.
+                work.sort_by_key(|w| std::cmp::Reverse(w.records.len()));
+                pool.install(|| work.par_iter_mut().with_max_len(1).for_each(run_one));
+            }
+            _ => work.iter_mut().for_each(run_one),
+        }
+    }
 }

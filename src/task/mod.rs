@@ -1,19 +1,14 @@
 //! Tasks: the topology compiled into per-partition units of work.
 
-mod aggregator;
-mod compiled;
-mod output;
-mod repartition;
-mod sessions;
 mod stream_task;
 
-pub use aggregator::{AggregatorStats, Role, WindowAggregator};
-pub use compiled::CompiledAggregation;
-pub use output::{
-    AggregateRecord, OutgoingKind, OutgoingRecord, PendingStateWrites, TaskOutput, WindowBounds,
+pub use crate::operator::{
+    partition_for, AggregateRecord, CompiledAggregation, OutgoingKind, OutgoingRecord,
+    PendingStateWrites, RepartitionMessage, TaskOutput, WindowBounds,
 };
-pub use repartition::{partition_for, RepartitionMessage};
 pub use stream_task::{InputRecord, StreamTask, TaskError, TaskId, TaskStats};
+
+use crate::operator::{Operator, PartialAggregate, WindowAggregate};
 
 use crate::record::DecodePlan;
 use crate::state::{MemoryBackend, StateBackend, StateError, TaskDb, WindowStore};
@@ -33,7 +28,7 @@ pub enum StateLocation {
 }
 
 /// How many cached (group, window) entries a store keeps after a flush before evicting clean ones.
-const MAX_CACHED_ENTRIES: usize = 50_000;
+pub const MAX_CACHED_ENTRIES: usize = 50_000;
 
 struct CompiledSource {
     source: Arc<Source>,
@@ -178,11 +173,12 @@ impl CompiledTopology {
             let operators = compiled
                 .aggregations
                 .iter()
-                .map(|aggregation| {
-                    let role = match &aggregation.repartition_topic {
-                        None => Role::Local {
-                            store: open_store(&aggregation.name),
-                        },
+                .map(|aggregation| -> Box<dyn Operator> {
+                    match &aggregation.repartition_topic {
+                        None => Box::new(WindowAggregate::local(
+                            aggregation.clone(),
+                            open_store(&aggregation.name),
+                        )),
                         Some(_) => {
                             let base: i32 = compiled
                                 .topics
@@ -190,16 +186,13 @@ impl CompiledTopology {
                                 .take_while(|t| **t != id.topic)
                                 .map(|t| partitions.get(t).copied().unwrap_or(1))
                                 .sum();
-                            Role::Partial {
-                                upstream_partition: (base + id.partition) as u32,
-                                downstream_partitions: partitions
-                                    .get(&compiled.topics[0])
-                                    .copied()
-                                    .unwrap_or(1),
-                            }
+                            Box::new(PartialAggregate::new(
+                                aggregation.clone(),
+                                (base + id.partition) as u32,
+                                partitions.get(&compiled.topics[0]).copied().unwrap_or(1),
+                            ))
                         }
-                    };
-                    WindowAggregator::new(aggregation.clone(), role)
+                    }
                 })
                 .collect();
             let kind = TaskKind::Input {
@@ -211,18 +204,15 @@ impl CompiledTopology {
             StreamTask::new(id.clone(), kind, operators)
         } else if let Some((aggregation, source_topics)) = self.by_repartition_topic.get(&id.topic)
         {
-            let role = Role::Merge {
-                store: open_store(&aggregation.name),
-                upstream_partitions: source_topics
+            let merge = WindowAggregate::merging(
+                aggregation.clone(),
+                open_store(&aggregation.name),
+                source_topics
                     .iter()
                     .map(|t| partitions.get(t).copied().unwrap_or(1) as usize)
                     .sum(),
-            };
-            StreamTask::new(
-                id.clone(),
-                TaskKind::Repartition,
-                vec![WindowAggregator::new(aggregation.clone(), role)],
-            )
+            );
+            StreamTask::new(id.clone(), TaskKind::Repartition, vec![Box::new(merge)])
         } else {
             StreamTask::new(id.clone(), TaskKind::Repartition, Vec::new())
         };

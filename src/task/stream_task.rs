@@ -1,10 +1,11 @@
 //! A task: the unit of parallelism, one per consumed partition (input or repartition topic).
 
-use super::aggregator::{AggregatorStats, WindowAggregator};
-use super::output::{OutgoingKind, OutgoingRecord, PendingStateWrites, TaskOutput};
-use super::repartition::RepartitionMessage;
+use crate::operator::{
+    FlushContext, Operator, OperatorInput, OperatorStats, OutgoingKind, OutgoingRecord,
+    PendingStateWrites, RepartitionMessage, TaskOutput,
+};
 use crate::record::DecodePlan;
-use crate::state::{decode_accumulators, StateError};
+use crate::state::{decode_accumulators, StateError, WindowStore};
 use crate::topology::{DecodeErrorPolicy, Source};
 use std::fmt;
 use std::sync::Arc;
@@ -66,8 +67,10 @@ pub(crate) enum TaskKind {
 pub struct StreamTask {
     pub id: TaskId,
     kind: TaskKind,
-    operators: Vec<WindowAggregator>,
+    operators: Vec<Box<dyn Operator>>,
     stream_time: i64,
+    /// Stream time as of the last flush: what the transaction being committed carries.
+    flushed_stream_time: i64,
     committed_stream_time: i64,
     next_offset: Option<i64>,
     stats: TaskStats,
@@ -84,12 +87,13 @@ pub struct StreamTask {
 const METADATA_PREFIX: &str = "eddy1";
 
 impl StreamTask {
-    pub(crate) fn new(id: TaskId, kind: TaskKind, operators: Vec<WindowAggregator>) -> StreamTask {
+    pub(crate) fn new(id: TaskId, kind: TaskKind, operators: Vec<Box<dyn Operator>>) -> StreamTask {
         StreamTask {
             id,
             kind,
             operators,
             stream_time: i64::MIN,
+            flushed_stream_time: i64::MIN,
             committed_stream_time: i64::MIN,
             next_offset: None,
             stats: TaskStats::default(),
@@ -99,12 +103,12 @@ impl StreamTask {
         }
     }
 
-    pub fn operators(&self) -> &[WindowAggregator] {
-        &self.operators
+    pub fn operators(&self) -> impl Iterator<Item = &dyn Operator> {
+        self.operators.iter().map(|o| &**o)
     }
 
-    pub fn operators_mut(&mut self) -> &mut [WindowAggregator] {
-        &mut self.operators
+    pub fn operators_mut(&mut self) -> impl Iterator<Item = &mut (dyn Operator + 'static)> {
+        self.operators.iter_mut().map(|o| &mut **o)
     }
 
     /// Opt-in wall-clock closing (`wall_clock_close_ms`): once no record has moved this input
@@ -151,7 +155,7 @@ impl StreamTask {
         self.next_offset = offset;
     }
 
-    pub fn take_stats(&mut self) -> (TaskStats, Vec<(String, AggregatorStats)>) {
+    pub fn take_stats(&mut self) -> (TaskStats, Vec<(String, OperatorStats)>) {
         let stats = std::mem::take(&mut self.stats);
         (
             stats,
@@ -224,7 +228,8 @@ impl StreamTask {
                 self.stream_time = self.stream_time.max(decoded.event_time_ms);
                 self.record_stream_time = self.record_stream_time.max(decoded.event_time_ms);
                 for operator in &mut self.operators {
-                    let late = operator.process(&decoded, self.stream_time)?;
+                    let late =
+                        operator.process(OperatorInput::Record(&decoded), self.stream_time)?;
                     if late {
                         if let Some(topic) = &operator.spec().late_records_topic {
                             out.records.push(OutgoingRecord {
@@ -247,35 +252,42 @@ impl StreamTask {
             TaskKind::Repartition => {
                 let operator = &mut self.operators[0];
                 let corrupt = |reason: String| StateError::Corrupt {
-                    store: operator_name(operator),
+                    store: operator.spec().name.clone(),
                     reason,
                 };
-                match RepartitionMessage::decode(payload).map_err(corrupt)? {
+                let message = RepartitionMessage::decode(payload).map_err(corrupt)?;
+                let accumulators;
+                let input = match message {
                     RepartitionMessage::Partial {
                         window,
-                        accumulators,
+                        accumulators: bytes,
                         ..
                     } => {
-                        let accumulators = decode_accumulators(&accumulators).map_err(corrupt)?;
-                        operator.apply_partial(
-                            record.key.unwrap_or_default(),
+                        accumulators = decode_accumulators(&bytes).map_err(corrupt)?;
+                        OperatorInput::Partial {
+                            group: record.key.unwrap_or_default(),
                             window,
-                            &accumulators,
-                        )?;
+                            accumulators: &accumulators,
+                        }
                     }
                     RepartitionMessage::Watermark {
                         upstream_partition,
                         stream_time,
-                    } => {
-                        operator.apply_watermark(upstream_partition, stream_time);
-                    }
+                    } => OperatorInput::UpstreamTime {
+                        upstream_partition,
+                        stream_time,
+                        idle: false,
+                    },
                     RepartitionMessage::Idle {
                         upstream_partition,
                         stream_time,
-                    } => {
-                        operator.apply_idle(upstream_partition, stream_time);
-                    }
-                }
+                    } => OperatorInput::UpstreamTime {
+                        upstream_partition,
+                        stream_time,
+                        idle: true,
+                    },
+                };
+                operator.process(input, i64::MIN)?;
                 Ok(())
             }
         }
@@ -283,27 +295,37 @@ impl StreamTask {
 
     /// Emits and moves this commit interval's changes into `out`.
     pub fn flush(&mut self, out: &mut TaskOutput) -> Result<(), StateError> {
+        let context = FlushContext {
+            stream_time: self.stream_time,
+            task_partition: self.id.partition,
+            idle: self.idle,
+        };
         for operator in &mut self.operators {
-            operator.flush(self.stream_time, self.id.partition, self.idle, out)?;
+            operator.on_flush(context, out)?;
         }
+        self.flushed_stream_time = self.stream_time;
         Ok(())
     }
 
-    /// Applies a committed flush to local state.
+    /// The task's store named `name` (restore writes into it).
+    pub fn store_mut(&mut self, name: &str) -> Option<&mut WindowStore> {
+        self.operators
+            .iter_mut()
+            .filter_map(|o| o.store_mut())
+            .find(|s| s.name() == name)
+    }
+
+    /// Applies the last flush to local state once its transaction committed. Records processed
+    /// since that flush stay uncommitted.
     pub fn apply_committed(&mut self, state: Vec<PendingStateWrites>) -> Result<(), StateError> {
         for pending in state {
-            if let Some(store) = self
-                .operators
-                .iter_mut()
-                .filter_map(|o| o.store_mut())
-                .find(|s| s.name() == pending.store)
-            {
+            if let Some(store) = self.store_mut(&pending.store) {
                 store.apply(&pending.writes)?;
             }
         }
-        self.committed_stream_time = self.stream_time;
+        self.committed_stream_time = self.flushed_stream_time;
         for operator in &mut self.operators {
-            operator.mark_committed();
+            operator.on_commit();
         }
         Ok(())
     }
@@ -314,7 +336,7 @@ impl StreamTask {
         self.record_stream_time = self.committed_stream_time;
         self.next_offset = committed_offset;
         for operator in &mut self.operators {
-            operator.rollback(self.committed_stream_time)?;
+            operator.on_rollback(self.committed_stream_time)?;
         }
         Ok(())
     }
@@ -329,7 +351,7 @@ impl StreamTask {
                 let closed = self
                     .operators
                     .iter()
-                    .filter_map(WindowAggregator::closed_through)
+                    .filter_map(|o| o.closed_through())
                     .max()
                     .unwrap_or(i64::MIN);
                 format!(
@@ -357,8 +379,9 @@ impl StreamTask {
                 self.stream_time = st;
                 self.record_stream_time = st;
                 self.committed_stream_time = st;
+                self.flushed_stream_time = st;
                 for operator in &mut self.operators {
-                    let _ = operator.rollback(st);
+                    let _ = operator.on_rollback(st);
                 }
             } else if let Some(list) = part.strip_prefix("wm=") {
                 marks = Some(
@@ -372,9 +395,9 @@ impl StreamTask {
         }
         if let Some(marks) = marks {
             for operator in &mut self.operators {
-                operator.set_upstream_watermarks(&marks, closed);
+                operator.restore_upstream_watermarks(&marks, closed);
                 // Windows the restored watermarks already closed are retained ones, not due.
-                let _ = operator.reload_index(self.stream_time);
+                let _ = operator.on_restore(self.stream_time);
             }
         }
     }
@@ -382,7 +405,7 @@ impl StreamTask {
     /// Rebuilds every operator's window index from its committed store.
     pub fn reload(&mut self) -> Result<(), StateError> {
         for operator in &mut self.operators {
-            operator.reload_index(self.stream_time)?;
+            operator.on_restore(self.stream_time)?;
         }
         Ok(())
     }
@@ -394,8 +417,4 @@ impl StreamTask {
             .filter_map(|o| o.store().map(|s| s.name().to_string()))
             .collect()
     }
-}
-
-fn operator_name(operator: &WindowAggregator) -> String {
-    operator.spec().name.clone()
 }

@@ -22,9 +22,9 @@ pub enum BenchCommand {
         #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
         topology: Vec<PathBuf>,
     },
-    /// End to end on a real broker: produce generated events, then time a consume-only rdkafka
-    /// loop over them and eddy (exactly-once, the shipped topologies) until its committed offsets
-    /// reach the end of every input partition.
+    /// End to end on a real broker: produce generated seed events to the topics the topology
+    /// reads, then time a consume-only rdkafka loop over them and an eddy process (exactly-once)
+    /// until its committed offsets reach the end of every input partition.
     E2e {
         #[arg(
             long,
@@ -44,6 +44,39 @@ pub enum BenchCommand {
         commit_interval_ms: u64,
         #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
         topology: Vec<PathBuf>,
+    },
+    /// Latency on a real broker: records produced at a fixed rate (use half of the maximum
+    /// throughput), p50/p99/max from produce to the first read_committed-visible update
+    /// (`emit = "update"`, exactly-once) of the record's group.
+    Latency {
+        #[arg(
+            long,
+            env = "EDDY__BOOTSTRAP_SERVERS",
+            default_value = "localhost:9092"
+        )]
+        bootstrap_servers: String,
+        /// Records per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 100)]
+        commit_interval_ms: u64,
+        /// One record in this many is a probe (a group of its own, timed).
+        #[arg(long, default_value_t = 50)]
+        probe_every: u64,
+    },
+    /// Memory with many live keys: one task counts KEYS distinct (group, window) keys that all
+    /// stay open, state in RocksDB, commits every COMMIT_EVERY records; prints peak RSS.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 20_000)]
+        commit_every: usize,
     },
     /// Query API latency: an index of DAYS of minute windows, then QUERIES requests of
     /// `/api/v1/metrics` over the whole span through the real HTTP listener (p50, p99, max).
@@ -73,14 +106,32 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             threads,
             commit_interval_ms,
             topology,
-        } => end_to_end(
-            &bootstrap_servers,
+        } => super::bench_e2e::end_to_end(super::bench_e2e::EndToEnd {
+            bootstrap: &bootstrap_servers,
             events,
             partitions,
             threads,
             commit_interval_ms,
-            &topology,
-        ),
+            topology: &topology,
+        }),
+        BenchCommand::Latency {
+            bootstrap_servers,
+            rate,
+            seconds,
+            partitions,
+            threads,
+            commit_interval_ms,
+            probe_every,
+        } => super::bench_e2e::latency(super::bench_e2e::Latency {
+            bootstrap: &bootstrap_servers,
+            rate,
+            seconds,
+            partitions,
+            threads,
+            commit_interval_ms,
+            probe_every,
+        }),
+        BenchCommand::Memory { keys, commit_every } => memory(keys, commit_every),
         BenchCommand::Api {
             days,
             queries,
@@ -88,133 +139,6 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             topology,
         } => super::bench_api::api(days, queries, users_per_minute, &topology),
     }
-}
-
-fn end_to_end(
-    bootstrap: &str,
-    count: usize,
-    partitions: i32,
-    threads: usize,
-    commit_interval_ms: u64,
-    files: &[PathBuf],
-) -> anyhow::Result<()> {
-    use crate::kafka::{ChangelogReader, ClientSettings, RecordProducer, TopicAdmin};
-    let run = format!("{:x}", crate::runtime::now_ms());
-    let (orders, analytics) = (
-        format!("bench-orders-{run}"),
-        format!("bench-analytics-{run}"),
-    );
-    let mut topology = Topology::from_files(files)?;
-    for source in &mut topology.sources {
-        source.topics = vec![if source.schema == crate::topology::Schema::OrderCreated {
-            orders.clone()
-        } else {
-            analytics.clone()
-        }];
-    }
-    for aggregation in &mut topology.aggregations {
-        aggregation.output_topic = format!("bench-{}-{run}", aggregation.output_topic);
-    }
-    let settings = ClientSettings::plain(bootstrap);
-    let admin = TopicAdmin::new(&settings)?;
-    admin.create_plain_topics(&[(&orders, partitions), (&analytics, partitions)])?;
-    let mut producer = RecordProducer::new(&settings, None)?;
-    let mut generator = EventGenerator::new(GeneratorConfig {
-        step_ms: 2.0,
-        ..GeneratorConfig::default()
-    });
-    for _ in 0..count {
-        let event = generator.next_event();
-        producer.send_to(
-            if event.stream == "orders" {
-                &orders
-            } else {
-                &analytics
-            },
-            event.key.as_bytes(),
-            &event.value,
-        )?;
-    }
-    producer.flush()?;
-
-    // Consume-only: the same records through the same client library, no processing.
-    let reader = ChangelogReader::new(&settings, true)?;
-    let all: Vec<i32> = (0..partitions).collect();
-    let mut ends = Vec::new();
-    let started = Instant::now();
-    let mut consumed = 0usize;
-    for topic in [&orders, &analytics] {
-        ends.push(reader.read_to_end(
-            topic,
-            &all,
-            None,
-            std::time::Duration::from_secs(600),
-            |_| consumed += 1,
-        )?);
-    }
-    let consume_secs = started.elapsed().as_secs_f64();
-
-    let state_dir = std::env::temp_dir().join(format!("eddy-e2e-{run}"));
-    let config = crate::config::Config {
-        application_id: format!("bench-{run}"),
-        bootstrap_servers: bootstrap.into(),
-        state_dir: state_dir.clone(),
-        num_threads: threads,
-        commit_interval_ms: Some(commit_interval_ms),
-        ..Default::default()
-    };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let started = Instant::now();
-    let engine = {
-        let (config, topology, stop) = (config.clone(), topology.clone(), stop.clone());
-        std::thread::spawn(move || {
-            crate::runtime::run(crate::runtime::RunOptions {
-                config,
-                topology,
-                stop,
-                health: Default::default(),
-            })
-        })
-    };
-    loop {
-        let done = [&orders, &analytics]
-            .iter()
-            .zip(&ends)
-            .all(|(topic, ends)| {
-                admin
-                    .group_offsets(&config.application_id, topic, partitions)
-                    .is_ok_and(|offsets| {
-                        offsets
-                            .iter()
-                            .zip(ends)
-                            .all(|(offset, (_, end))| offset.is_some_and(|o| o >= *end))
-                    })
-            });
-        if done || engine.is_finished() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let eddy_secs = started.elapsed().as_secs_f64();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    engine
-        .join()
-        .map_err(|_| anyhow::anyhow!("engine panicked"))??;
-    let _ = std::fs::remove_dir_all(&state_dir);
-
-    let consume_rate = consumed as f64 / consume_secs;
-    let eddy_rate = count as f64 / eddy_secs;
-    println!("events:                 {count} over {partitions} partitions per input topic");
-    println!("consume-only (rdkafka): {consume_rate:>10.0} events/s ({consumed} read in {consume_secs:.2}s)");
-    println!("eddy, exactly-once:     {eddy_rate:>10.0} events/s ({eddy_secs:.2}s to commit every input offset, startup included)");
-    println!(
-        "eddy / consume-only:    {:>10.1}%",
-        100.0 * eddy_rate / consume_rate
-    );
-    if let Some(rss) = peak_rss_bytes() {
-        println!("peak RSS (process):     {:>10.1} MB", rss as f64 / 1e6);
-    }
-    Ok(())
 }
 
 struct Event {
@@ -371,4 +295,78 @@ fn commit(
         }
     }
     Ok((emitted, repartitioned))
+}
+
+/// One task, every key live: what memory does with `keys` open (group, window) entries.
+fn memory(keys: usize, commit_every: usize) -> anyhow::Result<()> {
+    use crate::topology::{AggregateKind, AggregationBuilder, Schema, SourceBuilder, TimeFormat};
+    let topology = Topology::builder()
+        .source(
+            SourceBuilder::new("events", "events", Schema::Json)
+                .key_field("user")
+                .time_field("ts", TimeFormat::EpochMillis)
+                .build(),
+        )
+        .aggregation(
+            AggregationBuilder::new("events.per_user", "events", "out")
+                .group_by("user")
+                .tumbling(24 * 3_600_000)
+                .aggregate("events", AggregateKind::Count)
+                .aggregate("amount", AggregateKind::Sum("amount".into()))
+                .build(),
+        )
+        .build()?;
+    let state_dir = std::env::temp_dir().join(format!("eddy-bench-memory-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let compiled = CompiledTopology::new("eddy-bench-memory", topology);
+    let partitions: HashMap<String, i32> = [("events".to_string(), 1)].into();
+    let id = TaskId {
+        topic: "events".into(),
+        partition: 0,
+    };
+    let (mut task, _db) =
+        compiled.create_task(&id, &partitions, &StateLocation::Disk(state_dir.clone()))?;
+    let baseline = super::current_rss_bytes().unwrap_or(0);
+    let started = Instant::now();
+    let mut output = TaskOutput::default();
+    let mut value = Vec::with_capacity(64);
+    for i in 0..keys {
+        value.clear();
+        use std::io::Write;
+        write!(
+            value,
+            r#"{{"user":"user-{i:08}","ts":{},"amount":{}}}"#,
+            1_795_340_400_000i64 + (i % 1000) as i64,
+            i % 100
+        )?;
+        task.process(
+            InputRecord {
+                payload: Some(&value),
+                key: None,
+                timestamp_ms: None,
+                offset: i as i64,
+            },
+            &mut output,
+        )?;
+        if (i + 1) % commit_every == 0 || i + 1 == keys {
+            task.flush(&mut output)?;
+            task.apply_committed(std::mem::take(&mut output.state))?;
+            output.records.clear();
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let open: usize = task.operators().map(|o| o.open_windows()).sum();
+    let rss = super::current_rss_bytes().unwrap_or(0);
+    let peak = peak_rss_bytes().unwrap_or(0);
+    drop(task);
+    let _ = std::fs::remove_dir_all(&state_dir);
+    println!("live keys:            {open} (group, window) entries, {keys} records in {secs:.1}s");
+    println!(
+        "state cache budget:   {} entries per store",
+        crate::task::MAX_CACHED_ENTRIES
+    );
+    println!("RSS before the run:   {:>8.1} MB", baseline as f64 / 1e6);
+    println!("RSS at the end:       {:>8.1} MB", rss as f64 / 1e6);
+    println!("peak RSS:             {:>8.1} MB", peak as f64 / 1e6);
+    Ok(())
 }

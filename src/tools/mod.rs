@@ -2,6 +2,8 @@
 
 mod bench;
 mod bench_api;
+mod bench_e2e;
+mod bench_process;
 mod demo;
 mod generate;
 mod live_table;
@@ -11,4 +13,4 @@ pub use bench::{run_bench, BenchCommand};
 pub use demo::{run_demo, DemoArgs};
 pub use generate::{run_generate, GenerateArgs};
 pub use live_table::LiveTable;
-pub use memory::peak_rss_bytes;
+pub use memory::{current_rss_bytes, peak_rss_bytes};

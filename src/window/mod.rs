@@ -1,4 +1,13 @@
-//! Event-time windows: which windows a timestamp falls into.
+//! Event-time windows: which windows a timestamp falls into ([`assign_windows`]), how sessions
+//! merge ([`sessions`]), when stored windows close and expire ([`WindowSchedule`]), and the merge
+//! side's watermarks with idleness ([`UpstreamWatermarks`]).
+
+mod closing;
+pub mod sessions;
+mod upstream;
+
+pub use closing::WindowSchedule;
+pub use upstream::{ClosedThrough, UpstreamWatermarks, IDLE_REANNOUNCE};
 
 use crate::topology::WindowSpec;
 

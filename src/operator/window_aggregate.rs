@@ -1,0 +1,385 @@
+//! Windows kept in a store and closed by event time: a whole aggregation grouped by the source key
+//! (input tasks), or stage 2 of a repartitioned one, merging partials and closing at the slowest
+//! upstream partition's watermark (repartition tasks).
+
+use super::compiled::CompiledAggregation;
+use super::output::{
+    AggregateRecord, OutgoingKind, OutgoingRecord, PendingStateWrites, TaskOutput,
+};
+use super::rows::{Delta, RowAssigner};
+use super::{FlushContext, Operator, OperatorInput, OperatorStats};
+use crate::aggregate::Accumulators;
+use crate::state::{decode_accumulators, StateError, StateKey, WindowStore};
+use crate::topology::{EmitMode, WindowSpec};
+use crate::window::{
+    close_time, sessions, ClosedThrough, UpstreamWatermarks, Window, WindowSchedule,
+};
+use std::sync::Arc;
+
+pub struct WindowAggregate {
+    spec: Arc<CompiledAggregation>,
+    store: WindowStore,
+    schedule: WindowSchedule,
+    /// The merge side's upstream partitions; `None` for an aggregation local to its input task.
+    upstream: Option<UpstreamWatermarks>,
+    closed_through: ClosedThrough,
+    rows: RowAssigner,
+    stats: OperatorStats,
+}
+
+impl WindowAggregate {
+    /// The whole aggregation in its input task (grouped by the source key).
+    pub fn local(spec: Arc<CompiledAggregation>, store: WindowStore) -> WindowAggregate {
+        WindowAggregate::new(spec, store, None)
+    }
+
+    /// Stage 2: merges partials from `upstream_partitions` input partitions.
+    pub fn merging(
+        spec: Arc<CompiledAggregation>,
+        store: WindowStore,
+        upstream_partitions: usize,
+    ) -> WindowAggregate {
+        WindowAggregate::new(
+            spec,
+            store,
+            Some(UpstreamWatermarks::new(upstream_partitions)),
+        )
+    }
+
+    fn new(
+        spec: Arc<CompiledAggregation>,
+        store: WindowStore,
+        upstream: Option<UpstreamWatermarks>,
+    ) -> WindowAggregate {
+        WindowAggregate {
+            schedule: WindowSchedule::new(spec.window, spec.grace_ms, spec.retention_ms),
+            spec,
+            store,
+            upstream,
+            closed_through: ClosedThrough::default(),
+            rows: RowAssigner::default(),
+            stats: OperatorStats::default(),
+        }
+    }
+
+    /// The time windows close at: the task's stream time, or for the merge side the slowest
+    /// active upstream; never behind where windows were already closed.
+    fn watermark(&self, stream_time: i64) -> i64 {
+        let time = self
+            .upstream
+            .as_ref()
+            .map_or(stream_time, UpstreamWatermarks::watermark);
+        time.max(self.closed_through.get())
+    }
+
+    fn add(
+        spec: &CompiledAggregation,
+        store: &mut WindowStore,
+        schedule: &mut WindowSchedule,
+        group: &[u8],
+        window: Window,
+        delta: &Delta<'_, '_>,
+    ) -> Result<(), StateError> {
+        match spec.window {
+            WindowSpec::Session { gap_ms } => {
+                Self::add_session(spec, store, schedule, group, window, gap_ms, delta)
+            }
+            _ => {
+                let exists = schedule.track(group, window);
+                store.update(
+                    group,
+                    window,
+                    exists,
+                    || Accumulators::new(&spec.aggregates),
+                    |acc| delta.apply(spec, acc),
+                )
+            }
+        }
+    }
+
+    fn add_session(
+        spec: &CompiledAggregation,
+        store: &mut WindowStore,
+        schedule: &mut WindowSchedule,
+        group: &[u8],
+        new: Window,
+        gap_ms: i64,
+        delta: &Delta<'_, '_>,
+    ) -> Result<(), StateError> {
+        let open = schedule.sessions_mut(group);
+        let joined = sessions::overlapping(open, new, gap_ms);
+        if let [only] = joined[..] {
+            let existing = open[only];
+            if existing.start <= new.start && new.end <= existing.end {
+                return store.update(
+                    group,
+                    existing,
+                    true,
+                    || Accumulators::new(&spec.aggregates),
+                    |acc| delta.apply(spec, acc),
+                );
+            }
+            // The common case: a record extends one session. Its accumulators move to the wider
+            // key; its closing entry (matched by start) is rescheduled when it comes due.
+            let merged = sessions::span(open, &joined, new);
+            open[only] = merged;
+            let mut accumulators = store
+                .take(group, existing)?
+                .unwrap_or_else(|| Accumulators::new(&spec.aggregates));
+            delta.apply(spec, &mut accumulators);
+            if merged.start != existing.start {
+                schedule.schedule_close(group, merged);
+            }
+            return store.update(group, merged, false, || accumulators, |_| {});
+        }
+        let merged = sessions::span(open, &joined, new);
+        let mut accumulators = delta.to_accumulators(spec);
+        let old: Vec<Window> = joined.iter().map(|&i| open[i]).collect();
+        open.retain(|w| !old.contains(w));
+        open.push(merged);
+        for &window in &old {
+            if let Some(previous) = store.take(group, window)? {
+                accumulators.merge(&previous);
+            }
+        }
+        // One closing entry per session start: an old session keeping its start keeps its entry.
+        if !old.iter().any(|w| w.start == merged.start) {
+            schedule.schedule_close(group, merged);
+        }
+        store.update(group, merged, false, || accumulators, |_| {})
+    }
+
+    /// Closes and expires what `watermark` allows, emitting finals into `out`.
+    fn close_windows(&mut self, watermark: i64, out: &mut TaskOutput) -> Result<(), StateError> {
+        let (spec, store, stats) = (&*self.spec, &mut self.store, &mut self.stats);
+        self.schedule
+            .close_due(watermark, |group, window, retained| {
+                let key = StateKey {
+                    group: crate::record::GroupKey(group.into()),
+                    window,
+                };
+                let closed = if retained {
+                    store.get(&key)?
+                } else {
+                    store.take(group, window)?
+                };
+                if let Some(accumulators) = closed {
+                    out.records
+                        .push(aggregate_record(spec, &key, &accumulators, true));
+                    stats.emitted_final += 1;
+                }
+                Ok(())
+            })?;
+        self.schedule
+            .expire_due(watermark, |group, window| store.delete(group, window))
+    }
+
+    /// Moves this interval's store changes into `out`: changelog records, updates (`emit =
+    /// "update"`) for windows still open, and the writes to apply after the commit.
+    fn emit_changes(
+        &mut self,
+        watermark: i64,
+        task_partition: i32,
+        out: &mut TaskOutput,
+    ) -> Result<(), StateError> {
+        if !self.store.has_changes() {
+            return Ok(());
+        }
+        let spec = &*self.spec;
+        let writes = self.store.flush();
+        for write in &writes {
+            if spec.emit == EmitMode::Update {
+                if let (Some(value), Some(key)) = (&write.value, StateKey::from_bytes(&write.key)) {
+                    if close_time(&spec.window, key.window, spec.grace_ms) > watermark {
+                        let accumulators =
+                            decode_accumulators(value).map_err(|reason| StateError::Corrupt {
+                                store: spec.name.clone(),
+                                reason,
+                            })?;
+                        out.records
+                            .push(aggregate_record(spec, &key, &accumulators, false));
+                        self.stats.emitted_update += 1;
+                    }
+                }
+            }
+            out.records.push(OutgoingRecord {
+                kind: OutgoingKind::Changelog,
+                topic: spec.changelog_topic.clone(),
+                partition: Some(task_partition),
+                key: Some(write.key.clone()),
+                value: write.value.clone(),
+                headers: Vec::new(),
+                window_end_ms: None,
+            });
+        }
+        out.state.push(PendingStateWrites {
+            store: spec.name.clone(),
+            writes,
+        });
+        Ok(())
+    }
+}
+
+impl Operator for WindowAggregate {
+    fn spec(&self) -> &CompiledAggregation {
+        &self.spec
+    }
+
+    fn process(
+        &mut self,
+        input: OperatorInput<'_, '_>,
+        stream_time: i64,
+    ) -> Result<bool, StateError> {
+        let (spec, store, schedule) = (&*self.spec, &mut self.store, &mut self.schedule);
+        let late = match input {
+            OperatorInput::Record(record) => {
+                self.rows
+                    .assign(spec, record, stream_time, |group, window, delta| {
+                        Self::add(spec, store, schedule, group, window, delta)
+                    })?
+            }
+            OperatorInput::Partial {
+                group,
+                window,
+                accumulators,
+            } => {
+                // Should not happen: upstream drops late records and watermarks only move after
+                // their partials.
+                let watermark = self
+                    .upstream
+                    .as_ref()
+                    .map_or(i64::MIN, UpstreamWatermarks::watermark)
+                    .max(self.closed_through.get());
+                if close_time(&spec.window, window, spec.grace_ms) <= watermark {
+                    true
+                } else {
+                    Self::add(
+                        spec,
+                        store,
+                        schedule,
+                        group,
+                        window,
+                        &Delta::Partial(accumulators),
+                    )?;
+                    false
+                }
+            }
+            OperatorInput::UpstreamTime {
+                upstream_partition,
+                stream_time,
+                idle,
+            } => {
+                if let Some(upstream) = &mut self.upstream {
+                    upstream.observe(upstream_partition, stream_time, idle);
+                }
+                false
+            }
+        };
+        if late {
+            self.stats.late_records += 1;
+        }
+        Ok(late)
+    }
+
+    fn on_flush(&mut self, context: FlushContext, out: &mut TaskOutput) -> Result<(), StateError> {
+        let before = self.closed_through.get();
+        let watermark = self
+            .closed_through
+            .advance(self.watermark(context.stream_time));
+        if watermark != before {
+            if let Some(upstream) = &self.upstream {
+                tracing::debug!(aggregation = %self.spec.name, task_partition = context.task_partition, watermark, upstream = ?upstream.marks(), idle = ?upstream.idle_flags(), "merge watermark advanced");
+            }
+        }
+        self.close_windows(watermark, out)?;
+        self.emit_changes(watermark, context.task_partition, out)?;
+        if let Some(upstream) = &mut self.upstream {
+            upstream.mark_flushed();
+        }
+        self.closed_through.mark_flushed();
+        Ok(())
+    }
+
+    fn on_commit(&mut self) {
+        if let Some(upstream) = &mut self.upstream {
+            upstream.mark_committed();
+        }
+        self.closed_through.mark_committed();
+    }
+
+    fn on_rollback(&mut self, stream_time: i64) -> Result<(), StateError> {
+        if let Some(upstream) = &mut self.upstream {
+            upstream.roll_back();
+        }
+        self.closed_through.roll_back();
+        self.on_restore(stream_time)
+    }
+
+    /// Rebuilds the window schedule from committed state. A stored window that closed by
+    /// `stream_time` (the task's committed time) is one kept for `retention`, already emitted, and
+    /// is only scheduled for deletion.
+    fn on_restore(&mut self, stream_time: i64) -> Result<(), StateError> {
+        self.store.discard_uncommitted();
+        self.schedule.clear();
+        let watermark = self.closed_through.advance(self.watermark(stream_time));
+        for key in self.store.committed_keys()? {
+            self.schedule
+                .reload(key.group.0.into_vec(), key.window, watermark);
+        }
+        Ok(())
+    }
+
+    fn store(&self) -> Option<&WindowStore> {
+        Some(&self.store)
+    }
+
+    fn store_mut(&mut self) -> Option<&mut WindowStore> {
+        Some(&mut self.store)
+    }
+
+    fn upstream_watermarks(&self) -> Option<&[i64]> {
+        self.upstream.as_ref().map(UpstreamWatermarks::marks)
+    }
+
+    fn closed_through(&self) -> Option<i64> {
+        Some(self.closed_through.get())
+    }
+
+    fn restore_upstream_watermarks(&mut self, watermarks: &[i64], closed_through: Option<i64>) {
+        if let Some(upstream) = &mut self.upstream {
+            upstream.restore(watermarks);
+            if let Some(closed) = closed_through {
+                self.closed_through.advance(closed);
+            }
+            upstream.mark_flushed();
+        }
+        self.closed_through.mark_flushed();
+        self.on_commit();
+    }
+
+    fn take_stats(&mut self) -> OperatorStats {
+        std::mem::take(&mut self.stats)
+    }
+
+    fn open_windows(&self) -> usize {
+        self.schedule.open_windows()
+    }
+}
+
+fn aggregate_record(
+    spec: &CompiledAggregation,
+    key: &StateKey,
+    accumulators: &Accumulators,
+    is_final: bool,
+) -> OutgoingRecord {
+    let record = AggregateRecord::new(spec, key, accumulators, is_final);
+    OutgoingRecord {
+        kind: OutgoingKind::Aggregate { is_final },
+        topic: spec.output_topic.clone(),
+        partition: None,
+        key: Some(record.key().into_bytes()),
+        value: Some(serde_json::to_vec(&record).expect("serializable")),
+        headers: Vec::new(),
+        window_end_ms: is_final.then_some(key.window.end),
+    }
+}

@@ -1,0 +1,217 @@
+//! What the broker benchmarks share: topology files rewritten to one run's topics, and eddy run as
+//! a child process (as users run it), so its peak memory is its own and not the harness's.
+
+use crate::topology::{Schema, Topology};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Topology files with this run's input and output topics, written under the run's directory.
+pub struct BenchTopology {
+    pub files: Vec<PathBuf>,
+    pub topology: Topology,
+    /// The input topic of each schema the topology reads.
+    pub inputs: Vec<(Schema, String)>,
+}
+
+impl BenchTopology {
+    /// Rewrites `files`: each source reads `bench-<schema>-<run>`, each output goes to
+    /// `bench-<output>-<run>`. Only the seed schemas can be generated.
+    pub fn prepare(files: &[PathBuf], run: &str, dir: &Path) -> anyhow::Result<BenchTopology> {
+        let mut written = Vec::new();
+        let mut inputs: Vec<(Schema, String)> = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let mut table: toml::Table = text.parse()?;
+            for source in table
+                .get_mut("source")
+                .and_then(|s| s.as_array_mut())
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_table_mut())
+            {
+                let schema = source
+                    .get("schema")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("json")
+                    .to_string();
+                let topic = format!("bench-{schema}-{run}");
+                let parsed = match schema.as_str() {
+                    "order_created" => Schema::OrderCreated,
+                    "analytics_event" => Schema::AnalyticsEvent,
+                    other => anyhow::bail!(
+                        "{}: source schema `{other}`: eddy bench generates the seed services' events, so its sources must use `order_created` or `analytics_event`",
+                        file.display()
+                    ),
+                };
+                source.remove("topics");
+                source.remove("version");
+                source.insert("topic".into(), topic.clone().into());
+                if !inputs.iter().any(|(s, _)| *s == parsed) {
+                    inputs.push((parsed, topic));
+                }
+            }
+            for aggregation in table
+                .get_mut("aggregation")
+                .and_then(|a| a.as_array_mut())
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_table_mut())
+            {
+                for key in ["output", "late_records_topic"] {
+                    if let Some(topic) = aggregation.get(key).and_then(|t| t.as_str()) {
+                        let renamed = format!("bench-{topic}-{run}");
+                        aggregation.insert(key.into(), renamed.into());
+                    }
+                }
+            }
+            let name = file.file_name().unwrap_or_default();
+            let path = dir.join(name);
+            std::fs::write(&path, toml::to_string(&table)?)?;
+            written.push(path);
+        }
+        let topology = Topology::from_files(&written)?;
+        Ok(BenchTopology {
+            files: written,
+            topology,
+            inputs,
+        })
+    }
+}
+
+/// An `eddy run` child process.
+pub struct EddyProcess {
+    child: Child,
+    http: String,
+    log: PathBuf,
+}
+
+/// How to start it.
+pub struct EddyRun<'a> {
+    pub bootstrap: &'a str,
+    pub application_id: &'a str,
+    pub topology: &'a [PathBuf],
+    pub state_dir: &'a Path,
+    pub threads: usize,
+    pub commit_interval_ms: u64,
+    pub log: PathBuf,
+}
+
+impl EddyProcess {
+    pub fn start(run: EddyRun<'_>) -> anyhow::Result<EddyProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let http = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(&run.log)?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("run")
+            .args(["--bootstrap-servers", run.bootstrap])
+            .args(["--application-id", run.application_id])
+            .arg("--state-dir")
+            .arg(run.state_dir)
+            .args(["--num-threads", &run.threads.to_string()])
+            .args(["--commit-interval-ms", &run.commit_interval_ms.to_string()])
+            .args(["--http-listen", &http])
+            .args(["--log-level", "warn"]);
+        for file in run.topology {
+            command.arg("--topology").arg(file);
+        }
+        let child = command
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(EddyProcess {
+            child,
+            http,
+            log: run.log,
+        })
+    }
+
+    /// Waits until `/health/ready` answers 200 (group joined, every task restored).
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("eddy exited with {status}; its log: {}", self.log_tail());
+            }
+            if http_status(&self.http, "/health/ready").is_ok_and(|s| s == 200) {
+                return Ok(Instant::now());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "eddy not ready after {timeout:?}; its log: {}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Fails when the process exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            anyhow::bail!("eddy exited with {status}; its log: {}", self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// The process's peak resident set size (VmHWM) so far.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// SIGTERM, then waits for the clean shutdown.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let status = self.child.wait()?;
+        if !status.success() {
+            anyhow::bail!("eddy exited with {status}; its log: {}", self.log_tail());
+        }
+        Ok(())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut start = text.len().saturating_sub(2000);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_string()
+    }
+}
+
+fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    Ok(String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The value at quantile `p` of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
