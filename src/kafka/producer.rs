@@ -285,6 +285,21 @@ impl RecordProducer {
         }
     }
 
+    /// Waits until every queued record is acknowledged, serving delivery reports as they come.
+    /// Returns false if some are still outstanding after `timeout`. (`BaseProducer::flush` polls
+    /// in 100 ms slices that always run to their end: up to 100 ms lost per call, once per
+    /// commit.)
+    fn drain_deliveries(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.producer.in_flight_count() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        true
+    }
+
     /// Serves delivery callbacks.
     pub fn poll(&self) {
         self.producer.poll(Duration::ZERO);
@@ -299,9 +314,12 @@ impl RecordProducer {
         group: Option<&GroupMetadata>,
     ) -> Result<(), CommitFailure> {
         if !self.transactional {
-            self.producer
-                .flush(self.timeout)
-                .map_err(|e| CommitFailure::abortable(e.to_string()))?;
+            if !self.drain_deliveries(self.timeout) {
+                return Err(CommitFailure::abortable(format!(
+                    "records not acknowledged within {}s",
+                    self.timeout.as_secs()
+                )));
+            }
             let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
             if let Some(failure) = self.producer.context().take_permanent() {
                 return Err(failure);
@@ -314,6 +332,7 @@ impl RecordProducer {
             return Ok(());
         }
         self.ensure_transaction()?;
+        let started = std::time::Instant::now();
         if !offsets.is_empty() {
             let list = offset_list(offsets).map_err(|e| CommitFailure::abortable(e.to_string()))?;
             let group = group.ok_or_else(|| {
@@ -327,6 +346,10 @@ impl RecordProducer {
                     .send_offsets_to_transaction(&list, &group.0, self.timeout)
             })?;
         }
+        let offsets_sent = started.elapsed();
+        // Serve the delivery reports here: commit_transaction's own flush would wait for them in
+        // 100 ms slices.
+        self.drain_deliveries(self.timeout);
         let already_committed = self.inject_commit_faults()?;
         // librdkafka's contract: a retriable error (e.g. a timeout) means call commit again, since
         // the commit may still complete; only success ends the transaction. On any failure the
@@ -343,6 +366,11 @@ impl RecordProducer {
             return Err(failure);
         }
         committed?;
+        tracing::trace!(
+            offsets_ms = offsets_sent.as_secs_f64() * 1e3,
+            commit_ms = (started.elapsed() - offsets_sent).as_secs_f64() * 1e3,
+            "transaction committed"
+        );
         self.in_transaction = false;
         Ok(())
     }

@@ -192,6 +192,7 @@ impl CommitEnded {
             "failed"
         };
         metrics::counter!(m::COMMITS, "result" => result).increment(1);
+        tracing::trace!(result, seconds = self.seconds, "commit ended");
         if !self.committed {
             // Aborted transactions are counted once, by `TransactionAborted`.
             return;

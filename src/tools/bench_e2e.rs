@@ -9,6 +9,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Removes the run's directory, unless `EDDY_BENCH_LOG` asked for eddy's log (kept there).
+fn clean_up(dir: &std::path::Path) {
+    if std::env::var_os("EDDY_BENCH_LOG").is_some() {
+        println!("eddy's log:             {}", dir.join("eddy.log").display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Options of `eddy bench e2e`.
 pub struct EndToEnd<'a> {
     pub bootstrap: &'a str,
@@ -120,7 +129,7 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
     let finished = Instant::now();
     let peak = eddy.peak_rss_bytes();
     eddy.stop()?;
-    let _ = std::fs::remove_dir_all(&dir);
+    clean_up(&dir);
 
     let eddy_secs = (finished - started).as_secs_f64();
     let processing_secs = (finished - ready).as_secs_f64();
@@ -291,7 +300,7 @@ pub fn latency(options: Latency<'_>) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
     eddy.stop()?;
-    let _ = std::fs::remove_dir_all(&dir);
+    clean_up(&dir);
 
     let mut latencies: Vec<f64> = seen
         .lock()

@@ -116,7 +116,10 @@ impl EddyProcess {
             .args(["--num-threads", &run.threads.to_string()])
             .args(["--commit-interval-ms", &run.commit_interval_ms.to_string()])
             .args(["--http-listen", &http])
-            .args(["--log-level", "warn"]);
+            .args([
+                "--log-level",
+                &std::env::var("EDDY_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            ]);
         for file in run.topology {
             command.arg("--topology").arg(file);
         }
