@@ -79,7 +79,10 @@ impl ClientSettings {
             .set("heartbeat.interval.ms", "2000")
             .set("max.poll.interval.ms", "300000")
             .set("isolation.level", "read_committed")
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // The broker's default 500 ms hold on a fetch left the loop waiting for input that was
+            // there (bench e2e, one aggregation: 119k-130k events/s at 500 ms, 147k-177k at 10 ms).
+            .set("fetch.wait.max.ms", "10");
         if let Some(instance) = &self.group_instance_id {
             config.set("group.instance.id", instance);
         }

@@ -69,6 +69,9 @@ pub enum BenchCommand {
         /// One record in this many is a probe (a group of its own, timed).
         #[arg(long, default_value_t = 50)]
         probe_every: u64,
+        /// Probes of the first seconds are reported apart (start-up, not steady state).
+        #[arg(long, default_value_t = 2)]
+        warmup_seconds: u64,
     },
     /// Memory with many live keys: one task counts KEYS distinct (group, window) keys that all
     /// stay open, state in RocksDB, commits every COMMIT_EVERY records; prints peak RSS.
@@ -122,6 +125,7 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             threads,
             commit_interval_ms,
             probe_every,
+            warmup_seconds,
         } => super::bench_e2e::latency(super::bench_e2e::Latency {
             bootstrap: &bootstrap_servers,
             rate,
@@ -130,6 +134,7 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             threads,
             commit_interval_ms,
             probe_every,
+            warmup_seconds,
         }),
         BenchCommand::Memory { keys, commit_every } => memory(keys, commit_every),
         BenchCommand::Api {

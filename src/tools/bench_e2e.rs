@@ -163,6 +163,8 @@ pub struct Latency<'a> {
     pub threads: usize,
     pub commit_interval_ms: u64,
     pub probe_every: u64,
+    /// Probes of the first seconds (the consumer's first fetches) are reported apart.
+    pub warmup_seconds: u64,
 }
 
 /// The topology the latency benchmark runs: a per-key count emitted on every commit.
@@ -302,16 +304,20 @@ pub fn latency(options: Latency<'_>) -> anyhow::Result<()> {
     eddy.stop()?;
     clean_up(&dir);
 
-    let mut latencies: Vec<f64> = seen
-        .lock()
-        .expect("lock")
-        .iter()
-        .flatten()
-        .copied()
-        .collect();
+    let seen = seen.lock().expect("lock").clone();
+    let per_second = (options.rate / options.probe_every.max(1)).max(1) as usize;
+    let worst = |probes: &[Option<f64>]| probes.iter().flatten().copied().fold(0.0, f64::max);
+    if std::env::var_os("EDDY_BENCH_LOG").is_some() {
+        for (second, chunk) in seen.chunks(per_second).enumerate() {
+            println!("second {second:>3}: worst {:.0} ms", worst(chunk));
+        }
+    }
+    let warmup = (per_second * options.warmup_seconds as usize).min(seen.len());
+    let (warming, measured) = seen.split_at(warmup);
+    let mut latencies: Vec<f64> = measured.iter().flatten().copied().collect();
     latencies.sort_by(f64::total_cmp);
     println!(
-        "produced:               {total} records at {:.0}/s over {} partitions, {} probes ({} seen)",
+        "produced:               {total} records at {:.0}/s over {} partitions, {} probes ({} timed after the warm-up)",
         total as f64 / produce_secs,
         options.partitions,
         sent_probes,
@@ -322,15 +328,21 @@ pub fn latency(options: Latency<'_>) -> anyhow::Result<()> {
         options.commit_interval_ms
     );
     println!(
+        "warm-up (first {} s):    worst {:.1} ms (not counted below)",
+        options.warmup_seconds,
+        worst(warming)
+    );
+    println!(
         "produce -> visible:     p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN)
     );
-    if latencies.len() < sent_probes {
+    let visible = seen.iter().flatten().count();
+    if visible < sent_probes {
         anyhow::bail!(
             "{} of {sent_probes} probes never became visible within 15 s",
-            sent_probes - latencies.len()
+            sent_probes - visible
         );
     }
     Ok(())
