@@ -55,15 +55,20 @@ impl PartialAggregate {
         partials: &mut HashMap<Vec<u8>, Vec<(Window, Accumulators)>>,
         spec: &CompiledAggregation,
         group: &[u8],
-        new: Window,
+        assigned: &[Window],
         delta: &Delta<'_, '_>,
     ) {
         let windows = partials.entry_ref(group).or_default();
         let WindowSpec::Session { gap_ms } = spec.window else {
-            match windows.iter_mut().find(|(w, _)| *w == new) {
-                Some((_, acc)) => delta.apply(spec, acc),
-                None => windows.push((new, delta.to_accumulators(spec))),
+            for &new in assigned {
+                match windows.iter_mut().find(|(w, _)| *w == new) {
+                    Some((_, acc)) => delta.apply(spec, acc),
+                    None => windows.push((new, delta.to_accumulators(spec))),
+                }
             }
+            return;
+        };
+        let Some(&new) = assigned.first() else {
             return;
         };
         let bounds: Vec<Window> = windows.iter().map(|(w, _)| *w).collect();
@@ -120,8 +125,8 @@ impl Operator for PartialAggregate {
         let (spec, partials) = (&*self.spec, &mut self.partials);
         let late = self
             .rows
-            .assign(spec, record, stream_time, |group, window, delta| {
-                Self::add(partials, spec, group, window, delta);
+            .assign(spec, record, stream_time, |group, windows, delta| {
+                Self::add(partials, spec, group, windows, delta);
                 Ok::<_, StateError>(())
             })?;
         if late {

@@ -38,19 +38,21 @@ impl Delta<'_, '_> {
 pub(crate) struct RowAssigner {
     group: Vec<u8>,
     coupons: Vec<Option<Coupon>>,
+    windows: Vec<Window>,
 }
 
 impl RowAssigner {
-    /// Calls `update(group, window, delta)` for each window of each accepted row of `record`. For
-    /// sessions the window is the record's own `[t, t + 1)`, for the operator to merge. Returns
-    /// `Ok(true)` (and updates nothing) when the record is late for every window it would join.
+    /// Calls `update(group, windows, delta)` once for each accepted row of `record`, with the
+    /// row's open windows (one group lookup for all of a hopping row's windows). For sessions the
+    /// window is the record's own `[t, t + 1)`, for the operator to merge. Returns `Ok(true)`
+    /// (and updates nothing) when the record is late for every window it would join.
     #[inline]
     pub fn assign<E>(
         &mut self,
         spec: &CompiledAggregation,
         record: &DecodedRecord<'_>,
         stream_time: i64,
-        mut update: impl FnMut(&[u8], Window, &Delta<'_, '_>) -> Result<(), E>,
+        mut update: impl FnMut(&[u8], &[Window], &Delta<'_, '_>) -> Result<(), E>,
     ) -> Result<bool, E> {
         let t = record.event_time_ms;
         if max_window_end(&spec.window, t) + spec.grace_ms <= stream_time {
@@ -70,27 +72,23 @@ impl RowAssigner {
             spec.group_key_into(record, item, &mut self.group);
             Accumulators::coupons(&spec.aggregates, record, item, &mut self.coupons);
             let delta = Delta::Row(record, item, &self.coupons);
-            let group = &self.group;
+            self.windows.clear();
             match &spec.window {
-                WindowSpec::Session { .. } => update(
-                    group,
-                    Window {
-                        start: t,
-                        end: t + 1,
-                    },
-                    &delta,
-                )?,
+                WindowSpec::Session { .. } => self.windows.push(Window {
+                    start: t,
+                    end: t + 1,
+                }),
                 window_spec => {
-                    let mut result = Ok(());
+                    let windows = &mut self.windows;
                     assign_windows(window_spec, t, |window| {
                         // Kafka Streams' rule: a hopping record still updates its windows that are open.
-                        if result.is_ok() && window.end + spec.grace_ms > stream_time {
-                            result = update(group, window, &delta);
+                        if window.end + spec.grace_ms > stream_time {
+                            windows.push(window);
                         }
                     });
-                    result?;
                 }
             }
+            update(&self.group, &self.windows, &delta)?;
         }
         Ok(false)
     }

@@ -234,8 +234,10 @@ impl Operator for WindowAggregate {
         let late = match input {
             OperatorInput::Record(record) => {
                 self.rows
-                    .assign(spec, record, stream_time, |group, window, delta| {
-                        Self::add(spec, store, schedule, group, window, delta)
+                    .assign(spec, record, stream_time, |group, windows, delta| {
+                        windows.iter().try_for_each(|&window| {
+                            Self::add(spec, store, schedule, group, window, delta)
+                        })
                     })?
             }
             OperatorInput::Partial {
