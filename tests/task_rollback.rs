@@ -1,14 +1,16 @@
-//! A merge task rolled back after an aborted transaction returns to its committed upstream
-//! watermarks, so the partials replayed after the abort are not mistaken for late ones.
+//! Rollbacks and commits of a task: a rolled-back merge task returns to its committed upstream
+//! watermarks (so replayed partials are not mistaken for late ones), and a commit applies what its
+//! flush covered, not what was processed while it committed.
 
 use eddy::task::{
-    CompiledTopology, InputRecord, RepartitionMessage, StateLocation, TaskId, TaskOutput,
+    CompiledTopology, InputRecord, RepartitionMessage, StateLocation, StreamTask, TaskId,
+    TaskOutput,
 };
 use eddy::topology::*;
 use std::collections::HashMap;
 
-#[test]
-fn rollback_restores_the_merge_sides_upstream_watermarks() {
+/// Events counted by `kind`: grouped off the key, so through a repartition topic.
+fn by_kind() -> CompiledTopology {
     let topology = Topology::builder()
         .source(
             SourceBuilder::new("events", "events", Schema::Json)
@@ -23,17 +25,13 @@ fn rollback_restores_the_merge_sides_upstream_watermarks() {
         )
         .build()
         .unwrap();
-    let compiled = CompiledTopology::new("app", topology);
-    let partitions = HashMap::from([("events".to_string(), 2)]);
-    let id = TaskId {
-        topic: "app-by_kind-repartition".into(),
-        partition: 0,
-    };
-    let (mut task, _) = compiled
-        .create_task(&id, &partitions, &StateLocation::Memory)
-        .unwrap();
+    CompiledTopology::new("app", topology)
+}
+
+/// Hands repartition messages to a merge task, at increasing offsets.
+fn delivery() -> impl FnMut(&mut StreamTask, RepartitionMessage) {
     let mut offset = 0;
-    let mut deliver = |task: &mut eddy::task::StreamTask, message: RepartitionMessage| {
+    move |task, message| {
         let bytes = message.encode();
         offset += 1;
         task.process(
@@ -46,7 +44,21 @@ fn rollback_restores_the_merge_sides_upstream_watermarks() {
             &mut TaskOutput::default(),
         )
         .unwrap();
+    }
+}
+
+#[test]
+fn rollback_restores_the_merge_sides_upstream_watermarks() {
+    let compiled = by_kind();
+    let partitions = HashMap::from([("events".to_string(), 2)]);
+    let id = TaskId {
+        topic: "app-by_kind-repartition".into(),
+        partition: 0,
     };
+    let (mut task, _) = compiled
+        .create_task(&id, &partitions, &StateLocation::Memory)
+        .unwrap();
+    let mut deliver = delivery();
     for upstream_partition in 0..2 {
         deliver(
             &mut task,
@@ -93,21 +105,7 @@ fn rollback_restores_the_merge_sides_upstream_watermarks() {
 /// the time the commit happened to end.
 #[test]
 fn a_commit_applies_what_its_flush_covered_not_what_was_processed_meanwhile() {
-    let topology = Topology::builder()
-        .source(
-            SourceBuilder::new("events", "events", Schema::Json)
-                .time_field("ts", TimeFormat::EpochMillis)
-                .build(),
-        )
-        .aggregation(
-            AggregationBuilder::new("by_kind", "events", "out")
-                .group_by("kind")
-                .aggregate("n", AggregateKind::Count)
-                .build(),
-        )
-        .build()
-        .unwrap();
-    let compiled = CompiledTopology::new("app", topology);
+    let compiled = by_kind();
     let partitions = HashMap::from([("events".to_string(), 1)]);
     let merge = TaskId {
         topic: "app-by_kind-repartition".into(),
@@ -116,21 +114,7 @@ fn a_commit_applies_what_its_flush_covered_not_what_was_processed_meanwhile() {
     let (mut task, _) = compiled
         .create_task(&merge, &partitions, &StateLocation::Memory)
         .unwrap();
-    let mut offset = 0;
-    let mut deliver = |task: &mut eddy::task::StreamTask, message: RepartitionMessage| {
-        let bytes = message.encode();
-        offset += 1;
-        task.process(
-            InputRecord {
-                payload: Some(&bytes),
-                key: None,
-                timestamp_ms: None,
-                offset,
-            },
-            &mut TaskOutput::default(),
-        )
-        .unwrap();
-    };
+    let mut deliver = delivery();
     let watermark = |stream_time| RepartitionMessage::Watermark {
         upstream_partition: 0,
         stream_time,
@@ -156,7 +140,7 @@ fn a_commit_applies_what_its_flush_covered_not_what_was_processed_meanwhile() {
     let (mut task, _) = compiled
         .create_task(&input, &partitions, &StateLocation::Memory)
         .unwrap();
-    let mut pipe = |task: &mut eddy::task::StreamTask, offset: i64, ts: i64| {
+    let pipe = |task: &mut StreamTask, offset: i64, ts: i64| {
         let payload = format!(r#"{{"ts": {ts}, "kind": "a"}}"#);
         task.process(
             InputRecord {

@@ -1,5 +1,6 @@
 //! `eddy bench`: measured side by side in one run, because these machines are noisy.
 
+use super::bench_e2e::BrokerBench;
 use super::peak_rss_bytes;
 use crate::events::{EventGenerator, GeneratorConfig};
 use crate::record::DecodePlan;
@@ -26,22 +27,10 @@ pub enum BenchCommand {
     /// reads, then time a consume-only rdkafka loop over them and an eddy process (exactly-once)
     /// until its committed offsets reach the end of every input partition.
     E2e {
-        #[arg(
-            long,
-            env = "EDDY__BOOTSTRAP_SERVERS",
-            default_value = "localhost:9092"
-        )]
-        bootstrap_servers: String,
+        #[command(flatten)]
+        broker: BrokerBench,
         #[arg(long, default_value_t = 500_000)]
         events: usize,
-        #[arg(long, default_value_t = 6)]
-        partitions: i32,
-        /// Worker threads of the eddy instance.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// eddy's commit (transaction) interval.
-        #[arg(long, default_value_t = 100)]
-        commit_interval_ms: u64,
         #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
         topology: Vec<PathBuf>,
     },
@@ -49,23 +38,13 @@ pub enum BenchCommand {
     /// throughput), p50/p99/max from produce to the first read_committed-visible update
     /// (`emit = "update"`, exactly-once) of the record's group.
     Latency {
-        #[arg(
-            long,
-            env = "EDDY__BOOTSTRAP_SERVERS",
-            default_value = "localhost:9092"
-        )]
-        bootstrap_servers: String,
+        #[command(flatten)]
+        broker: BrokerBench,
         /// Records per second.
         #[arg(long, default_value_t = 20_000)]
         rate: u64,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
-        #[arg(long, default_value_t = 6)]
-        partitions: i32,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long, default_value_t = 100)]
-        commit_interval_ms: u64,
         /// One record in this many is a probe (a group of its own, timed).
         #[arg(long, default_value_t = 50)]
         probe_every: u64,
@@ -103,36 +82,24 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             topology,
         } => pipeline(events, commit_every, &topology),
         BenchCommand::E2e {
-            bootstrap_servers,
+            broker,
             events,
-            partitions,
-            threads,
-            commit_interval_ms,
             topology,
         } => super::bench_e2e::end_to_end(super::bench_e2e::EndToEnd {
-            bootstrap: &bootstrap_servers,
+            broker: &broker,
             events,
-            partitions,
-            threads,
-            commit_interval_ms,
             topology: &topology,
         }),
         BenchCommand::Latency {
-            bootstrap_servers,
+            broker,
             rate,
             seconds,
-            partitions,
-            threads,
-            commit_interval_ms,
             probe_every,
             warmup_seconds,
         } => super::bench_e2e::latency(super::bench_e2e::Latency {
-            bootstrap: &bootstrap_servers,
+            broker: &broker,
             rate,
             seconds,
-            partitions,
-            threads,
-            commit_interval_ms,
             probe_every,
             warmup_seconds,
         }),

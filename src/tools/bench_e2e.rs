@@ -18,13 +18,30 @@ fn clean_up(dir: &std::path::Path) {
     }
 }
 
+/// The broker, input partitions and eddy instance the broker benchmarks share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BrokerBench {
+    #[arg(
+        long,
+        env = "EDDY__BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap_servers: String,
+    /// Partitions of each input topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Worker threads of the eddy instance.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// eddy's commit (transaction) interval.
+    #[arg(long, default_value_t = 100)]
+    pub commit_interval_ms: u64,
+}
+
 /// Options of `eddy bench e2e`.
 pub struct EndToEnd<'a> {
-    pub bootstrap: &'a str,
+    pub broker: &'a BrokerBench,
     pub events: usize,
-    pub partitions: i32,
-    pub threads: usize,
-    pub commit_interval_ms: u64,
     pub topology: &'a [PathBuf],
 }
 
@@ -45,12 +62,12 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
     let run = run_id();
     let dir = run_dir(&run)?;
     let bench = BenchTopology::prepare(options.topology, &run, &dir)?;
-    let settings = ClientSettings::plain(options.bootstrap);
+    let settings = ClientSettings::plain(options.broker.bootstrap_servers.as_str());
     let admin = TopicAdmin::new(&settings)?;
     let topics: Vec<(&str, i32)> = bench
         .inputs
         .iter()
-        .map(|(_, t)| (t.as_str(), options.partitions))
+        .map(|(_, t)| (t.as_str(), options.broker.partitions))
         .collect();
     admin.create_plain_topics(&topics)?;
     let topic_of = |stream: &str| {
@@ -83,7 +100,7 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
 
     // Consume-only: the same records through the same client library, no processing.
     let reader = ChangelogReader::new(&settings, true)?;
-    let all: Vec<i32> = (0..options.partitions).collect();
+    let all: Vec<i32> = (0..options.broker.partitions).collect();
     let mut ends = Vec::new();
     let started = Instant::now();
     let mut consumed = 0usize;
@@ -100,12 +117,12 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
     let application_id = format!("bench-{run}");
     let started = Instant::now();
     let mut eddy = EddyProcess::start(EddyRun {
-        bootstrap: options.bootstrap,
+        bootstrap: options.broker.bootstrap_servers.as_str(),
         application_id: &application_id,
         topology: &bench.files,
         state_dir: &dir.join("state"),
-        threads: options.threads,
-        commit_interval_ms: options.commit_interval_ms,
+        threads: options.broker.threads,
+        commit_interval_ms: options.broker.commit_interval_ms,
         log: dir.join("eddy.log"),
     })?;
     let ready = eddy.wait_ready(Duration::from_secs(120))?;
@@ -113,7 +130,7 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
         eddy.check_running()?;
         let done = bench.inputs.iter().zip(&ends).all(|((_, topic), ends)| {
             admin
-                .group_offsets(&application_id, topic, options.partitions)
+                .group_offsets(&application_id, topic, options.broker.partitions)
                 .is_ok_and(|offsets| {
                     offsets
                         .iter()
@@ -139,7 +156,7 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
     let aggregations = bench.topology.aggregations.len();
     println!(
         "events:                 {produced} over {} partitions per input topic, {aggregations} aggregations",
-        options.partitions
+        options.broker.partitions
     );
     println!("consume-only (rdkafka): {consume_rate:>10.0} events/s ({consumed} read in {consume_secs:.2}s)");
     println!("eddy, exactly-once:     {processing_rate:>10.0} events/s ({processing_secs:.2}s from ready to every input offset committed)");
@@ -156,12 +173,9 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
 
 /// Options of `eddy bench latency`.
 pub struct Latency<'a> {
-    pub bootstrap: &'a str,
+    pub broker: &'a BrokerBench,
     pub rate: u64,
     pub seconds: u64,
-    pub partitions: i32,
-    pub threads: usize,
-    pub commit_interval_ms: u64,
     pub probe_every: u64,
     /// Probes of the first seconds (the consumer's first fetches) are reported apart.
     pub warmup_seconds: u64,
@@ -205,20 +219,20 @@ pub fn latency(options: Latency<'_>) -> anyhow::Result<()> {
             .replace("INPUT", &input)
             .replace("OUTPUT", &output),
     )?;
-    let settings = ClientSettings::plain(options.bootstrap);
+    let settings = ClientSettings::plain(options.broker.bootstrap_servers.as_str());
     let admin = TopicAdmin::new(&settings)?;
     admin.create_plain_topics(&[
-        (input.as_str(), options.partitions),
-        (output.as_str(), options.partitions),
+        (input.as_str(), options.broker.partitions),
+        (output.as_str(), options.broker.partitions),
     ])?;
     let application_id = format!("bench-{run}");
     let mut eddy = EddyProcess::start(EddyRun {
-        bootstrap: options.bootstrap,
+        bootstrap: options.broker.bootstrap_servers.as_str(),
         application_id: &application_id,
         topology: std::slice::from_ref(&file),
         state_dir: &dir.join("state"),
-        threads: options.threads,
-        commit_interval_ms: options.commit_interval_ms,
+        threads: options.broker.threads,
+        commit_interval_ms: options.broker.commit_interval_ms,
         log: dir.join("eddy.log"),
     })?;
     eddy.wait_ready(Duration::from_secs(120))?;
@@ -319,13 +333,13 @@ pub fn latency(options: Latency<'_>) -> anyhow::Result<()> {
     println!(
         "produced:               {total} records at {:.0}/s over {} partitions, {} probes ({} timed after the warm-up)",
         total as f64 / produce_secs,
-        options.partitions,
+        options.broker.partitions,
         sent_probes,
         latencies.len()
     );
     println!(
         "commit interval:        {} ms (exactly-once, emit = \"update\")",
-        options.commit_interval_ms
+        options.broker.commit_interval_ms
     );
     println!(
         "warm-up (first {} s):    worst {:.1} ms (not counted below)",
