@@ -125,6 +125,9 @@ pub struct Config {
     /// How often records of repartition topics that this instance's tasks have committed past are
     /// deleted (Kafka Streams' `repartition.purge.interval.ms`); 0 keeps them until retention.
     pub repartition_purge_interval_ms: u64,
+    /// Bytes the write-back caches of all stores may keep after a commit (Kafka Streams'
+    /// `statestore.cache.max.bytes`), shared evenly by the stores open; more spills to RocksDB.
+    pub cache_max_bytes: u64,
     pub http: HttpConfig,
     pub log: LogConfig,
     /// librdkafka properties for every client (e.g. `"security.protocol" = "SASL_SSL"`).
@@ -155,6 +158,7 @@ impl Default for Config {
             task_timeout_ms: 300_000,
             wall_clock_close_ms: 0,
             repartition_purge_interval_ms: 30_000,
+            cache_max_bytes: crate::task::DEFAULT_CACHE_MAX_BYTES as u64,
             http: HttpConfig::default(),
             log: LogConfig::default(),
             kafka: BTreeMap::new(),

@@ -312,7 +312,10 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         health,
     } = options;
     let settings = ClientSettings::from_config(&config);
-    let compiled = Arc::new(CompiledTopology::new(&config.application_id, topology));
+    let compiled = Arc::new(
+        CompiledTopology::new(&config.application_id, topology)
+            .with_cache_max_bytes(config.cache_max_bytes as usize),
+    );
     crate::kafka::check_connection(
         &settings,
         settings.retry_deadline.min(Duration::from_secs(60)),

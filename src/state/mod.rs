@@ -1,12 +1,14 @@
 //! Window state: a write-back cache over a key-value backend (RocksDB in production), flushed
 //! once per commit as one batch that also feeds the changelog.
 
+mod cache_budget;
 mod checkpoint;
 mod codec;
 mod memory;
 mod rocks;
 mod window_store;
 
+pub use cache_budget::{CacheBudget, CacheShare};
 pub use checkpoint::Checkpoint;
 pub use codec::{decode_accumulators, encode_accumulators, StateKey, FORMAT_VERSION};
 pub use memory::MemoryBackend;

@@ -2,7 +2,7 @@
 //! commit encodes the changed ones once, for the changelog and for one backend write batch.
 
 use super::codec::{decode_accumulators, encode_accumulators, StateKey};
-use super::{StateBackend, StateError};
+use super::{CacheShare, StateBackend, StateError};
 use crate::aggregate::Accumulators;
 use crate::record::GroupKey;
 use crate::window::Window;
@@ -43,6 +43,23 @@ struct CacheEntry {
     /// Whether the backend (and so the changelog) holds this key. A key created and deleted
     /// between two flushes never reaches either.
     persisted: bool,
+    /// What the entry counts against the cache budget: its key and encoded value as of the last
+    /// flush, plus the map's overhead (0 until first flushed).
+    bytes: usize,
+}
+
+/// What a cached entry takes in memory, approximately: its slot in the map (with the map's slack),
+/// the group key's and the accumulators' allocations, and the sketches' (their encoded size
+/// stands in for it).
+fn entry_bytes(key: &StateKey, value: Option<&Accumulators>, encoded_len: usize) -> usize {
+    const SLOT: usize = std::mem::size_of::<(StateKey, CacheEntry)>() * 3 / 2 + 1;
+    const ALLOCATION: usize = 16;
+    SLOT + key.group.0.len().max(16)
+        + ALLOCATION
+        + value.map_or(0, |a| {
+            a.0.capacity() * std::mem::size_of::<crate::aggregate::Accumulator>() + ALLOCATION
+        })
+        + encoded_len
 }
 
 /// A named store of (group, window) -> accumulators.
@@ -51,22 +68,26 @@ pub struct WindowStore {
     backend: Box<dyn StateBackend>,
     cache: HashMap<StateKey, CacheEntry>,
     dirty: usize,
-    max_cached_entries: usize,
+    /// The bytes of every cached entry (see `CacheEntry::bytes`).
+    cached_bytes: usize,
+    budget: CacheShare,
 }
 
 impl WindowStore {
-    pub fn new(
-        name: &str,
-        backend: Box<dyn StateBackend>,
-        max_cached_entries: usize,
-    ) -> WindowStore {
+    pub fn new(name: &str, backend: Box<dyn StateBackend>, budget: CacheShare) -> WindowStore {
         WindowStore {
             name: name.into(),
             backend,
             cache: HashMap::new(),
             dirty: 0,
-            max_cached_entries,
+            cached_bytes: 0,
+            budget,
         }
+    }
+
+    /// Bytes the cache holds (as of the last flush of each entry).
+    pub fn cached_bytes(&self) -> usize {
+        self.cached_bytes
     }
 
     pub fn name(&self) -> &str {
@@ -124,6 +145,7 @@ impl WindowStore {
                 value: Some(value),
                 dirty: true,
                 persisted,
+                bytes: 0,
             },
         );
         Ok(())
@@ -151,6 +173,7 @@ impl WindowStore {
                 if entry.dirty {
                     self.dirty -= 1;
                 }
+                self.cached_bytes -= entry.bytes;
                 self.cache.remove(&probe);
             } else if !entry.dirty {
                 entry.dirty = true;
@@ -171,6 +194,7 @@ impl WindowStore {
                     value: None,
                     dirty: true,
                     persisted: true,
+                    bytes: 0,
                 },
             );
         }
@@ -200,24 +224,49 @@ impl WindowStore {
                     encode_accumulators(accumulators, &mut bytes);
                     bytes
                 });
+                let bytes = entry_bytes(
+                    key,
+                    entry.value.as_ref(),
+                    value.as_ref().map_or(0, Vec::len),
+                );
+                self.cached_bytes = self.cached_bytes - entry.bytes + bytes;
+                entry.bytes = bytes;
                 writes.push(StoreWrite {
                     key: key.to_bytes(),
                     value,
                 });
             }
-            self.cache.retain(|_, entry| entry.value.is_some());
+            let cached_bytes = &mut self.cached_bytes;
+            self.cache.retain(|_, entry| {
+                let keep = entry.value.is_some();
+                if !keep {
+                    *cached_bytes -= entry.bytes;
+                }
+                keep
+            });
         }
         self.dirty = 0;
         writes
     }
 
-    /// Writes a committed flush to the backend as one batch, then trims the cache.
+    /// Writes a committed flush to the backend as one batch, then evicts clean entries until the
+    /// cache is within this store's share of the budget.
     pub fn apply(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
         if !writes.is_empty() {
             self.backend.write_batch(writes)?;
         }
-        if self.cache.len() > self.max_cached_entries {
-            self.cache.retain(|_, entry| entry.dirty);
+        let share = self.budget.bytes();
+        if self.cached_bytes > share {
+            let mut excess = self.cached_bytes - share;
+            let cached_bytes = &mut self.cached_bytes;
+            self.cache.retain(|_, entry| {
+                if entry.dirty || excess == 0 {
+                    return true;
+                }
+                excess = excess.saturating_sub(entry.bytes);
+                *cached_bytes -= entry.bytes;
+                false
+            });
         }
         Ok(())
     }
@@ -226,6 +275,7 @@ impl WindowStore {
     pub fn discard_uncommitted(&mut self) {
         self.cache.clear();
         self.dirty = 0;
+        self.cached_bytes = 0;
     }
 
     /// Writes restored changelog records straight to the backend.
@@ -268,7 +318,9 @@ mod tests {
 
     #[test]
     fn changes_reach_the_backend_only_when_applied() {
-        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), 1);
+        // A budget under one entry: every clean entry is evicted after a commit.
+        let budget = crate::state::CacheBudget::new(100);
+        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), budget.join());
         let w = Window { start: 0, end: 10 };
         for _ in 0..3 {
             store.update(b"g", w, false, || count(0), bump).unwrap();
@@ -306,7 +358,8 @@ mod tests {
 
     #[test]
     fn keys_created_and_deleted_between_flushes_write_nothing() {
-        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), 100);
+        let budget = crate::state::CacheBudget::new(1 << 20);
+        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), budget.join());
         let w = Window { start: 0, end: 10 };
         store.update(b"g", w, false, || count(0), bump).unwrap();
         assert_eq!(store.take(b"g", w).unwrap(), Some(count(1)));
@@ -314,6 +367,48 @@ mod tests {
         assert!(
             store.flush().is_empty(),
             "no tombstone for a key the changelog never saw"
+        );
+    }
+
+    #[test]
+    fn the_cache_keeps_to_its_share_of_the_byte_budget_and_never_evicts_unflushed_changes() {
+        let budget = crate::state::CacheBudget::new(40_000);
+        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), budget.join());
+        let _other = budget.join();
+        let w = Window { start: 0, end: 10 };
+        for i in 0..1_000u32 {
+            store
+                .update(&i.to_be_bytes(), w, false, || count(0), bump)
+                .unwrap();
+        }
+        let writes = store.flush();
+        assert!(
+            store.cached_bytes() > 20_000,
+            "1000 entries are over the share"
+        );
+        // Changed after the flush: must survive the eviction.
+        store
+            .update(&7u32.to_be_bytes(), w, true, || count(0), bump)
+            .unwrap();
+        store.apply(&writes).unwrap();
+        assert!(
+            store.cached_bytes() <= 20_000,
+            "evicted down to half the budget (two stores): {}",
+            store.cached_bytes()
+        );
+        let key = |i: u32| StateKey {
+            group: GroupKey(i.to_be_bytes().as_slice().into()),
+            window: w,
+        };
+        assert_eq!(
+            store.get(&key(999)).unwrap(),
+            Some(count(1)),
+            "evicted, read back"
+        );
+        assert_eq!(
+            store.get(&key(7)).unwrap(),
+            Some(count(2)),
+            "the unflushed change is kept"
         );
     }
 }

@@ -11,7 +11,7 @@ pub use stream_task::{InputRecord, StreamTask, TaskError, TaskId, TaskStats};
 use crate::operator::{Operator, PartialAggregate, WindowAggregate};
 
 use crate::record::DecodePlan;
-use crate::state::{MemoryBackend, StateBackend, StateError, TaskDb, WindowStore};
+use crate::state::{CacheBudget, MemoryBackend, StateBackend, StateError, TaskDb, WindowStore};
 use crate::topology::{dead_letter_topic, Source, Topology};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,8 +27,9 @@ pub enum StateLocation {
     Disk(PathBuf),
 }
 
-/// How many cached (group, window) entries a store keeps after a flush before evicting clean ones.
-pub const MAX_CACHED_ENTRIES: usize = 50_000;
+/// The default byte budget of the write-back caches of all of an instance's stores
+/// (`cache_max_bytes`).
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 32 << 20;
 
 struct CompiledSource {
     source: Arc<Source>,
@@ -46,6 +47,8 @@ pub struct CompiledTopology {
     by_input_topic: HashMap<String, Arc<CompiledSource>>,
     /// Repartition topic -> its aggregation and the source's topics.
     by_repartition_topic: HashMap<String, (Arc<CompiledAggregation>, Vec<String>)>,
+    /// Shared by the caches of every store its tasks open.
+    cache: CacheBudget,
 }
 
 impl CompiledTopology {
@@ -88,7 +91,18 @@ impl CompiledTopology {
             topology,
             by_input_topic,
             by_repartition_topic,
+            cache: CacheBudget::new(DEFAULT_CACHE_MAX_BYTES),
         }
+    }
+
+    /// Sets the byte budget shared by the write-back caches of every store of its tasks.
+    pub fn with_cache_max_bytes(mut self, bytes: usize) -> CompiledTopology {
+        self.cache = CacheBudget::new(bytes);
+        self
+    }
+
+    pub fn cache_budget(&self) -> &CacheBudget {
+        &self.cache
     }
 
     pub fn input_topics(&self) -> Vec<String> {
@@ -167,7 +181,7 @@ impl CompiledTopology {
                 Some(db) => Box::new(db.backend(name)),
                 None => Box::new(MemoryBackend::default()),
             };
-            WindowStore::new(name, backend, MAX_CACHED_ENTRIES)
+            WindowStore::new(name, backend, self.cache.join())
         };
         let task = if let Some(compiled) = self.by_input_topic.get(&id.topic) {
             let operators = compiled

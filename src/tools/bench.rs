@@ -337,14 +337,20 @@ fn memory(keys: usize, commit_every: usize) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     let open: usize = task.operators().map(|o| o.open_windows()).sum();
+    let cached: usize = task
+        .operators()
+        .filter_map(|o| o.store())
+        .map(|s| s.cached_bytes())
+        .sum();
     let rss = super::current_rss_bytes().unwrap_or(0);
     let peak = peak_rss_bytes().unwrap_or(0);
     drop(task);
     let _ = std::fs::remove_dir_all(&state_dir);
     println!("live keys:            {open} (group, window) entries, {keys} records in {secs:.1}s");
     println!(
-        "state cache budget:   {} entries per store",
-        crate::task::MAX_CACHED_ENTRIES
+        "state cache:          {:.1} MB budget (cache_max_bytes), {:.1} MB cached at the end",
+        compiled.cache_budget().limit() as f64 / 1e6,
+        cached as f64 / 1e6
     );
     println!("RSS before the run:   {:>8.1} MB", baseline as f64 / 1e6);
     println!("RSS at the end:       {:>8.1} MB", rss as f64 / 1e6);
