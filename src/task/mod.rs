@@ -29,7 +29,7 @@ pub enum StateLocation {
 
 /// The default byte budget of the write-back caches of all of an instance's stores
 /// (`cache_max_bytes`).
-pub const DEFAULT_CACHE_MAX_BYTES: usize = 32 << 20;
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 16 << 20;
 
 struct CompiledSource {
     source: Arc<Source>,
