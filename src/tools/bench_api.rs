@@ -1,11 +1,11 @@
 //! `eddy bench api`: query latency of the API over a long range, through the real HTTP listener.
 
+use super::bench_process::{http_status, percentile};
 use crate::aggregate::{Accumulator, Accumulators, HllSketch};
 use crate::api::ApiState;
 use crate::task::{AggregateRecord, WindowBounds};
 use crate::topology::{AggregateKind, Topology};
 use rand::{Rng, SeedableRng};
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -57,26 +57,6 @@ fn window(
         sketches: accumulators.sketches_json_named(names),
         is_final: true,
     }
-}
-
-fn get(addr: &str, path: &str) -> std::io::Result<(u16, usize)> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let status = String::from_utf8_lossy(&response[..12.min(response.len())])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, response.len()))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Fills an index with `days` of minute windows (the shipped analytics topology's
@@ -144,7 +124,7 @@ pub fn api(
         );
         let path = format!("/api/v1/metrics?from={}&to={}", fmt(from), fmt(to));
         let began = Instant::now();
-        let (status, _) = get(&addr, &path)?;
+        let status = http_status(&addr, &path)?;
         let ms = began.elapsed().as_secs_f64() * 1000.0;
         anyhow::ensure!(status == 200, "GET {path} answered {status}");
         if q == 0 {

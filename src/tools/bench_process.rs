@@ -195,16 +195,18 @@ impl EddyProcess {
     }
 }
 
-fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
+/// The status of a `GET` over a new connection, after reading the whole response (so timing a
+/// call times the answer, not just its first bytes).
+pub fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
     let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head)?;
-    Ok(String::from_utf8_lossy(&head)
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    Ok(String::from_utf8_lossy(&response[..12.min(response.len())])
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
