@@ -74,11 +74,12 @@ fn reference(events: &[Event], spec: &WindowSpec, grace: i64) -> BTreeMap<(i64, 
     out
 }
 
-fn run(
+fn run_with_cache(
     events: &[Event],
     spec: WindowSpec,
     grace: i64,
     commit_every: usize,
+    cache_max_bytes: usize,
 ) -> Vec<eddy::task::AggregateRecord> {
     let source = SourceBuilder::new("events", "events", Schema::Json)
         .time_field("ts", TimeFormat::EpochMillis)
@@ -111,7 +112,7 @@ fn run(
         .aggregation(aggregation)
         .build()
         .unwrap();
-    let mut driver = TopologyTestDriver::new(topology, 3);
+    let mut driver = TopologyTestDriver::new(topology, 3).with_cache_max_bytes(cache_max_bytes);
     for (i, e) in events.iter().enumerate() {
         let value = serde_json::json!({"ts": e.ts, "user": format!("user-{}", e.user), "kind": e.kind, "amount": e.amount_cents as f64 / 100.0});
         driver
@@ -146,9 +147,10 @@ fn check(
     spec: WindowSpec,
     grace: i64,
     commit_every: usize,
+    cache_max_bytes: usize,
 ) -> Result<(), TestCaseError> {
     let expected = reference(&events, &spec, grace);
-    let got = run(&events, spec, grace, commit_every);
+    let got = run_with_cache(&events, spec, grace, commit_every, cache_max_bytes);
     prop_assert_eq!(
         got.len(),
         expected.len(),
@@ -184,16 +186,61 @@ fn check(
     Ok(())
 }
 
+/// What a run emitted, comparable across runs: every record without its sketches, and the
+/// sketches decoded (equal sketches may list their coupons in another order), sorted.
+fn emitted(records: Vec<eddy::task::AggregateRecord>) -> Vec<(String, Vec<HllSketch>)> {
+    use base64::Engine;
+    let mut out: Vec<(String, Vec<HllSketch>)> = records
+        .into_iter()
+        .map(|mut r| {
+            let sketches = std::mem::take(&mut r.sketches)
+                .into_iter()
+                .map(|(_, b64)| {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(b64.as_str().unwrap())
+                        .unwrap();
+                    HllSketch::from_bytes(&bytes).unwrap()
+                })
+                .collect();
+            (serde_json::to_string(&r).unwrap(), sketches)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
+    /// Sessions read back from the store (a cache of 0 bytes evicts every clean entry and every
+    /// group's session list at each commit) close exactly as when everything stays cached.
+    #[test]
+    fn sessions_read_back_from_the_store_equal_cached_sessions(events in events(), grace in prop::sample::select(vec![0i64, 5_000]), commit_every in 1usize..50) {
+        let spec = WindowSpec::Session { gap_ms: 20_000 };
+        let cached = emitted(run_with_cache(&events, spec, grace, commit_every, 16 << 20));
+        let evicted = emitted(run_with_cache(&events, spec, grace, commit_every, 0));
+        prop_assert!(!cached.is_empty());
+        prop_assert_eq!(cached.len(), evicted.len());
+        for (a, b) in cached.iter().zip(&evicted) {
+            prop_assert_eq!(&a.0, &b.0);
+            prop_assert!(a.1 == b.1, "sketches of {} differ", a.0);
+        }
+    }
+
+    /// Windows read back from the store (nothing stays cached between commits) match the
+    /// reference too.
+    #[test]
+    fn tumbling_read_back_from_the_store_matches_reference(events in events(), commit_every in 1usize..50) {
+        check(events, WindowSpec::Tumbling { size_ms: 60_000 }, 5_000, commit_every, 0)?;
+    }
+
     #[test]
     fn tumbling_matches_reference(events in events(), grace in prop::sample::select(vec![0i64, 5_000, 60_000]), commit_every in 1usize..50) {
-        check(events, WindowSpec::Tumbling { size_ms: 60_000 }, grace, commit_every)?;
+        check(events, WindowSpec::Tumbling { size_ms: 60_000 }, grace, commit_every, 16 << 20)?;
     }
 
     #[test]
     fn hopping_matches_reference(events in events(), grace in prop::sample::select(vec![0i64, 30_000]), commit_every in 1usize..50) {
-        check(events, WindowSpec::Hopping { size_ms: 120_000, advance_ms: 30_000 }, grace, commit_every)?;
+        check(events, WindowSpec::Hopping { size_ms: 120_000, advance_ms: 30_000 }, grace, commit_every, 16 << 20)?;
     }
 }

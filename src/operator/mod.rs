@@ -10,6 +10,7 @@
 //! Arroyo's operator trait.
 
 mod compiled;
+mod open_sessions;
 mod output;
 mod partial_aggregate;
 mod repartition;

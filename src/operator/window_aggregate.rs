@@ -3,6 +3,7 @@
 //! upstream partition's watermark (repartition tasks).
 
 use super::compiled::CompiledAggregation;
+use super::open_sessions::OpenSessions;
 use super::output::{
     AggregateRecord, OutgoingKind, OutgoingRecord, PendingStateWrites, TaskOutput,
 };
@@ -11,15 +12,14 @@ use super::{FlushContext, Operator, OperatorInput, OperatorStats};
 use crate::aggregate::Accumulators;
 use crate::state::{decode_accumulators, StateError, StateKey, WindowStore};
 use crate::topology::{EmitMode, WindowSpec};
-use crate::window::{
-    close_time, sessions, ClosedThrough, UpstreamWatermarks, Window, WindowSchedule,
-};
+use crate::window::{close_time, sessions, ClosedThrough, UpstreamWatermarks, Window};
 use std::sync::Arc;
 
 pub struct WindowAggregate {
     spec: Arc<CompiledAggregation>,
     store: WindowStore,
-    schedule: WindowSchedule,
+    /// Session aggregations: the sessions of the groups being worked on.
+    sessions: OpenSessions,
     /// The merge side's upstream partitions; `None` for an aggregation local to its input task.
     upstream: Option<UpstreamWatermarks>,
     closed_through: ClosedThrough,
@@ -52,7 +52,7 @@ impl WindowAggregate {
         upstream: Option<UpstreamWatermarks>,
     ) -> WindowAggregate {
         WindowAggregate {
-            schedule: WindowSchedule::new(spec.window, spec.grace_ms, spec.retention_ms),
+            sessions: OpenSessions::default(),
             spec,
             store,
             upstream,
@@ -75,38 +75,37 @@ impl WindowAggregate {
     fn add(
         spec: &CompiledAggregation,
         store: &mut WindowStore,
-        schedule: &mut WindowSchedule,
+        sessions: &mut OpenSessions,
         group: &[u8],
         window: Window,
         delta: &Delta<'_, '_>,
     ) -> Result<(), StateError> {
         match spec.window {
             WindowSpec::Session { gap_ms } => {
-                Self::add_session(spec, store, schedule, group, window, gap_ms, delta)
+                Self::add_session(spec, store, sessions, group, window, gap_ms, delta)
             }
-            _ => {
-                let exists = schedule.track(group, window);
-                store.update(
-                    group,
-                    window,
-                    exists,
-                    || Accumulators::new(&spec.aggregates),
-                    |acc| delta.apply(spec, acc),
-                )
-            }
+            _ => store.update(
+                group,
+                window,
+                true,
+                || Accumulators::new(&spec.aggregates),
+                |acc| delta.apply(spec, acc),
+            ),
         }
     }
 
+    /// Adds `new` to the sessions of `group`: it extends one, joins several into one, or starts
+    /// one. A session whose bounds change moves to its new key (and so to its new close time).
     fn add_session(
         spec: &CompiledAggregation,
         store: &mut WindowStore,
-        schedule: &mut WindowSchedule,
+        sessions: &mut OpenSessions,
         group: &[u8],
         new: Window,
         gap_ms: i64,
         delta: &Delta<'_, '_>,
     ) -> Result<(), StateError> {
-        let open = schedule.sessions_mut(group);
+        let open = sessions.of(group, store)?;
         let joined = sessions::overlapping(open, new, gap_ms);
         if let [only] = joined[..] {
             let existing = open[only];
@@ -120,16 +119,13 @@ impl WindowAggregate {
                 );
             }
             // The common case: a record extends one session. Its accumulators move to the wider
-            // key; its closing entry (matched by start) is rescheduled when it comes due.
+            // key.
             let merged = sessions::span(open, &joined, new);
             open[only] = merged;
             let mut accumulators = store
                 .take(group, existing)?
                 .unwrap_or_else(|| Accumulators::new(&spec.aggregates));
             delta.apply(spec, &mut accumulators);
-            if merged.start != existing.start {
-                schedule.schedule_close(group, merged);
-            }
             return store.update(group, merged, false, || accumulators, |_| {});
         }
         let merged = sessions::span(open, &joined, new);
@@ -142,36 +138,51 @@ impl WindowAggregate {
                 accumulators.merge(&previous);
             }
         }
-        // One closing entry per session start: an old session keeping its start keeps its entry.
-        if !old.iter().any(|w| w.start == merged.start) {
-            schedule.schedule_close(group, merged);
-        }
         store.update(group, merged, false, || accumulators, |_| {})
     }
 
-    /// Closes and expires what `watermark` allows, emitting finals into `out`.
-    fn close_windows(&mut self, watermark: i64, out: &mut TaskOutput) -> Result<(), StateError> {
+    /// Closes the windows whose close time is in `(after, through]`, emitting finals into `out`,
+    /// and deletes the closed ones whose retention ended in that range.
+    fn close_windows(
+        &mut self,
+        after: i64,
+        through: i64,
+        out: &mut TaskOutput,
+    ) -> Result<(), StateError> {
         let (spec, store, stats) = (&*self.spec, &mut self.store, &mut self.stats);
-        self.schedule
-            .close_due(watermark, |group, window, retained| {
-                let key = StateKey {
-                    group: crate::record::GroupKey(group.into()),
-                    window,
-                };
-                let closed = if retained {
-                    store.get(&key)?
-                } else {
-                    store.take(group, window)?
-                };
-                if let Some(accumulators) = closed {
-                    out.records
-                        .push(aggregate_record(spec, &key, &accumulators, true));
-                    stats.emitted_final += 1;
+        let retained = spec.retention_ms > 0;
+        let is_session = matches!(spec.window, WindowSpec::Session { .. });
+        for key in store.due_to_close(after, through)? {
+            let closed = if retained {
+                store.get(&key)?
+            } else {
+                store.take(&key.group.0, key.window)?
+            };
+            // None: a session merged away after it was indexed.
+            let Some(accumulators) = closed else {
+                continue;
+            };
+            out.records
+                .push(aggregate_record(spec, &key, &accumulators, true));
+            stats.emitted_final += 1;
+            if is_session && !retained {
+                self.sessions.remove(&key.group.0, key.window, store)?;
+            }
+        }
+        if retained {
+            let retention = spec.retention_ms;
+            let expired = store.closed_between(
+                after.saturating_sub(retention),
+                through.saturating_sub(retention),
+            )?;
+            for key in expired {
+                store.delete(&key.group.0, key.window)?;
+                if is_session {
+                    self.sessions.remove(&key.group.0, key.window, store)?;
                 }
-                Ok(())
-            })?;
-        self.schedule
-            .expire_due(watermark, |group, window| store.delete(group, window))
+            }
+        }
+        Ok(())
     }
 
     /// Moves this interval's store changes into `out`: changelog records, updates (`emit =
@@ -230,13 +241,13 @@ impl Operator for WindowAggregate {
         input: OperatorInput<'_, '_>,
         stream_time: i64,
     ) -> Result<bool, StateError> {
-        let (spec, store, schedule) = (&*self.spec, &mut self.store, &mut self.schedule);
+        let (spec, store, sessions) = (&*self.spec, &mut self.store, &mut self.sessions);
         let late = match input {
             OperatorInput::Record(record) => {
                 self.rows
                     .assign(spec, record, stream_time, |group, windows, delta| {
                         windows.iter().try_for_each(|&window| {
-                            Self::add(spec, store, schedule, group, window, delta)
+                            Self::add(spec, store, sessions, group, window, delta)
                         })
                     })?
             }
@@ -258,7 +269,7 @@ impl Operator for WindowAggregate {
                     Self::add(
                         spec,
                         store,
-                        schedule,
+                        sessions,
                         group,
                         window,
                         &Delta::Partial(accumulators),
@@ -293,8 +304,9 @@ impl Operator for WindowAggregate {
                 tracing::debug!(aggregation = %self.spec.name, task_partition = context.task_partition, watermark, upstream = ?upstream.marks(), idle = ?upstream.idle_flags(), "merge watermark advanced");
             }
         }
-        self.close_windows(watermark, out)?;
+        self.close_windows(before, watermark, out)?;
         self.emit_changes(watermark, context.task_partition, out)?;
+        self.sessions.flushed();
         if let Some(upstream) = &mut self.upstream {
             upstream.mark_flushed();
         }
@@ -307,27 +319,30 @@ impl Operator for WindowAggregate {
             upstream.mark_committed();
         }
         self.closed_through.mark_committed();
+        // The session lists take at most a quarter of what the store's cache may.
+        self.sessions.committed(self.store.cache_share_bytes() / 4);
     }
 
+    /// Returns to committed state. The windows to close next are those the store's close-time
+    /// index has after the committed closing watermark: any at or before it were emitted already
+    /// and, with `retention`, are only waiting for deletion.
     fn on_rollback(&mut self, stream_time: i64) -> Result<(), StateError> {
         if let Some(upstream) = &mut self.upstream {
             upstream.roll_back();
         }
         self.closed_through.roll_back();
-        self.on_restore(stream_time)
+        self.store.discard_uncommitted();
+        self.sessions.clear();
+        self.closed_through.advance(self.watermark(stream_time));
+        Ok(())
     }
 
-    /// Rebuilds the window schedule from committed state. A stored window that closed by
-    /// `stream_time` (the task's committed time) is one kept for `retention`, already emitted, and
-    /// is only scheduled for deletion.
+    /// The store was opened or restored: it counts its windows; closing resumes after the
+    /// committed watermark (see [`Operator::on_rollback`]).
     fn on_restore(&mut self, stream_time: i64) -> Result<(), StateError> {
-        self.store.discard_uncommitted();
-        self.schedule.clear();
-        let watermark = self.closed_through.advance(self.watermark(stream_time));
-        for key in self.store.committed_keys()? {
-            self.schedule
-                .reload(key.group.0.into_vec(), key.window, watermark);
-        }
+        self.store.reopen()?;
+        self.sessions.clear();
+        self.closed_through.advance(self.watermark(stream_time));
         Ok(())
     }
 
@@ -364,7 +379,7 @@ impl Operator for WindowAggregate {
     }
 
     fn open_windows(&self) -> usize {
-        self.schedule.open_windows()
+        self.store.live_windows() as usize
     }
 }
 

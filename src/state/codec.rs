@@ -74,6 +74,36 @@ fn order_preserving(v: i64) -> [u8; 8] {
     ((v as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+fn read_order_preserving(bytes: &[u8]) -> i64 {
+    (u64::from_be_bytes(bytes.try_into().expect("8 bytes")) ^ (1 << 63)) as i64
+}
+
+/// A key of a store's close-time index: close time ++ [`StateKey`] bytes, so byte order is close
+/// order. The index lives only in local state (it is rebuilt from the values, never logged).
+pub struct ClosingKey;
+
+impl ClosingKey {
+    pub fn encode(close_at: i64, state_key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + state_key.len());
+        out.extend_from_slice(&order_preserving(close_at));
+        out.extend_from_slice(state_key);
+        out
+    }
+
+    /// Where the index entries closing at `close_at` or later begin.
+    pub fn seek(close_at: i64) -> [u8; 8] {
+        order_preserving(close_at)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<(i64, StateKey)> {
+        if bytes.len() < 8 {
+            return None;
+        }
+        let (time, key) = bytes.split_at(8);
+        Some((read_order_preserving(time), StateKey::from_bytes(key)?))
+    }
+}
+
 impl StateKey {
     /// Bytes: group ++ start ++ end, with signs flipped so byte order is time order within a group.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -87,13 +117,11 @@ impl StateKey {
     pub fn from_bytes(bytes: &[u8]) -> Option<StateKey> {
         let split = bytes.len().checked_sub(16)?;
         let (group, times) = bytes.split_at(split);
-        let read =
-            |b: &[u8]| (u64::from_be_bytes(b.try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
         Some(StateKey {
             group: GroupKey(group.into()),
             window: Window {
-                start: read(&times[..8]),
-                end: read(&times[8..]),
+                start: read_order_preserving(&times[..8]),
+                end: read_order_preserving(&times[8..]),
             },
         })
     }

@@ -1,11 +1,21 @@
 //! An in-memory backend for the topology test driver and benchmarks that leave RocksDB out.
 
-use super::{StateBackend, StateError, StoreWrite};
+use super::{Keyspace, StateBackend, StateError, StoreWrite};
 use std::collections::BTreeMap;
 
 #[derive(Default)]
 pub struct MemoryBackend {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
+    closing: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+fn write(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, writes: &[StoreWrite]) {
+    for write in writes {
+        match &write.value {
+            Some(value) => map.insert(write.key.clone(), value.clone()),
+            None => map.remove(&write.key),
+        };
+    }
 }
 
 impl StateBackend for MemoryBackend {
@@ -13,18 +23,31 @@ impl StateBackend for MemoryBackend {
         Ok(self.map.get(key).cloned())
     }
 
-    fn write_batch(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
-        for write in writes {
-            match &write.value {
-                Some(value) => self.map.insert(write.key.clone(), value.clone()),
-                None => self.map.remove(&write.key),
-            };
-        }
+    fn write_batch(
+        &mut self,
+        values: &[StoreWrite],
+        closing: &[StoreWrite],
+    ) -> Result<(), StateError> {
+        write(&mut self.map, values);
+        write(&mut self.closing, closing);
         Ok(())
     }
 
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StateError> {
-        self.map.iter().for_each(|(k, v)| visit(k, v));
+    fn scan_from(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
+        let map = match keyspace {
+            Keyspace::Values => &self.map,
+            Keyspace::Closing => &self.closing,
+        };
+        for (key, value) in map.range(start.to_vec()..) {
+            if !visit(key, value) {
+                break;
+            }
+        }
         Ok(())
     }
 

@@ -10,7 +10,7 @@ mod window_store;
 
 pub use cache_budget::{CacheBudget, CacheShare};
 pub use checkpoint::Checkpoint;
-pub use codec::{decode_accumulators, encode_accumulators, StateKey, FORMAT_VERSION};
+pub use codec::{decode_accumulators, encode_accumulators, ClosingKey, StateKey, FORMAT_VERSION};
 pub use memory::MemoryBackend;
 pub use rocks::{RocksBackend, TaskDb, ROCKSDB_VERSION};
 pub use window_store::{StoreWrite, WindowStore};
@@ -33,13 +33,38 @@ pub enum StateError {
     Corrupt { store: String, reason: String },
 }
 
+/// The two key spaces of a store's backend: the values, and the close-time index that says which
+/// windows close when (see [`WindowStore`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keyspace {
+    Values,
+    Closing,
+}
+
 /// Where a [`WindowStore`] keeps its flushed bytes.
 pub trait StateBackend: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
-    /// Applies puts (`Some`) and deletes (`None`) atomically.
-    fn write_batch(&mut self, writes: &[StoreWrite]) -> Result<(), StateError>;
-    /// Visits every key and value, in key order.
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StateError>;
-    /// (keys, bytes on disk) as the backend estimates them.
+    /// Applies puts (`Some`) and deletes (`None`) to the values and to the close-time index, all
+    /// or none.
+    fn write_batch(
+        &mut self,
+        values: &[StoreWrite],
+        closing: &[StoreWrite],
+    ) -> Result<(), StateError>;
+    /// Visits the keys and values of `keyspace` from `start` on, in key order, while `visit`
+    /// returns true.
+    fn scan_from(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError>;
+    /// Visits every value, in key order.
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StateError> {
+        self.scan_from(Keyspace::Values, &[], &mut |key, value| {
+            visit(key, value);
+            true
+        })
+    }
     fn size_estimate(&self) -> (u64, u64);
 }

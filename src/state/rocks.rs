@@ -4,17 +4,35 @@
 //! changelog, and the checkpoint file (written after a flush on clean close) says which changelog
 //! offset the files on disk correspond to.
 
-use super::{StateBackend, StateError, StoreWrite};
+use super::{Keyspace, StateBackend, StateError, StoreWrite};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBatch, WriteBufferManager,
+    WriteOptions, DB,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-/// One block cache for every store of the process, so memory does not grow with the task count.
+/// What RocksDB may hold in memory for the whole process, whatever the number of tasks and
+/// stores: one LRU block cache (data blocks, indexes and bloom filters), which memtables are
+/// charged to as well, as Kafka Streams' bounded-memory RocksDB configuration does.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// The part of [`BLOCK_CACHE_BYTES`] memtables may take before the largest is flushed.
+const MEMTABLE_BYTES: usize = 16 << 20;
+
 fn shared_block_cache() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(|| Cache::new_lru_cache(64 << 20))
+    CACHE.get_or_init(|| Cache::new_lru_cache(BLOCK_CACHE_BYTES))
+}
+
+fn shared_write_buffer_manager() -> &'static WriteBufferManager {
+    static MANAGER: OnceLock<WriteBufferManager> = OnceLock::new();
+    MANAGER.get_or_init(|| {
+        WriteBufferManager::new_write_buffer_manager_with_cache(
+            MEMTABLE_BYTES,
+            false,
+            shared_block_cache().clone(),
+        )
+    })
 }
 
 fn options() -> Options {
@@ -23,20 +41,35 @@ fn options() -> Options {
     options.create_missing_column_families(true);
     options.set_write_buffer_size(4 << 20);
     options.set_max_write_buffer_number(2);
+    options.set_write_buffer_manager(shared_write_buffer_manager());
+    options.set_arena_block_size(64 << 10);
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     options.set_max_open_files(64);
     options.set_keep_log_file_num(2);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(shared_block_cache());
+    // Most reads look for keys that do not exist yet (the first record of a window): bloom
+    // filters answer those without reading data blocks. Filters and indexes live in the block
+    // cache, so they are bounded with it.
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     options.set_block_based_table_factory(&table);
     options
 }
 
-/// The RocksDB database of one task.
 /// The RocksDB release linked in (librocksdb-sys' bundled source); a test keeps it equal to
 /// Cargo.lock.
 pub const ROCKSDB_VERSION: &str = "11.8.1";
 
+/// The column family holding a store's close-time index.
+fn closing_family(store: &str) -> String {
+    // `#` cannot appear in a store (aggregation) name.
+    format!("{store}#closing")
+}
+
+/// The RocksDB database of one task: a column family of values per store, and one of the
+/// store's close-time index.
 pub struct TaskDb {
     db: Arc<DB>,
     path: PathBuf,
@@ -50,7 +83,8 @@ impl TaskDb {
         })?;
         let families = stores
             .iter()
-            .map(|s| ColumnFamilyDescriptor::new(s, options()));
+            .flat_map(|s| [s.clone(), closing_family(s)])
+            .map(|name| ColumnFamilyDescriptor::new(name, options()));
         let db =
             DB::open_cf_descriptors(&options(), path, families).map_err(|e| StateError::Open {
                 path: path.into(),
@@ -77,6 +111,7 @@ impl TaskDb {
         RocksBackend {
             db: self.db.clone(),
             store: store.into(),
+            closing: closing_family(store),
         }
     }
 
@@ -104,6 +139,7 @@ impl TaskDb {
 pub struct RocksBackend {
     db: Arc<DB>,
     store: String,
+    closing: String,
 }
 
 impl RocksBackend {
@@ -114,27 +150,38 @@ impl RocksBackend {
             reason: e.to_string(),
         }
     }
+
+    fn family(&self, keyspace: Keyspace) -> &rocksdb::ColumnFamily {
+        let name = match keyspace {
+            Keyspace::Values => &self.store,
+            Keyspace::Closing => &self.closing,
+        };
+        self.db
+            .cf_handle(name)
+            .expect("column family opened with the db")
+    }
 }
 
 impl StateBackend for RocksBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let cf = self
-            .db
-            .cf_handle(&self.store)
-            .expect("column family opened with the db");
-        self.db.get_cf(cf, key).map_err(|e| self.io("get", e))
+        self.db
+            .get_cf(self.family(Keyspace::Values), key)
+            .map_err(|e| self.io("get", e))
     }
 
-    fn write_batch(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
-        let cf = self
-            .db
-            .cf_handle(&self.store)
-            .expect("column family opened with the db");
+    fn write_batch(
+        &mut self,
+        values: &[StoreWrite],
+        closing: &[StoreWrite],
+    ) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
-        for write in writes {
-            match &write.value {
-                Some(value) => batch.put_cf(cf, &write.key, value),
-                None => batch.delete_cf(cf, &write.key),
+        for (keyspace, writes) in [(Keyspace::Values, values), (Keyspace::Closing, closing)] {
+            let cf = self.family(keyspace);
+            for write in writes {
+                match &write.value {
+                    Some(value) => batch.put_cf(cf, &write.key, value),
+                    None => batch.delete_cf(cf, &write.key),
+                }
             }
         }
         let mut options = WriteOptions::default();
@@ -144,23 +191,25 @@ impl StateBackend for RocksBackend {
             .map_err(|e| self.io("write", e))
     }
 
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StateError> {
-        let cf = self
-            .db
-            .cf_handle(&self.store)
-            .expect("column family opened with the db");
-        for entry in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
-            let (key, value) = entry.map_err(|e| self.io("scan", e))?;
-            visit(&key, &value);
+    fn scan_from(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
+        let mut iterator = self.db.raw_iterator_cf(self.family(keyspace));
+        iterator.seek(start);
+        while let (Some(key), Some(value)) = (iterator.key(), iterator.value()) {
+            if !visit(key, value) {
+                return Ok(());
+            }
+            iterator.next();
         }
-        Ok(())
+        iterator.status().map_err(|e| self.io("scan", e))
     }
 
     fn size_estimate(&self) -> (u64, u64) {
-        let cf = self
-            .db
-            .cf_handle(&self.store)
-            .expect("column family opened with the db");
+        let cf = self.family(Keyspace::Values);
         let property = |name: &str| {
             self.db
                 .property_int_value_cf(cf, name)
@@ -188,13 +237,16 @@ mod tests {
             key: k.to_vec(),
             value: v.map(<[u8]>::to_vec),
         };
-        a.write_batch(&[
-            put(b"2", Some(b"two")),
-            put(b"1", Some(b"one")),
-            put(b"3", Some(b"x")),
-        ])
+        a.write_batch(
+            &[
+                put(b"2", Some(b"two")),
+                put(b"1", Some(b"one")),
+                put(b"3", Some(b"x")),
+            ],
+            &[put(b"i3", Some(b""))],
+        )
         .unwrap();
-        a.write_batch(&[put(b"3", None)]).unwrap();
+        a.write_batch(&[put(b"3", None)], &[]).unwrap();
         let mut seen = Vec::new();
         a.for_each(&mut |k, v| seen.push((k.to_vec(), v.to_vec())))
             .unwrap();
@@ -206,6 +258,13 @@ mod tests {
             ]
         );
         assert_eq!(db.backend("b").get(b"1").unwrap(), None);
+        let mut index = Vec::new();
+        a.scan_from(Keyspace::Closing, b"i", &mut |k, _| {
+            index.push(k.to_vec());
+            true
+        })
+        .unwrap();
+        assert_eq!(index, [b"i3".to_vec()], "the index is its own key space");
         db.flush().unwrap();
         drop(a);
         drop(db);

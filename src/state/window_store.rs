@@ -1,12 +1,16 @@
-//! The write-back cache in front of a [`StateBackend`]: records update cached accumulators; each
-//! commit encodes the changed ones once, for the changelog and for one backend write batch.
+//! A store of (group, window) -> accumulators: a write-back cache over a key-value backend
+//! (RocksDB in production) with a close-time index beside the values, so closing windows scans the
+//! backend in close order instead of keeping a schedule in memory. Records update cached
+//! accumulators; each commit encodes the changed ones once, for the changelog and for one backend
+//! write batch that carries the index changes too.
 
-use super::codec::{decode_accumulators, encode_accumulators, StateKey};
-use super::{CacheShare, StateBackend, StateError};
+use super::codec::{decode_accumulators, encode_accumulators, ClosingKey, StateKey};
+use super::{CacheShare, Keyspace, StateBackend, StateError};
 use crate::aggregate::Accumulators;
 use crate::record::GroupKey;
-use crate::window::Window;
+use crate::window::{CloseRule, Window};
 use hashbrown::{Equivalent, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 /// One key's new value (`None` deletes it), as written to the backend and the changelog.
@@ -62,26 +66,47 @@ fn entry_bytes(key: &StateKey, value: Option<&Accumulators>, encoded_len: usize)
         + encoded_len
 }
 
-/// A named store of (group, window) -> accumulators.
+/// A named store of (group, window) -> accumulators, with its windows' close-time index.
+///
+/// Memory is the cache (bounded by its [`CacheShare`]) plus the windows created since the last
+/// flush; every other open window is known only to the backend.
 pub struct WindowStore {
     name: String,
     backend: Box<dyn StateBackend>,
+    close: CloseRule,
     cache: HashMap<StateKey, CacheEntry>,
     dirty: usize,
     /// The bytes of every cached entry (see `CacheEntry::bytes`).
     cached_bytes: usize,
     budget: CacheShare,
+    /// Windows created since the last flush, by close time: not in the backend's index yet.
+    created: BTreeMap<i64, Vec<StateKey>>,
+    /// The index changes of the last flush, written with its values by [`WindowStore::apply`].
+    flushed_closing: Vec<StoreWrite>,
+    /// Keys the backend holds as of the last apply, and the change the last flush makes to it.
+    live: u64,
+    flushed_live_change: i64,
 }
 
 impl WindowStore {
-    pub fn new(name: &str, backend: Box<dyn StateBackend>, budget: CacheShare) -> WindowStore {
+    pub fn new(
+        name: &str,
+        backend: Box<dyn StateBackend>,
+        close: CloseRule,
+        budget: CacheShare,
+    ) -> WindowStore {
         WindowStore {
             name: name.into(),
             backend,
+            close,
             cache: HashMap::new(),
             dirty: 0,
             cached_bytes: 0,
             budget,
+            created: BTreeMap::new(),
+            flushed_closing: Vec::new(),
+            live: 0,
+            flushed_live_change: 0,
         }
     }
 
@@ -90,8 +115,18 @@ impl WindowStore {
         self.cached_bytes
     }
 
+    /// This store's share of the cache budget, in bytes.
+    pub fn cache_share_bytes(&self) -> usize {
+        self.budget.bytes()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Windows the backend holds as of the last commit (closed ones kept for retention included).
+    pub fn live_windows(&self) -> u64 {
+        self.live
     }
 
     fn corrupt(&self, reason: String) -> StateError {
@@ -110,8 +145,16 @@ impl WindowStore {
         }
     }
 
+    fn created(&mut self, key: StateKey) {
+        self.created
+            .entry(self.close.close_at(key.window))
+            .or_default()
+            .push(key);
+    }
+
     /// Applies `update` to the accumulators of (group, window), creating them with `create` when
-    /// the key is new. `exists` says whether the key may be in the backend (the caller's index knows).
+    /// the key is new. `exists` says whether the key may be in the backend; `false` (the caller
+    /// knows it is new) saves a backend read.
     #[inline]
     pub fn update(
         &mut self,
@@ -123,10 +166,17 @@ impl WindowStore {
     ) -> Result<(), StateError> {
         let probe = KeyRef { group, window };
         if let Some(entry) = self.cache.get_mut(&probe) {
+            let recreated = entry.value.is_none();
             update(entry.value.get_or_insert_with(create));
             if !entry.dirty {
                 entry.dirty = true;
                 self.dirty += 1;
+            }
+            if recreated {
+                self.created(StateKey {
+                    group: GroupKey(group.into()),
+                    window,
+                });
             }
             return Ok(());
         }
@@ -136,6 +186,9 @@ impl WindowStore {
         };
         let loaded = if exists { self.load(&key)? } else { None };
         let persisted = loaded.is_some();
+        if !persisted {
+            self.created(key.clone());
+        }
         let mut value = loaded.unwrap_or_else(create);
         update(&mut value);
         self.dirty += 1;
@@ -206,6 +259,82 @@ impl WindowStore {
         self.take(group, window).map(|_| ())
     }
 
+    /// The committed windows of `group`, from the backend (the caller knows none of the group's
+    /// windows changed since the last commit).
+    pub fn committed_windows_of(&self, group: &[u8]) -> Result<Vec<Window>, StateError> {
+        let mut windows = Vec::new();
+        self.backend
+            .scan_from(Keyspace::Values, group, &mut |key, _| {
+                if !key.starts_with(group) {
+                    return false;
+                }
+                // A longer group sharing the prefix is not this group.
+                if key.len() == group.len() + 16 {
+                    if let Some(key) = StateKey::from_bytes(key) {
+                        windows.push(key.window);
+                    }
+                }
+                true
+            })?;
+        Ok(windows)
+    }
+
+    /// Index entries closing in `(after, through]`, in close order.
+    fn indexed_closing(
+        &self,
+        after: i64,
+        through: i64,
+    ) -> Result<Vec<(i64, StateKey)>, StateError> {
+        let mut due = Vec::new();
+        if through <= after {
+            return Ok(due);
+        }
+        let mut corrupt = false;
+        self.backend.scan_from(
+            Keyspace::Closing,
+            &ClosingKey::seek(after.saturating_add(1)),
+            &mut |bytes, _| match ClosingKey::decode(bytes) {
+                Some((close_at, _)) if close_at > through => false,
+                Some(entry) => {
+                    due.push(entry);
+                    true
+                }
+                None => {
+                    corrupt = true;
+                    false
+                }
+            },
+        )?;
+        if corrupt {
+            return Err(self.corrupt("a close-time index key is malformed".into()));
+        }
+        Ok(due)
+    }
+
+    /// The windows that close in `(after, through]`, in close order: the indexed ones and those
+    /// created since the last flush (which are then no longer pending). Entries of windows deleted
+    /// since (sessions merged away) may be among them: the caller finds no value for those.
+    pub fn due_to_close(&mut self, after: i64, through: i64) -> Result<Vec<StateKey>, StateError> {
+        let mut due = self.indexed_closing(after, through)?;
+        let later = self.created.split_off(&through.saturating_add(1));
+        for (close_at, keys) in std::mem::replace(&mut self.created, later) {
+            due.extend(keys.into_iter().map(|key| (close_at, key)));
+        }
+        due.sort_unstable();
+        due.dedup();
+        Ok(due.into_iter().map(|(_, key)| key).collect())
+    }
+
+    /// The committed windows whose close time is in `(after, through]`, in close order (for
+    /// retention: closed windows stay in the store until their close time plus retention).
+    pub fn closed_between(&self, after: i64, through: i64) -> Result<Vec<StateKey>, StateError> {
+        Ok(self
+            .indexed_closing(after, through)?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect())
+    }
+
     /// Whether anything changed since the last flush.
     pub fn has_changes(&self) -> bool {
         self.dirty > 0
@@ -215,10 +344,13 @@ impl WindowStore {
     /// commit's transaction and calls [`WindowStore::apply`] once the commit succeeded.
     pub fn flush(&mut self) -> Vec<StoreWrite> {
         let mut writes = Vec::with_capacity(self.dirty);
+        self.created.clear();
+        self.flushed_closing.clear();
+        self.flushed_live_change = 0;
         if self.dirty > 0 {
+            let close = self.close;
             for (key, entry) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
                 entry.dirty = false;
-                entry.persisted = entry.value.is_some();
                 let value = entry.value.as_ref().map(|accumulators| {
                     let mut bytes = Vec::with_capacity(64);
                     encode_accumulators(accumulators, &mut bytes);
@@ -231,8 +363,18 @@ impl WindowStore {
                 );
                 self.cached_bytes = self.cached_bytes - entry.bytes + bytes;
                 entry.bytes = bytes;
+                let key_bytes = key.to_bytes();
+                // The index changes when a key appears or goes; an update keeps its entry.
+                if value.is_some() != entry.persisted {
+                    self.flushed_closing.push(StoreWrite {
+                        key: ClosingKey::encode(close.close_at(key.window), &key_bytes),
+                        value: value.as_ref().map(|_| Vec::new()),
+                    });
+                    self.flushed_live_change += if value.is_some() { 1 } else { -1 };
+                }
+                entry.persisted = value.is_some();
                 writes.push(StoreWrite {
-                    key: key.to_bytes(),
+                    key: key_bytes,
                     value,
                 });
             }
@@ -249,12 +391,16 @@ impl WindowStore {
         writes
     }
 
-    /// Writes a committed flush to the backend as one batch, then evicts clean entries until the
-    /// cache is within this store's share of the budget.
+    /// Writes a committed flush (its values and index changes) to the backend as one batch, then
+    /// evicts clean entries until the cache is within this store's share of the budget.
     pub fn apply(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
-        if !writes.is_empty() {
-            self.backend.write_batch(writes)?;
+        let closing = std::mem::take(&mut self.flushed_closing);
+        if !writes.is_empty() || !closing.is_empty() {
+            self.backend.write_batch(writes, &closing)?;
         }
+        self.live = self
+            .live
+            .saturating_add_signed(std::mem::take(&mut self.flushed_live_change));
         let share = self.budget.bytes();
         if self.cached_bytes > share {
             let mut excess = self.cached_bytes - share;
@@ -276,15 +422,43 @@ impl WindowStore {
         self.cache.clear();
         self.dirty = 0;
         self.cached_bytes = 0;
+        self.created.clear();
+        self.flushed_closing.clear();
+        self.flushed_live_change = 0;
     }
 
-    /// Writes restored changelog records straight to the backend.
+    /// The index entries for restored values: one per put, a delete per delete.
+    fn closing_writes(&self, values: &[StoreWrite]) -> Vec<StoreWrite> {
+        values
+            .iter()
+            .filter_map(|write| {
+                let key = StateKey::from_bytes(&write.key)?;
+                Some(StoreWrite {
+                    key: ClosingKey::encode(self.close.close_at(key.window), &write.key),
+                    value: write.value.as_ref().map(|_| Vec::new()),
+                })
+            })
+            .collect()
+    }
+
+    /// Writes restored changelog records straight to the backend, with their index entries.
     pub fn restore_batch(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
         self.discard_uncommitted();
-        self.backend.write_batch(writes)
+        let closing = self.closing_writes(writes);
+        self.backend.write_batch(writes, &closing)
     }
 
-    /// Every committed key, for rebuilding the operator's window index after a restore.
+    /// Makes the store ready after it was opened or restored: forgets anything uncommitted and
+    /// counts the committed windows.
+    pub fn reopen(&mut self) -> Result<(), StateError> {
+        self.discard_uncommitted();
+        let mut live = 0u64;
+        self.backend.for_each(&mut |_, _| live += 1)?;
+        self.live = live;
+        Ok(())
+    }
+
+    /// Every committed key (the test driver reads whole stores with it).
     pub fn committed_keys(&self) -> Result<Vec<StateKey>, StateError> {
         let mut keys = Vec::new();
         self.backend.for_each(&mut |key, _| {
@@ -306,6 +480,11 @@ mod tests {
     use crate::aggregate::Accumulator;
     use crate::state::MemoryBackend;
 
+    const TUMBLING: CloseRule = CloseRule {
+        spec: crate::topology::WindowSpec::Tumbling { size_ms: 10 },
+        grace_ms: 5,
+    };
+
     fn count(n: u64) -> Accumulators {
         Accumulators(vec![Accumulator::Count(n)])
     }
@@ -320,7 +499,12 @@ mod tests {
     fn changes_reach_the_backend_only_when_applied() {
         // A budget under one entry: every clean entry is evicted after a commit.
         let budget = crate::state::CacheBudget::new(100);
-        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), budget.join());
+        let mut store = WindowStore::new(
+            "s",
+            Box::new(MemoryBackend::default()),
+            TUMBLING,
+            budget.join(),
+        );
         let w = Window { start: 0, end: 10 };
         for _ in 0..3 {
             store.update(b"g", w, false, || count(0), bump).unwrap();
@@ -359,7 +543,12 @@ mod tests {
     #[test]
     fn keys_created_and_deleted_between_flushes_write_nothing() {
         let budget = crate::state::CacheBudget::new(1 << 20);
-        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), budget.join());
+        let mut store = WindowStore::new(
+            "s",
+            Box::new(MemoryBackend::default()),
+            TUMBLING,
+            budget.join(),
+        );
         let w = Window { start: 0, end: 10 };
         store.update(b"g", w, false, || count(0), bump).unwrap();
         assert_eq!(store.take(b"g", w).unwrap(), Some(count(1)));
@@ -373,7 +562,12 @@ mod tests {
     #[test]
     fn the_cache_keeps_to_its_share_of_the_byte_budget_and_never_evicts_unflushed_changes() {
         let budget = crate::state::CacheBudget::new(40_000);
-        let mut store = WindowStore::new("s", Box::new(MemoryBackend::default()), budget.join());
+        let mut store = WindowStore::new(
+            "s",
+            Box::new(MemoryBackend::default()),
+            TUMBLING,
+            budget.join(),
+        );
         let _other = budget.join();
         let w = Window { start: 0, end: 10 };
         for i in 0..1_000u32 {
@@ -410,5 +604,96 @@ mod tests {
             Some(count(2)),
             "the unflushed change is kept"
         );
+    }
+
+    /// The close-time index over any backend: windows come due in close order, whether created
+    /// since the last flush or committed before it; deleted ones are not in it after their delete
+    /// is applied; an aborted flush leaves it as it was; a restore writes it with the values.
+    fn the_close_time_index_follows_the_values(backend: Box<dyn StateBackend>) {
+        let budget = crate::state::CacheBudget::new(0);
+        let mut store = WindowStore::new("s", backend, TUMBLING, budget.join());
+        let w = |start: i64| Window {
+            start,
+            end: start + 10,
+        };
+        let keys = |keys: Vec<StateKey>| -> Vec<(Vec<u8>, i64)> {
+            keys.into_iter()
+                .map(|k| (k.group.0.to_vec(), k.window.start))
+                .collect()
+        };
+        store.update(b"a", w(20), true, || count(0), bump).unwrap();
+        store.update(b"b", w(0), true, || count(0), bump).unwrap();
+        let writes = store.flush();
+        store.apply(&writes).unwrap();
+        assert_eq!(store.live_windows(), 2);
+        // Committed (b@0, a@20) and created since the flush (c@10): due in close order.
+        store.update(b"c", w(10), true, || count(0), bump).unwrap();
+        assert_eq!(
+            keys(store.due_to_close(i64::MIN, 35).unwrap()),
+            [(b"b".to_vec(), 0), (b"c".to_vec(), 10), (b"a".to_vec(), 20)]
+        );
+        assert!(
+            store.due_to_close(35, 100).unwrap().is_empty(),
+            "nothing after the range"
+        );
+        assert_eq!(
+            keys(store.due_to_close(14, 15).unwrap()),
+            [(b"b".to_vec(), 0)],
+            "close time 15 is in (14, 15]"
+        );
+        store.delete(b"b", w(0)).unwrap();
+        let writes = store.flush();
+        assert_eq!(
+            keys(store.closed_between(i64::MIN, 100).unwrap()),
+            [(b"b".to_vec(), 0), (b"a".to_vec(), 20)],
+            "the index changes (b goes, c comes) when the flush is applied"
+        );
+        store.apply(&writes).unwrap();
+        assert_eq!(
+            keys(store.closed_between(i64::MIN, 100).unwrap()),
+            [(b"c".to_vec(), 10), (b"a".to_vec(), 20)]
+        );
+        assert_eq!(store.live_windows(), 2);
+        store.update(b"d", w(40), true, || count(0), bump).unwrap();
+        store.flush();
+        store.discard_uncommitted();
+        assert_eq!(
+            keys(store.closed_between(i64::MIN, 100).unwrap()).len(),
+            2,
+            "an aborted flush adds nothing to the index"
+        );
+        let restored = StoreWrite {
+            key: StateKey {
+                group: GroupKey(b"e".as_slice().into()),
+                window: w(30),
+            }
+            .to_bytes(),
+            value: Some({
+                let mut bytes = Vec::new();
+                encode_accumulators(&count(7), &mut bytes);
+                bytes
+            }),
+        };
+        store.restore_batch(&[restored]).unwrap();
+        store.reopen().unwrap();
+        assert_eq!(store.live_windows(), 3);
+        assert_eq!(
+            keys(store.due_to_close(25, 45).unwrap()),
+            [(b"a".to_vec(), 20), (b"e".to_vec(), 30)],
+            "c closes at 25, a at 35, e at 45"
+        );
+        assert_eq!(store.committed_windows_of(b"a").unwrap(), [w(20)]);
+    }
+
+    #[test]
+    fn the_close_time_index_follows_the_values_in_memory() {
+        the_close_time_index_follows_the_values(Box::new(MemoryBackend::default()));
+    }
+
+    #[test]
+    fn the_close_time_index_follows_the_values_in_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::state::TaskDb::open(dir.path(), &["s".into()]).unwrap();
+        the_close_time_index_follows_the_values(Box::new(db.backend("s")));
     }
 }

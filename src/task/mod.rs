@@ -13,6 +13,7 @@ use crate::operator::{Operator, PartialAggregate, WindowAggregate};
 use crate::record::DecodePlan;
 use crate::state::{CacheBudget, MemoryBackend, StateBackend, StateError, TaskDb, WindowStore};
 use crate::topology::{dead_letter_topic, Source, Topology};
+use crate::window::CloseRule;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -176,12 +177,17 @@ impl CompiledTopology {
             (Some(dir), false) => Some(TaskDb::open(&dir, &store_names)?),
             _ => None,
         };
-        let open_store = |name: &str| -> WindowStore {
+        let open_store = |aggregation: &CompiledAggregation| -> WindowStore {
+            let name = &aggregation.name;
             let backend: Box<dyn StateBackend> = match &db {
                 Some(db) => Box::new(db.backend(name)),
                 None => Box::new(MemoryBackend::default()),
             };
-            WindowStore::new(name, backend, self.cache.join())
+            let close = CloseRule {
+                spec: aggregation.window,
+                grace_ms: aggregation.grace_ms,
+            };
+            WindowStore::new(name, backend, close, self.cache.join())
         };
         let task = if let Some(compiled) = self.by_input_topic.get(&id.topic) {
             let operators = compiled
@@ -191,7 +197,7 @@ impl CompiledTopology {
                     match &aggregation.repartition_topic {
                         None => Box::new(WindowAggregate::local(
                             aggregation.clone(),
-                            open_store(&aggregation.name),
+                            open_store(aggregation),
                         )),
                         Some(_) => {
                             let base: i32 = compiled
@@ -220,7 +226,7 @@ impl CompiledTopology {
         {
             let merge = WindowAggregate::merging(
                 aggregation.clone(),
-                open_store(&aggregation.name),
+                open_store(aggregation),
                 source_topics
                     .iter()
                     .map(|t| partitions.get(t).copied().unwrap_or(1) as usize)

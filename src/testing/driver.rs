@@ -84,6 +84,13 @@ impl TopologyTestDriver {
         }
     }
 
+    /// Bounds the state cache to `bytes` (`cache_max_bytes`); with 0, every commit evicts every
+    /// clean entry, so state is read back from the stores.
+    pub fn with_cache_max_bytes(mut self, bytes: usize) -> TopologyTestDriver {
+        self.compiled = self.compiled.with_cache_max_bytes(bytes);
+        self
+    }
+
     fn task(&mut self, id: &TaskId) -> &mut StreamTask {
         if !self.tasks.contains_key(id) {
             let (task, _) = self

@@ -1,12 +1,10 @@
 //! Event-time windows: which windows a timestamp falls into ([`assign_windows`]), how sessions
-//! merge ([`sessions`]), when stored windows close and expire ([`WindowSchedule`]), and the merge
-//! side's watermarks with idleness ([`UpstreamWatermarks`]).
+//! merge ([`sessions`]), when windows close ([`close_time`]; the store keeps the schedule in its
+//! close-time index), and the merge side's watermarks with idleness ([`UpstreamWatermarks`]).
 
-mod closing;
 pub mod sessions;
 mod upstream;
 
-pub use closing::WindowSchedule;
 pub use upstream::{ClosedThrough, UpstreamWatermarks, IDLE_REANNOUNCE};
 
 use crate::topology::WindowSpec;
@@ -83,6 +81,20 @@ pub fn close_time(spec: &WindowSpec, window: Window, grace_ms: i64) -> i64 {
     match *spec {
         WindowSpec::Session { gap_ms } => window.end + gap_ms + grace_ms,
         _ => window.end + grace_ms,
+    }
+}
+
+/// [`close_time`] for the windows of one aggregation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CloseRule {
+    pub spec: WindowSpec,
+    pub grace_ms: i64,
+}
+
+impl CloseRule {
+    #[inline]
+    pub fn close_at(&self, window: Window) -> i64 {
+        close_time(&self.spec, window, self.grace_ms)
     }
 }
 
