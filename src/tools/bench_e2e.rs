@@ -103,6 +103,7 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
     let all: Vec<i32> = (0..options.broker.partitions).collect();
     let mut ends = Vec::new();
     let started = Instant::now();
+    let consume_cpu_before = super::cpu_seconds("self");
     let mut consumed = 0usize;
     for (_, topic) in &bench.inputs {
         ends.push(
@@ -112,6 +113,9 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
         );
     }
     let consume_secs = started.elapsed().as_secs_f64();
+    let consume_cpu = super::cpu_seconds("self")
+        .zip(consume_cpu_before)
+        .map(|(a, b)| a - b);
     drop(reader);
 
     let application_id = format!("bench-{run}");
@@ -126,6 +130,7 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
         log: dir.join("eddy.log"),
     })?;
     let ready = eddy.wait_ready(Duration::from_secs(120))?;
+    let cpu_at_ready = (eddy.cpu_seconds(), super::machine_busy_seconds());
     loop {
         eddy.check_running()?;
         let done = bench.inputs.iter().zip(&ends).all(|((_, topic), ends)| {
@@ -144,6 +149,10 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let finished = Instant::now();
+    let eddy_cpu = eddy.cpu_seconds().zip(cpu_at_ready.0).map(|(a, b)| a - b);
+    let machine_cpu = super::machine_busy_seconds()
+        .zip(cpu_at_ready.1)
+        .map(|(a, b)| a - b);
     let peak = eddy.peak_rss_bytes();
     eddy.stop()?;
     clean_up(&dir);
@@ -167,6 +176,21 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
     println!("with startup:           {eddy_rate:>10.0} events/s ({eddy_secs:.2}s from process start; {:.1}% of consume-only)", 100.0 * eddy_rate / consume_rate);
     if let Some(rss) = peak {
         println!("peak RSS (eddy process): {:>9.1} MB", rss as f64 / 1e6);
+    }
+    let per_million = |cpu: f64, events: usize| cpu * 1e6 / events as f64;
+    if let Some(cpu) = consume_cpu {
+        println!(
+            "CPU, consume-only:      {:>10.2} s per million events",
+            per_million(cpu, consumed)
+        );
+    }
+    if let (Some(cpu), Some(machine)) = (eddy_cpu, machine_cpu) {
+        println!(
+            "CPU, eddy from ready:   {:>10.2} s per million events; the whole machine (broker, eddy, this benchmark) busy {:.2} of {} cores meanwhile",
+            per_million(cpu, produced),
+            machine / processing_secs,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
     }
     Ok(())
 }

@@ -165,6 +165,11 @@ impl EddyProcess {
     }
 
     /// The process's peak resident set size (VmHWM) so far.
+    /// CPU time eddy used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        super::cpu_seconds(&self.child.id().to_string())
+    }
+
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -13,4 +13,4 @@ pub use bench::{run_bench, BenchCommand};
 pub use demo::{run_demo, DemoArgs};
 pub use generate::{run_generate, GenerateArgs};
 pub use live_table::LiveTable;
-pub use memory::{current_rss_bytes, peak_rss_bytes};
+pub use memory::{cpu_seconds, current_rss_bytes, machine_busy_seconds, peak_rss_bytes};
