@@ -186,6 +186,21 @@ fn check(
     Ok(())
 }
 
+/// Records that are not late for sessions: per partition, a record is late when its own end (its
+/// time + 1 ms) plus grace is not after the partition's stream time (see
+/// `eddy::window::max_window_end`).
+fn on_time(events: &[Event], grace: i64) -> u64 {
+    let mut stream_time: BTreeMap<i32, i64> = BTreeMap::new();
+    events
+        .iter()
+        .filter(|e| {
+            let st = stream_time.entry(e.partition).or_insert(i64::MIN);
+            *st = (*st).max(e.ts);
+            e.ts + 1 + grace > *st
+        })
+        .count() as u64
+}
+
 /// What a run emitted, comparable across runs: every record without its sketches, and the
 /// sketches decoded (equal sketches may list their coupons in another order), sorted.
 fn emitted(records: Vec<eddy::task::AggregateRecord>) -> Vec<(String, Vec<HllSketch>)> {
@@ -220,6 +235,15 @@ proptest! {
         let cached = emitted(run_with_cache(&events, spec, grace, commit_every, 16 << 20));
         let evicted = emitted(run_with_cache(&events, spec, grace, commit_every, 0));
         prop_assert!(!cached.is_empty());
+        // Every record that was not late is in exactly one closed session.
+        let counted: u64 = cached
+            .iter()
+            .map(|(record, _)| {
+                let record: serde_json::Value = serde_json::from_str(record).unwrap();
+                record["values"]["n"].as_u64().unwrap()
+            })
+            .sum();
+        prop_assert_eq!(counted, on_time(&events, grace));
         prop_assert_eq!(cached.len(), evicted.len());
         for (a, b) in cached.iter().zip(&evicted) {
             prop_assert_eq!(&a.0, &b.0);

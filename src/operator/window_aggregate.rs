@@ -13,6 +13,7 @@ use crate::aggregate::Accumulators;
 use crate::state::{decode_accumulators, StateError, StateKey, WindowStore};
 use crate::topology::{EmitMode, WindowSpec};
 use crate::window::{close_time, sessions, ClosedThrough, UpstreamWatermarks, Window};
+use hashbrown::HashSet;
 use std::sync::Arc;
 
 pub struct WindowAggregate {
@@ -152,16 +153,53 @@ impl WindowAggregate {
         let (spec, store, stats) = (&*self.spec, &mut self.store, &mut self.stats);
         let retained = spec.retention_ms > 0;
         let is_session = matches!(spec.window, WindowSpec::Session { .. });
-        for key in store.due_to_close(after, through)? {
-            let closed = if retained {
+        // Retained sessions closed in this pass: a session found through a stale entry may also
+        // be due through its own entry (created since the last flush), and a retained one is
+        // still there the second time.
+        let mut closed_now: HashSet<StateKey> = HashSet::new();
+        for (close_at, indexed) in store.due_to_close(after, through)? {
+            let mut key = indexed;
+            let mut closed = if retained {
                 store.get(&key)?
             } else {
                 store.take(&key.group.0, key.window)?
             };
-            // None: a session merged away after it was indexed.
+            if closed.is_none() && is_session {
+                // Merged away, or extended at its end since it was indexed (the entry stayed at
+                // the old end's close time): the session with this start, if any, is the one.
+                let start = key.window.start;
+                let current = self
+                    .sessions
+                    .of(&key.group.0, store)?
+                    .iter()
+                    .copied()
+                    .find(|w| w.start == start && *w != key.window);
+                match current {
+                    Some(window) if close_time(&spec.window, window, spec.grace_ms) > through => {
+                        store.reschedule(close_at, &key, Some(window));
+                        continue;
+                    }
+                    Some(window) => {
+                        store.reschedule(close_at, &key, None);
+                        key.window = window;
+                        if closed_now.contains(&key) {
+                            continue;
+                        }
+                        closed = if retained {
+                            store.get(&key)?
+                        } else {
+                            store.take(&key.group.0, key.window)?
+                        };
+                    }
+                    None => store.reschedule(close_at, &key, None),
+                }
+            }
             let Some(accumulators) = closed else {
                 continue;
             };
+            if is_session && retained && !closed_now.insert(key.clone()) {
+                continue;
+            }
             out.records
                 .push(aggregate_record(spec, &key, &accumulators, true));
             stats.emitted_final += 1;

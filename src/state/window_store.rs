@@ -8,8 +8,9 @@ use super::codec::{decode_accumulators, encode_accumulators, ClosingKey, StateKe
 use super::{CacheShare, Keyspace, StateBackend, StateError};
 use crate::aggregate::Accumulators;
 use crate::record::GroupKey;
+use crate::topology::WindowSpec;
 use crate::window::{CloseRule, Window};
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::{Equivalent, HashMap, HashSet};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
@@ -66,6 +67,14 @@ fn entry_bytes(key: &StateKey, value: Option<&Accumulators>, encoded_len: usize)
         + encoded_len
 }
 
+/// A session's group ++ start, which stays when the session grows at its end.
+fn group_and_start(key: &StateKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.group.0.len() + 8);
+    out.extend_from_slice(&key.group.0);
+    out.extend_from_slice(&key.window.start.to_be_bytes());
+    out
+}
+
 /// A named store of (group, window) -> accumulators, with its windows' close-time index.
 ///
 /// Memory is the cache (bounded by its [`CacheShare`]) plus the windows created since the last
@@ -83,6 +92,8 @@ pub struct WindowStore {
     created: BTreeMap<i64, Vec<StateKey>>,
     /// The index changes of the last flush, written with its values by [`WindowStore::apply`].
     flushed_closing: Vec<StoreWrite>,
+    /// Index entries moved since the last flush (see [`WindowStore::reschedule`]).
+    rescheduled: Vec<StoreWrite>,
     /// Keys the backend holds as of the last apply, and the change the last flush makes to it.
     live: u64,
     flushed_live_change: i64,
@@ -105,6 +116,7 @@ impl WindowStore {
             budget,
             created: BTreeMap::new(),
             flushed_closing: Vec::new(),
+            rescheduled: Vec::new(),
             live: 0,
             flushed_live_change: 0,
         }
@@ -311,10 +323,17 @@ impl WindowStore {
         Ok(due)
     }
 
-    /// The windows that close in `(after, through]`, in close order: the indexed ones and those
-    /// created since the last flush (which are then no longer pending). Entries of windows deleted
-    /// since (sessions merged away) may be among them: the caller finds no value for those.
-    pub fn due_to_close(&mut self, after: i64, through: i64) -> Result<Vec<StateKey>, StateError> {
+    /// The index entries that close in `(after, through]`, as (close time, key), in close order:
+    /// the indexed ones and the windows created since the last flush (which are then no longer
+    /// pending). Entries of windows deleted since may be among them: the caller finds no value for
+    /// those. In a session store that is also how a session extended at its end shows up: its
+    /// entry stays at the close time of the end it had (see [`WindowStore::flush`]), and the caller
+    /// moves it with [`WindowStore::reschedule`].
+    pub fn due_to_close(
+        &mut self,
+        after: i64,
+        through: i64,
+    ) -> Result<Vec<(i64, StateKey)>, StateError> {
         let mut due = self.indexed_closing(after, through)?;
         let later = self.created.split_off(&through.saturating_add(1));
         for (close_at, keys) in std::mem::replace(&mut self.created, later) {
@@ -322,7 +341,27 @@ impl WindowStore {
         }
         due.sort_unstable();
         due.dedup();
-        Ok(due.into_iter().map(|(_, key)| key).collect())
+        Ok(due)
+    }
+
+    /// Moves a session's index entry, found due at `close_at` for `stale`, to `current` (the
+    /// session with the same start, now longer), or drops it when there is none. Written with the
+    /// next flush.
+    pub fn reschedule(&mut self, close_at: i64, stale: &StateKey, current: Option<Window>) {
+        self.rescheduled.push(StoreWrite {
+            key: ClosingKey::encode(close_at, &stale.to_bytes()),
+            value: None,
+        });
+        if let Some(window) = current {
+            let key = StateKey {
+                group: stale.group.clone(),
+                window,
+            };
+            self.rescheduled.push(StoreWrite {
+                key: ClosingKey::encode(self.close.close_at(window), &key.to_bytes()),
+                value: Some(Vec::new()),
+            });
+        }
     }
 
     /// The committed windows whose close time is in `(after, through]`, in close order (for
@@ -335,20 +374,44 @@ impl WindowStore {
             .collect())
     }
 
-    /// Whether anything changed since the last flush.
+    /// Whether anything changed since the last flush (values, or index entries moved).
     pub fn has_changes(&self) -> bool {
-        self.dirty > 0
+        self.dirty > 0 || !self.rescheduled.is_empty()
+    }
+
+    /// Session stores: the (group, start) of sessions that only grew at their end since the last
+    /// flush (a persisted key goes, a new key with the same start comes), as group ++ start bytes.
+    fn extended_sessions(&self) -> HashSet<Vec<u8>> {
+        if !matches!(self.close.spec, WindowSpec::Session { .. }) {
+            return HashSet::new();
+        }
+        let (mut gone, mut came) = (HashSet::new(), HashSet::new());
+        for (key, entry) in self.cache.iter().filter(|(_, e)| e.dirty) {
+            match (entry.value.is_some(), entry.persisted) {
+                (false, true) => gone.insert(group_and_start(key)),
+                (true, false) => came.insert(group_and_start(key)),
+                _ => false,
+            };
+        }
+        gone.retain(|k| came.contains(k));
+        gone
     }
 
     /// Encodes every change since the last flush. The caller sends them to the changelog inside the
     /// commit's transaction and calls [`WindowStore::apply`] once the commit succeeded.
+    ///
+    /// The close-time index changes when a key appears or goes, except for a session that only
+    /// grew at its end: its entry stays at its old close time and is moved when it comes due
+    /// ([`WindowStore::reschedule`]), so extending a session writes no index entries.
     pub fn flush(&mut self) -> Vec<StoreWrite> {
         let mut writes = Vec::with_capacity(self.dirty);
         self.created.clear();
         self.flushed_closing.clear();
+        self.flushed_closing.append(&mut self.rescheduled);
         self.flushed_live_change = 0;
         if self.dirty > 0 {
             let close = self.close;
+            let extended = self.extended_sessions();
             for (key, entry) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
                 entry.dirty = false;
                 let value = entry.value.as_ref().map(|accumulators| {
@@ -366,10 +429,12 @@ impl WindowStore {
                 let key_bytes = key.to_bytes();
                 // The index changes when a key appears or goes; an update keeps its entry.
                 if value.is_some() != entry.persisted {
-                    self.flushed_closing.push(StoreWrite {
-                        key: ClosingKey::encode(close.close_at(key.window), &key_bytes),
-                        value: value.as_ref().map(|_| Vec::new()),
-                    });
+                    if extended.is_empty() || !extended.contains(&group_and_start(key)) {
+                        self.flushed_closing.push(StoreWrite {
+                            key: ClosingKey::encode(close.close_at(key.window), &key_bytes),
+                            value: value.as_ref().map(|_| Vec::new()),
+                        });
+                    }
                     self.flushed_live_change += if value.is_some() { 1 } else { -1 };
                 }
                 entry.persisted = value.is_some();
@@ -424,6 +489,7 @@ impl WindowStore {
         self.cached_bytes = 0;
         self.created.clear();
         self.flushed_closing.clear();
+        self.rescheduled.clear();
         self.flushed_live_change = 0;
     }
 
@@ -616,6 +682,9 @@ mod tests {
             start,
             end: start + 10,
         };
+        let due = |entries: Vec<(i64, StateKey)>| -> Vec<StateKey> {
+            entries.into_iter().map(|(_, key)| key).collect()
+        };
         let keys = |keys: Vec<StateKey>| -> Vec<(Vec<u8>, i64)> {
             keys.into_iter()
                 .map(|k| (k.group.0.to_vec(), k.window.start))
@@ -629,7 +698,7 @@ mod tests {
         // Committed (b@0, a@20) and created since the flush (c@10): due in close order.
         store.update(b"c", w(10), true, || count(0), bump).unwrap();
         assert_eq!(
-            keys(store.due_to_close(i64::MIN, 35).unwrap()),
+            keys(due(store.due_to_close(i64::MIN, 35).unwrap())),
             [(b"b".to_vec(), 0), (b"c".to_vec(), 10), (b"a".to_vec(), 20)]
         );
         assert!(
@@ -637,7 +706,7 @@ mod tests {
             "nothing after the range"
         );
         assert_eq!(
-            keys(store.due_to_close(14, 15).unwrap()),
+            keys(due(store.due_to_close(14, 15).unwrap())),
             [(b"b".to_vec(), 0)],
             "close time 15 is in (14, 15]"
         );
@@ -678,7 +747,7 @@ mod tests {
         store.reopen().unwrap();
         assert_eq!(store.live_windows(), 3);
         assert_eq!(
-            keys(store.due_to_close(25, 45).unwrap()),
+            keys(due(store.due_to_close(25, 45).unwrap())),
             [(b"a".to_vec(), 20), (b"e".to_vec(), 30)],
             "c closes at 25, a at 35, e at 45"
         );
@@ -695,5 +764,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::state::TaskDb::open(dir.path(), &["s".into()]).unwrap();
         the_close_time_index_follows_the_values(Box::new(db.backend("s")));
+    }
+
+    #[test]
+    fn a_session_extended_at_its_end_keeps_its_index_entry_until_it_is_rescheduled() {
+        let close = CloseRule {
+            spec: crate::topology::WindowSpec::Session { gap_ms: 10 },
+            grace_ms: 0,
+        };
+        let budget = crate::state::CacheBudget::new(1 << 20);
+        let mut store = WindowStore::new(
+            "s",
+            Box::new(MemoryBackend::default()),
+            close,
+            budget.join(),
+        );
+        let first = Window { start: 0, end: 1 };
+        store.update(b"u", first, false, || count(0), bump).unwrap();
+        let writes = store.flush();
+        store.apply(&writes).unwrap();
+        // Extended at its end: the accumulators move to the longer key.
+        let longer = Window { start: 0, end: 6 };
+        let moved = store.take(b"u", first).unwrap().unwrap();
+        store.update(b"u", longer, false, || moved, bump).unwrap();
+        let writes = store.flush();
+        assert_eq!(writes.len(), 2, "the values move: a delete and a put");
+        assert!(store.flushed_closing.is_empty(), "the index does not");
+        store.apply(&writes).unwrap();
+        let due = store.due_to_close(i64::MIN, 11).unwrap();
+        let stale = StateKey {
+            group: GroupKey(b"u".as_slice().into()),
+            window: first,
+        };
+        assert_eq!(
+            due,
+            [(11, stale.clone())],
+            "found due at the old end's close time"
+        );
+        store.reschedule(11, &stale, Some(longer));
+        let writes = store.flush();
+        store.apply(&writes).unwrap();
+        assert!(store.due_to_close(11, 15).unwrap().is_empty());
+        assert_eq!(
+            due_keys(store.due_to_close(15, 16).unwrap()),
+            [longer],
+            "moved to the new end's close time"
+        );
+    }
+
+    fn due_keys(entries: Vec<(i64, StateKey)>) -> Vec<Window> {
+        entries.into_iter().map(|(_, key)| key.window).collect()
     }
 }
