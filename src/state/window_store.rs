@@ -551,6 +551,15 @@ mod tests {
         grace_ms: 5,
     };
 
+    fn memory_store(close: CloseRule, budget: &crate::state::CacheBudget) -> WindowStore {
+        WindowStore::new(
+            "s",
+            Box::new(MemoryBackend::default()),
+            close,
+            budget.join(),
+        )
+    }
+
     fn count(n: u64) -> Accumulators {
         Accumulators(vec![Accumulator::Count(n)])
     }
@@ -565,12 +574,7 @@ mod tests {
     fn changes_reach_the_backend_only_when_applied() {
         // A budget under one entry: every clean entry is evicted after a commit.
         let budget = crate::state::CacheBudget::new(100);
-        let mut store = WindowStore::new(
-            "s",
-            Box::new(MemoryBackend::default()),
-            TUMBLING,
-            budget.join(),
-        );
+        let mut store = memory_store(TUMBLING, &budget);
         let w = Window { start: 0, end: 10 };
         for _ in 0..3 {
             store.update(b"g", w, false, || count(0), bump).unwrap();
@@ -609,12 +613,7 @@ mod tests {
     #[test]
     fn keys_created_and_deleted_between_flushes_write_nothing() {
         let budget = crate::state::CacheBudget::new(1 << 20);
-        let mut store = WindowStore::new(
-            "s",
-            Box::new(MemoryBackend::default()),
-            TUMBLING,
-            budget.join(),
-        );
+        let mut store = memory_store(TUMBLING, &budget);
         let w = Window { start: 0, end: 10 };
         store.update(b"g", w, false, || count(0), bump).unwrap();
         assert_eq!(store.take(b"g", w).unwrap(), Some(count(1)));
@@ -628,12 +627,7 @@ mod tests {
     #[test]
     fn the_cache_keeps_to_its_share_of_the_byte_budget_and_never_evicts_unflushed_changes() {
         let budget = crate::state::CacheBudget::new(40_000);
-        let mut store = WindowStore::new(
-            "s",
-            Box::new(MemoryBackend::default()),
-            TUMBLING,
-            budget.join(),
-        );
+        let mut store = memory_store(TUMBLING, &budget);
         let _other = budget.join();
         let w = Window { start: 0, end: 10 };
         for i in 0..1_000u32 {
@@ -773,12 +767,7 @@ mod tests {
             grace_ms: 0,
         };
         let budget = crate::state::CacheBudget::new(1 << 20);
-        let mut store = WindowStore::new(
-            "s",
-            Box::new(MemoryBackend::default()),
-            close,
-            budget.join(),
-        );
+        let mut store = memory_store(close, &budget);
         let first = Window { start: 0, end: 1 };
         store.update(b"u", first, false, || count(0), bump).unwrap();
         let writes = store.flush();
