@@ -320,3 +320,56 @@ fn grouping_by_the_source_key_keeps_state_in_the_input_task() {
     d.commit().unwrap();
     assert!(!d.read_records("eddy-test-t-repartition").is_empty());
 }
+
+/// A retained session that grew after it was first indexed, then closed in the pass that found
+/// its old entry due, is emitted once and deleted once its retention from its real close time
+/// has passed.
+#[test]
+fn a_retained_session_that_grew_is_emitted_once_and_deleted_after_its_retention() {
+    let aggregation = AggregationBuilder::new("s", "events", "out")
+        .session(10_000)
+        .grace(0)
+        .retention(30_000)
+        .group_by("user")
+        .aggregate("n", AggregateKind::Count)
+        .build();
+    let mut d = driver(aggregation, 1);
+    pipe(&mut d, 0, 1_000, "u1", "x");
+    d.commit().unwrap(); // indexed to close at 1_001 + 10_000
+    pipe(&mut d, 0, 8_000, "u1", "x");
+    d.commit().unwrap(); // grown to end 8_001: the entry stays at 11_001
+                         // Past 11_001 and the session's real close time, 18_001, at once: the entry found due at
+                         // 11_001 leads to the grown session, which closes in the same pass.
+    pipe(&mut d, 0, 30_000, "other", "x");
+    d.commit().unwrap();
+    let finals: Vec<_> = d
+        .read_aggregates("out")
+        .into_iter()
+        .filter(|r| r.is_final && r.group["user"] == "u1")
+        .collect();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(
+        (finals[0].window.start, finals[0].window.end),
+        (1_000, 8_000),
+        "first to last event"
+    );
+    assert_eq!(finals[0].values["n"], 2);
+    assert_eq!(
+        d.store("s").iter().filter(|r| r.0["user"] == "u1").count(),
+        1,
+        "kept for retention"
+    );
+    pipe(&mut d, 0, 48_002, "other", "x"); // past 18_001 + 30_000: deleted
+    d.commit().unwrap();
+    assert_eq!(
+        d.store("s").iter().filter(|r| r.0["user"] == "u1").count(),
+        0,
+        "deleted after retention"
+    );
+    assert!(
+        d.read_aggregates("out")
+            .iter()
+            .all(|r| r.group["user"] != "u1"),
+        "emitted once"
+    );
+}

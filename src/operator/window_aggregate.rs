@@ -180,7 +180,9 @@ impl WindowAggregate {
                         continue;
                     }
                     Some(window) => {
-                        store.reschedule(close_at, &key, None);
+                        // Due now. A retained session keeps an entry at its real close time,
+                        // which is where its retention is counted from.
+                        store.reschedule(close_at, &key, retained.then_some(window));
                         key.window = window;
                         if closed_now.contains(&key) {
                             continue;
