@@ -147,7 +147,7 @@ impl ClientSettings {
 /// `fetch.queue.backoff.ms` of 1 s, which starved the loop (58k instead of 100k events/s).
 fn bounded_prefetch(config: &mut ClientConfig) {
     config
-        .set("queued.min.messages", "5000")
-        .set("queued.max.messages.kbytes", "4096")
+        .set("queued.min.messages", "20000")
+        .set("queued.max.messages.kbytes", "16384")
         .set("fetch.queue.backoff.ms", "10");
 }

@@ -2,20 +2,22 @@
 //! produced, commit every `commit_interval_ms`; rebalance callbacks commit and close tasks.
 
 use super::commit::{CommitCoordinator, CommitMode};
+use super::copied_records::CopiedRecords;
 use super::failure::{decide, Decision, Failure};
+use super::loop_clock::{LoopClock, Phase};
 use super::purge::RepartitionPurge;
 use super::restore::Restoration;
 use super::task_slot::TaskSlot;
-use super::worker_pool::{TaskWork, WorkerPool};
+use super::worker_pool::{InFlight, TaskWork, WorkerPool};
 use crate::config::{Config, ProcessingGuarantee};
 use crate::kafka::{
     ChangelogReader, ClientSettings, GroupConsumer, GroupHandle, InternalTopic, RebalanceListener,
     TopicAdmin,
 };
-use crate::task::{CompiledTopology, InputRecord, StateLocation, TaskId, TaskOutput};
+use crate::task::{CompiledTopology, InputRecord, StateLocation, TaskId};
 use crate::telemetry::events::{
-    ActiveTasks, AggregationProgress, BatchProcessed, RebalanceKind, Rebalanced, RecordsConsumed,
-    StoreSize, TaskProgress, WatermarkAdvanced,
+    ActiveTasks, AggregationProgress, BatchProcessed, LoopTime, RebalanceKind, Rebalanced,
+    RecordsConsumed, StoreSize, TaskProgress, WatermarkAdvanced,
 };
 use crate::telemetry::Health;
 use crate::topology::{changelog_topic, internal_topics, Topology};
@@ -34,7 +36,7 @@ pub struct RunOptions {
 }
 
 /// Most records taken from the consumer before processing them as one batch.
-const MAX_BATCH: usize = 5_000;
+const MAX_BATCH: usize = 20_000;
 
 struct Shared {
     compiled: Arc<CompiledTopology>,
@@ -56,11 +58,88 @@ struct Shared {
     /// Whether the open transaction is aborted on the way out after a failure (not when a
     /// commit's outcome is unknown).
     abort_on_stop: bool,
+    /// The batch the workers are processing while the loop polls the next one. Its tasks are out
+    /// of `tasks` until [`Shared::finish_batch`]; everything that needs every task finishes it
+    /// first.
+    in_flight: Option<BatchInFlight>,
+}
+
+/// A batch handed to the workers.
+struct BatchInFlight {
+    work: InFlight,
+    records: usize,
+    started: Instant,
+}
+
+/// A batch the workers finished, its output not yet handed on.
+struct FinishedBatch {
+    work: Vec<TaskWork>,
+    records: usize,
+    started: Instant,
 }
 
 impl Shared {
-    /// Carries out what [`decide`] chose for `failure`. `Err` means: stop with this error.
+    /// Waits for the batch on the workers, if one is there.
+    fn wait_batch(&mut self) -> Option<FinishedBatch> {
+        let in_flight = self.in_flight.take()?;
+        Some(FinishedBatch {
+            work: in_flight.work.wait(),
+            records: in_flight.records,
+            started: in_flight.started,
+        })
+    }
+
+    /// Puts a finished batch's tasks back, gives each its store writes and the producer its
+    /// output. What failed (a task, or handing output to the producer) is returned for
+    /// [`Shared::recover`]; after a failure no more output is sent.
+    fn hand_off(&mut self, finished: FinishedBatch) -> Option<Failure> {
+        let mut failure = None;
+        for mut item in finished.work {
+            if let Err(error) = std::mem::replace(&mut item.result, Ok(())) {
+                failure.get_or_insert(Failure::Processing(error));
+            }
+            item.slot.pending_state.append(&mut item.output.state);
+            if failure.is_none() {
+                if let Err(error) = self.committer.send(&mut item.output) {
+                    failure = Some(Failure::Commit(error));
+                }
+            }
+            self.tasks.insert(item.slot.task.id.clone(), item.slot);
+        }
+        BatchProcessed {
+            records: finished.records,
+            seconds: finished.started.elapsed().as_secs_f64(),
+        }
+        .emit();
+        failure
+    }
+
+    /// Waits for the batch on the workers and hands its output on.
+    fn finish_batch(&mut self) -> Option<Failure> {
+        let finished = self.wait_batch()?;
+        self.hand_off(finished)
+    }
+
+    /// Tasks running, those in a batch on the workers included.
+    fn task_count(&self) -> usize {
+        self.tasks.len() + self.in_flight.as_ref().map_or(0, |b| b.work.tasks())
+    }
+
+    /// Carries out what [`decide`] chose for `failure`. `Err` means: stop with this error. A batch
+    /// on the workers is finished first (recovering from its own failure too), since a rollback
+    /// or a stop concerns every task.
     fn recover(&mut self, group: &GroupHandle<'_>, failure: Failure) -> Result<(), crate::Error> {
+        if let Some(unfinished) = self.finish_batch() {
+            self.recover_now(group, unfinished)?;
+        }
+        self.recover_now(group, failure)
+    }
+
+    fn recover_now(
+        &mut self,
+        group: &GroupHandle<'_>,
+        failure: Failure,
+    ) -> Result<(), crate::Error> {
         match decide(&failure) {
             Decision::Ignore | Decision::Wait => {
                 tracing::warn!(?failure, "going on after a failure");
@@ -145,6 +224,8 @@ impl RebalanceListener for Listener {
         .emit();
         let shared = &mut *shared;
         shared.forget_pending(partitions);
+        // Every task takes part in the commit below: the batch on the workers ends first.
+        let unfinished = shared.finish_batch();
         if shared.stopping_dirty {
             return;
         }
@@ -158,7 +239,9 @@ impl RebalanceListener for Listener {
         // Lost partitions may have another owner already: commit nothing, drop them dirty (no
         // checkpoint). Revoked ones commit first and close clean; if that commit fails they are
         // dropped dirty too.
-        let committed = if lost {
+        let committed = if let Some(failure) = unfinished {
+            Err(failure)
+        } else if lost {
             Err(Failure::Commit(crate::kafka::CommitFailure::abortable(
                 "partitions lost",
             )))
@@ -350,6 +433,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         fatal: None,
         stopping_dirty: false,
         abort_on_stop: true,
+        in_flight: None,
     }));
     let consumer = GroupConsumer::new(
         &settings,
@@ -372,10 +456,12 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     let mut next_state_gauges = Instant::now();
     // Since when the brokers have been unreachable from the consumer.
     let mut unreachable_since: Option<Instant> = None;
+    let mut clock = LoopClock::new();
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
+        clock.enter(Phase::Restore);
         let restoring = {
             let mut guard = lock(&shared);
             if let Some(fatal) = guard.fatal.take() {
@@ -387,16 +473,20 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                     break Err(error);
                 }
             }
+            clock.enter(Phase::Other);
             for slot in guard.tasks.values_mut() {
                 slot.reposition(&consumer.handle());
             }
-            ActiveTasks(guard.tasks.len()).emit();
+            ActiveTasks(guard.task_count()).emit();
             guard.restoring.is_some() || !guard.pending.is_empty()
         };
 
         // While a restore is under way, poll without waiting so it goes on at full speed; while a
-        // commit is in flight, come back soon to send what it held back.
-        let committing = lock(&shared).committer.in_flight();
+        // commit or a batch is in flight, come back soon to send what it held back or produced.
+        let committing = {
+            let guard = lock(&shared);
+            guard.committer.in_flight() || guard.in_flight.is_some()
+        };
         let wait = if restoring {
             Duration::ZERO
         } else if committing {
@@ -408,7 +498,9 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         };
         let mut batch = Vec::new();
         let mut poll_error = None;
+        clock.enter(Phase::Wait);
         if let Some(first) = consumer.poll(wait) {
+            clock.enter(Phase::Poll);
             match first {
                 Ok(record) => batch.push(record),
                 Err(error) => poll_error = Some(error),
@@ -427,6 +519,10 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
 
         let mut guard = lock(&shared);
         let shared_ref = &mut *guard;
+        // The workers processed the previous batch while this one was polled.
+        if let Err(error) = finish_batch_in_loop(shared_ref, &consumer.handle(), &mut clock) {
+            break Err(error);
+        }
         let reachable = match poll_error.map(Failure::Consumer) {
             Some(failure) if decide(&failure) == Decision::Wait => {
                 tracing::warn!(?failure, "consumer: broker unreachable");
@@ -441,6 +537,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             None => consumer.brokers_reachable(),
         };
         health.set_degraded(!reachable);
+        clock.enter(Phase::Commit);
         if let Err(error) = shared_ref.committer.settle(&mut shared_ref.tasks, false) {
             if let Err(error) = shared_ref.recover(&consumer.handle(), error.into()) {
                 break Err(error);
@@ -458,56 +555,70 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         }
 
         if !batch.is_empty() {
+            clock.enter(Phase::Poll);
             let started = Instant::now();
-            let mut records_by_task: HashMap<(&str, i32), Vec<InputRecord<'_>>> = HashMap::new();
-            let mut consumed: HashMap<(&str, i32), u64> = HashMap::new();
+            // Consecutive records mostly share a partition (the consumer queues each fetched
+            // partition's records together), so the last partition is tried first.
+            let mut by_partition: Vec<((&str, i32), Vec<InputRecord<'_>>)> = Vec::new();
+            let mut last = 0;
             for record in &batch {
                 let key = (record.topic(), record.partition());
-                *consumed.entry(key).or_default() += 1;
                 shared_ref.committer.note_consumed(record.timestamp_ms());
-                records_by_task.entry(key).or_default().push(InputRecord {
+                if by_partition.get(last).is_none_or(|(k, _)| *k != key) {
+                    last = match by_partition.iter().position(|(k, _)| *k == key) {
+                        Some(index) => index,
+                        None => {
+                            by_partition.push((key, Vec::new()));
+                            by_partition.len() - 1
+                        }
+                    };
+                }
+                by_partition[last].1.push(InputRecord {
                     payload: record.payload(),
                     key: record.key(),
                     timestamp_ms: record.timestamp_ms(),
                     offset: record.offset(),
                 });
             }
-            for ((topic, partition), count) in &consumed {
+            let mut work = Vec::new();
+            let mut taskless = Vec::new();
+            for ((topic, partition), records) in by_partition {
                 RecordsConsumed {
                     topic,
-                    partition: *partition,
-                    count: *count,
+                    partition,
+                    count: records.len() as u64,
                 }
                 .emit();
-            }
-            let mut by_partition: Vec<((&str, i32), Vec<InputRecord<'_>>)> =
-                records_by_task.into_iter().collect();
-            let mut work: Vec<TaskWork<'_, '_>> = Vec::new();
-            for slot in shared_ref.tasks.values_mut() {
-                let found = by_partition.iter().position(|((topic, partition), _)| {
-                    *topic == slot.task.id.topic && *partition == slot.task.id.partition
-                });
-                if let Some(index) = found {
-                    let (_, records) = by_partition.swap_remove(index);
-                    if slot.needs_seek {
-                        // Fetched from the position before the rollback: dropped until the seek
-                        // back to the committed offset succeeds.
-                        continue;
-                    }
-                    slot.last_record_at = started;
-                    // Skip what the task already processed (a fetch that raced a seek after rollback).
-                    let from = slot.task.next_offset().unwrap_or(i64::MIN);
-                    let records: Vec<InputRecord<'_>> =
-                        records.into_iter().filter(|r| r.offset >= from).collect();
-                    work.push(TaskWork {
-                        slot,
-                        records,
-                        output: TaskOutput::default(),
-                        result: Ok(()),
-                    });
+                let id = TaskId {
+                    topic: topic.to_string(),
+                    partition,
+                };
+                let Some(slot) = shared_ref.tasks.get_mut(&id) else {
+                    taskless.push((topic, partition));
+                    continue;
+                };
+                if slot.needs_seek {
+                    // Fetched from the position before the rollback: dropped until the seek back
+                    // to the committed offset succeeds.
+                    continue;
+                }
+                slot.last_record_at = started;
+                // Skip what the task already processed (a fetch that raced a seek after rollback).
+                let from = slot.task.next_offset().unwrap_or(i64::MIN);
+                let bytes = records
+                    .iter()
+                    .map(|r| r.payload.map_or(0, <[u8]>::len) + r.key.map_or(0, <[u8]>::len))
+                    .sum();
+                let mut copied = CopiedRecords::with_capacity(records.len(), bytes);
+                for record in records.iter().filter(|r| r.offset >= from) {
+                    copied.push(record);
+                }
+                if !copied.is_empty() {
+                    let slot = shared_ref.tasks.remove(&id).expect("looked up above");
+                    work.push(TaskWork::new(slot, copied));
                 }
             }
-            let assignment = if by_partition.is_empty() {
+            let assignment = if taskless.is_empty() {
                 Vec::new()
             } else {
                 consumer.handle().assignment()
@@ -516,7 +627,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 .restoring
                 .as_ref()
                 .map(|r| (r.id.topic.clone(), r.id.partition));
-            for ((topic, partition), _) in by_partition {
+            for (topic, partition) in taskless {
                 let key = (topic.to_string(), partition);
                 match route_taskless(
                     &key,
@@ -536,34 +647,22 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                     }
                 }
             }
-            workers.process_batch(&mut work);
-            let mut failure = None;
-            for item in &mut work {
-                if let Err(error) = std::mem::replace(&mut item.result, Ok(())) {
-                    failure.get_or_insert(Failure::Processing(error));
-                }
-                item.slot.pending_state.append(&mut item.output.state);
-                if failure.is_none() {
-                    if let Err(error) = shared_ref.committer.send(&mut item.output) {
-                        failure = Some(Failure::Commit(error));
-                    }
-                }
-            }
-            drop(work);
-            BatchProcessed {
-                records: batch.len(),
-                seconds: started.elapsed().as_secs_f64(),
-            }
-            .emit();
-            if let Some(failure) = failure {
-                if let Err(error) = shared_ref.recover(&consumer.handle(), failure) {
-                    break Err(error);
-                }
+            if !work.is_empty() {
+                shared_ref.in_flight = Some(BatchInFlight {
+                    work: workers.start(work),
+                    records: batch.len(),
+                    started,
+                });
             }
         }
         drop(batch);
 
         if Instant::now() >= next_commit {
+            // A commit covers every task's work up to now.
+            if let Err(error) = finish_batch_in_loop(shared_ref, &consumer.handle(), &mut clock) {
+                break Err(error);
+            }
+            clock.enter(Phase::Commit);
             next_commit = Instant::now() + commit_interval;
             if wall_clock_close_ms > 0 {
                 let now = crate::runtime::now_ms();
@@ -588,28 +687,36 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                     break Err(error);
                 }
             }
+            clock.enter(Phase::Other);
             export_task_stats(shared_ref);
+            if let Some(shares) = clock.take() {
+                LoopTime {
+                    shares: &shares.map(|(phase, share)| (phase.label(), share)),
+                }
+                .emit();
+            }
             if let Some(purge) = &mut purge {
                 purge.run_if_due(&shared_ref.tasks);
             }
-        }
-        if Instant::now() >= next_state_gauges {
-            next_state_gauges = Instant::now() + Duration::from_secs(10);
-            for slot in shared_ref.tasks.values() {
-                for operator in slot.task.operators() {
-                    if let Some(store) = operator.store() {
-                        let (keys, bytes) = store.size_estimate();
-                        StoreSize {
-                            store: store.name(),
-                            task: slot.task.id.to_string(),
-                            keys,
-                            bytes,
+            if Instant::now() >= next_state_gauges {
+                next_state_gauges = Instant::now() + Duration::from_secs(10);
+                for slot in shared_ref.tasks.values() {
+                    for operator in slot.task.operators() {
+                        if let Some(store) = operator.store() {
+                            let (keys, bytes) = store.size_estimate();
+                            StoreSize {
+                                store: store.name(),
+                                task: slot.task.id.to_string(),
+                                keys,
+                                bytes,
+                            }
+                            .emit();
                         }
-                        .emit();
                     }
                 }
             }
         }
+        clock.enter(Phase::Other);
     };
 
     // Arm the shutdown deadline on every way out of the loop, errors included: closing the
@@ -623,6 +730,13 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         let shared_ref = &mut *guard;
         if let Some(restoration) = shared_ref.restoring.take() {
             restoration.suspend(&reader);
+        }
+        if let Some(failure) = shared_ref.finish_batch() {
+            tracing::warn!(
+                ?failure,
+                "the last batch failed; uncommitted work is aborted and will be reprocessed"
+            );
+            clean = false;
         }
         if clean {
             if let Err(failure) = shared_ref.committer.commit(
@@ -664,6 +778,21 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         "eddy stopped"
     );
     result
+}
+
+/// Waits for the batch on the workers and hands its output on, recovering from what failed.
+fn finish_batch_in_loop(
+    shared: &mut Shared,
+    group: &GroupHandle<'_>,
+    clock: &mut LoopClock,
+) -> Result<(), crate::Error> {
+    clock.enter(Phase::Process);
+    let finished = shared.wait_batch();
+    clock.enter(Phase::Send);
+    match finished.and_then(|finished| shared.hand_off(finished)) {
+        Some(failure) => shared.recover(group, failure),
+        None => Ok(()),
+    }
 }
 
 /// Starts the next pending restore, and restores for a slice of time; a finished task starts.

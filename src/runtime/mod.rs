@@ -1,8 +1,10 @@
 //! The processing runtime: group membership, task lifecycle, the poll-process-commit loop.
 
 mod commit;
+mod copied_records;
 mod engine;
 mod failure;
+mod loop_clock;
 mod purge;
 mod restore;
 mod task_slot;

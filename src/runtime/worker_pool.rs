@@ -1,24 +1,72 @@
-//! Runs one polled batch across a pool of worker threads that lives as long as the instance.
-//! Each task belongs to exactly one worker for the batch, so no lock is shared between tasks on
-//! the hot path.
+//! Runs a polled batch on a pool of worker threads that lives as long as the instance, while the
+//! loop goes on polling the next one. Each task belongs to exactly one worker for the batch, so no
+//! lock is shared between tasks on the hot path, and a task is out of the loop's hands (moved into
+//! the batch) until the batch is waited for.
 
+use super::copied_records::CopiedRecords;
 use super::task_slot::TaskSlot;
-use crate::task::{InputRecord, TaskError, TaskOutput};
+use crate::task::{TaskError, TaskOutput};
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
 
 /// One task's share of a batch.
-pub(crate) struct TaskWork<'s, 'r> {
-    pub slot: &'s mut TaskSlot,
-    pub records: Vec<InputRecord<'r>>,
+pub(crate) struct TaskWork {
+    pub slot: TaskSlot,
+    pub records: CopiedRecords,
     pub output: TaskOutput,
     pub result: Result<(), TaskError>,
 }
 
-fn run_one(work: &mut TaskWork<'_, '_>) {
+impl TaskWork {
+    pub fn new(slot: TaskSlot, records: CopiedRecords) -> TaskWork {
+        TaskWork {
+            slot,
+            records,
+            output: TaskOutput::default(),
+            result: Ok(()),
+        }
+    }
+}
+
+fn run_one(work: &mut TaskWork) {
     let _span = tracing::debug_span!("task", task = %work.slot.task.id).entered();
-    for record in &work.records {
-        if let Err(error) = work.slot.task.process(*record, &mut work.output) {
+    for record in work.records.iter() {
+        if let Err(error) = work.slot.task.process(record, &mut work.output) {
             work.result = Err(error);
             return;
+        }
+    }
+}
+
+/// A batch handed to the workers.
+pub(crate) enum InFlight {
+    /// Processed on the calling thread (one worker thread configured).
+    Done(Vec<TaskWork>),
+    Running {
+        tasks: usize,
+        done: mpsc::Receiver<std::thread::Result<Vec<TaskWork>>>,
+    },
+}
+
+impl InFlight {
+    /// How many tasks the batch holds.
+    pub fn tasks(&self) -> usize {
+        match self {
+            InFlight::Done(work) => work.len(),
+            InFlight::Running { tasks, .. } => *tasks,
+        }
+    }
+
+    /// Blocks until every task of the batch has processed its records, and gives the tasks back.
+    /// A panic on a worker resumes here, as if the batch had run on this thread.
+    pub fn wait(self) -> Vec<TaskWork> {
+        match self {
+            InFlight::Done(work) => work,
+            InFlight::Running { done, .. } => match done.recv() {
+                Ok(Ok(work)) => work,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(mpsc::RecvError) => panic!("a worker thread dropped a batch unfinished"),
+            },
         }
     }
 }
@@ -46,16 +94,26 @@ impl WorkerPool {
         Ok(WorkerPool { pool: Some(pool) })
     }
 
-    /// Processes every task's records.
-    pub fn process_batch(&self, work: &mut [TaskWork<'_, '_>]) {
-        match &self.pool {
-            Some(pool) if work.len() > 1 => {
+    /// Starts processing every task's records and returns at once (with one thread, after the
+    /// work is done).
+    pub fn start(&self, mut work: Vec<TaskWork>) -> InFlight {
+        let Some(pool) = &self.pool else {
+            work.iter_mut().for_each(run_one);
+            return InFlight::Done(work);
+        };
+        // Largest first, so the last task to start is a short one.
+        work.sort_by_key(|w| std::cmp::Reverse(w.records.len()));
+        let tasks = work.len();
+        let (finished, done) = mpsc::sync_channel(1);
+        pool.spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
                 use rayon::prelude::*;
-                // Largest first, so the last task to start is a short one.
-                work.sort_by_key(|w| std::cmp::Reverse(w.records.len()));
-                pool.install(|| work.par_iter_mut().with_max_len(1).for_each(run_one));
-            }
-            _ => work.iter_mut().for_each(run_one),
-        }
+                work.par_iter_mut().with_max_len(1).for_each(run_one);
+                work
+            }));
+            // The loop may have stopped waiting (it is unwinding itself): nothing to hand back.
+            let _ = finished.send(result);
+        });
+        InFlight::Running { tasks, done }
     }
 }

@@ -140,6 +140,21 @@ impl WatermarkAdvanced<'_> {
     }
 }
 
+/// How the main loop's wall time divided between its phases over the last commit interval.
+pub struct LoopTime<'a> {
+    /// (phase, share); the shares sum to 1.
+    pub shares: &'a [(&'static str, f64)],
+}
+
+impl LoopTime<'_> {
+    pub fn emit(self) {
+        for &(phase, share) in self.shares {
+            metrics::gauge!(m::LOOP_TIME_RATIO, "phase" => phase).set(share);
+        }
+        tracing::debug!(target: "eddy::runtime::loop_time", shares = ?self.shares, "main loop time by phase");
+    }
+}
+
 /// A store's size, sampled.
 pub struct StoreSize<'a> {
     pub store: &'a str,

@@ -25,6 +25,7 @@ pub const STATE_KEYS: &str = "eddy_state_store_keys";
 pub const STATE_BYTES: &str = "eddy_state_store_bytes";
 pub const READY: &str = "eddy_ready";
 pub const WATERMARK: &str = "eddy_watermark_seconds";
+pub const LOOP_TIME_RATIO: &str = "eddy_loop_time_ratio";
 
 /// Every metric: (name, type, labels, meaning). The README's metrics table is checked against it.
 pub const CATALOG: &[(&str, &str, &str, &str)] = &[
@@ -148,6 +149,12 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "gauge",
         "aggregation",
         "The event time (Unix seconds) up to which this instance closed the aggregation's windows: the slowest of its tasks. Stalls while an input partition holds windows back.",
+    ),
+    (
+        LOOP_TIME_RATIO,
+        "gauge",
+        "phase",
+        "Share of the main loop's wall time over the last commit interval: phase = wait (for a fetch), poll, process (worker threads), send, commit, restore, other. A high wait with lag left means the consumer's fetches are the bottleneck, a high process the CPU.",
     ),
     (
         READY,

@@ -131,8 +131,10 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
     })?;
     let ready = eddy.wait_ready(Duration::from_secs(120))?;
     let cpu_at_ready = (eddy.cpu_seconds(), super::machine_busy_seconds());
+    let mut loop_time = LoopTimeSamples::default();
     loop {
         eddy.check_running()?;
+        loop_time.add(eddy.loop_time_ratios());
         let done = bench.inputs.iter().zip(&ends).all(|((_, topic), ends)| {
             admin
                 .group_offsets(&application_id, topic, options.broker.partitions)
@@ -192,7 +194,54 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
     }
+    if let Some(summary) = loop_time.summary() {
+        println!("eddy's main loop:       {summary}");
+    }
     Ok(())
+}
+
+/// `eddy_loop_time_ratio` sampled while eddy works, averaged per phase.
+#[derive(Default)]
+struct LoopTimeSamples {
+    sums: Vec<(String, f64)>,
+    samples: usize,
+}
+
+impl LoopTimeSamples {
+    fn add(&mut self, ratios: Vec<(String, f64)>) {
+        if ratios.is_empty() {
+            return;
+        }
+        self.samples += 1;
+        for (phase, share) in ratios {
+            match self.sums.iter_mut().find(|(p, _)| *p == phase) {
+                Some((_, sum)) => *sum += share,
+                None => self.sums.push((phase, share)),
+            }
+        }
+    }
+
+    /// "wait 41%, poll 9%, ..." (means over the samples), largest first.
+    fn summary(&self) -> Option<String> {
+        if self.samples == 0 {
+            return None;
+        }
+        let mut means: Vec<(&str, f64)> = self
+            .sums
+            .iter()
+            .map(|(phase, sum)| (phase.as_str(), 100.0 * sum / self.samples as f64))
+            .collect();
+        means.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let shares: Vec<String> = means
+            .iter()
+            .map(|(phase, mean)| format!("{phase} {mean:.0}%"))
+            .collect();
+        Some(format!(
+            "{} (eddy_loop_time_ratio, mean of {} samples)",
+            shares.join(", "),
+            self.samples
+        ))
+    }
 }
 
 /// Options of `eddy bench latency`.

@@ -164,12 +164,27 @@ impl EddyProcess {
         Ok(())
     }
 
-    /// The process's peak resident set size (VmHWM) so far.
     /// CPU time eddy used so far, in seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
         super::cpu_seconds(&self.child.id().to_string())
     }
 
+    /// The latest `eddy_loop_time_ratio` gauges from `/metrics`: (phase, share of the last commit
+    /// interval). Empty before the first commit tick.
+    pub fn loop_time_ratios(&self) -> Vec<(String, f64)> {
+        let Ok((200, body)) = http_get(&self.http, "/metrics") else {
+            return Vec::new();
+        };
+        body.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("eddy_loop_time_ratio{phase=\"")?;
+                let (phase, value) = rest.split_once("\"}")?;
+                Some((phase.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The process's peak resident set size (VmHWM) so far.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -203,6 +218,19 @@ impl EddyProcess {
 /// The status of a `GET` over a new connection, after reading the whole response (so timing a
 /// call times the answer, not just its first bytes).
 pub fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
+    let response = http_response(addr, path)?;
+    Ok(status_of(&response))
+}
+
+/// The status and body of a `GET` over a new connection.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let response = http_response(addr, path)?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok((status_of(&response), body.to_string()))
+}
+
+fn http_response(addr: &str, path: &str) -> std::io::Result<Vec<u8>> {
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -211,11 +239,15 @@ pub fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
     )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
-    Ok(String::from_utf8_lossy(&response[..12.min(response.len())])
+    Ok(response)
+}
+
+fn status_of(response: &[u8]) -> u16 {
+    String::from_utf8_lossy(&response[..12.min(response.len())])
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// The value at quantile `p` of sorted samples.
