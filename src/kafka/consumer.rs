@@ -176,13 +176,23 @@ impl GroupHandle<'_> {
     }
 
     /// Moves the fetch position (to the committed offset, or the beginning when `None`).
+    ///
+    /// The beginning is looked up and sought as a concrete offset: a logical one makes librdkafka
+    /// query it, and the resume that follows a seek outdates that query, which librdkafka then
+    /// retries only after 500 ms (seen as half a second without input after every task start).
     pub fn seek(
         &self,
         topic: &str,
         partition: i32,
         offset: Option<i64>,
     ) -> Result<(), KafkaClientError> {
-        let target = offset.map_or(Offset::Beginning, Offset::Offset);
+        let target = match offset {
+            Some(offset) => Offset::Offset(offset),
+            None => self
+                .consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(5))
+                .map_or(Offset::Beginning, |(low, _)| Offset::Offset(low)),
+        };
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(topic, partition, target)
             .map_err(|e| operation_error("seek", e))?;
