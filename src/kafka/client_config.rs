@@ -137,14 +137,16 @@ impl ClientSettings {
     }
 }
 
-/// How much fetched input a consumer may hold. librdkafka prefetches until each partition has
-/// 100k messages queued or 64 MiB are (each queued message costs another ~140 bytes of
-/// bookkeeping, its decompressed batch several times its fetched size): when processing is the
-/// bottleneck, that buffer fills and stays full. A heap profile of `bench e2e` (shipped
-/// topologies, 36 input and repartition partitions) found 86 of the process's 117 MB peak heap
-/// there; with these limits its peak RSS went from 134-167 MB to 110-114 MB at the same rate. A
-/// partition over the threshold is fetched again 10 ms later, not after the default
-/// `fetch.queue.backoff.ms` of 1 s, which starved the loop (58k instead of 100k events/s).
+/// How much fetched input a consumer may hold. librdkafka checks both thresholds against the
+/// queue a partition's fetches go to, and a consumer (group or assigned) forwards every partition
+/// to its one consumer queue: they bound the consumer as a whole, not each partition. Its
+/// defaults (100k messages, 64 MiB, each queued message ~140 bytes of bookkeeping on top of its
+/// decompressed batch) filled with what processing had not reached yet: a heap profile of `bench
+/// e2e` (shipped topologies) found 86 of the process's 117 MB peak heap there. The bounds hold
+/// one batch of the engine (`MAX_BATCH`, 20k records), so the next batch is fetched while one is
+/// processed (5k messages and 4 MiB, a quarter of a batch, left the loop waiting); a queue over a threshold is fetched again 10 ms after it drains, not
+/// after the default `fetch.queue.backoff.ms` of 1 s, which starved the loop (58k instead of
+/// 100k events/s).
 fn bounded_prefetch(config: &mut ClientConfig) {
     config
         .set("queued.min.messages", "20000")
