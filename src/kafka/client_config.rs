@@ -150,6 +150,6 @@ impl ClientSettings {
 fn bounded_prefetch(config: &mut ClientConfig) {
     config
         .set("queued.min.messages", "20000")
-        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.max.messages.kbytes", "4096")
         .set("fetch.queue.backoff.ms", "10");
 }
