@@ -657,7 +657,9 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         }
         drop(batch);
 
-        if Instant::now() >= next_commit {
+        // A tick that finds the previous transaction still completing does not wait for it: the
+        // loop goes on processing, and the commit starts once that one has settled.
+        if Instant::now() >= next_commit && !shared_ref.committer.in_flight() {
             // A commit covers every task's work up to now.
             if let Err(error) = finish_batch_in_loop(shared_ref, &consumer.handle(), &mut clock) {
                 break Err(error);
