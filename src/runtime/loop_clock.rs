@@ -10,11 +10,13 @@ pub(crate) enum Phase {
     /// Blocked in the consumer for the first record of a batch (nothing fetched yet), rebalance
     /// callbacks included.
     Wait,
-    /// Taking the rest of a batch from the consumer's queue and routing it to tasks.
+    /// Taking the rest of a batch from the consumer's queue, copying it out per task and handing
+    /// it to the workers; releasing the consumer's messages.
     Poll,
-    /// Tasks processing a batch on the worker threads.
+    /// Waiting for the workers to finish the batch they process (they run while the loop polls,
+    /// so this is the part of processing the loop could not overlap).
     Process,
-    /// Handing produced records to the producer.
+    /// Handing a finished batch's output to the producer.
     Send,
     /// Flushing tasks at a commit tick and learning a commit's outcome.
     Commit,

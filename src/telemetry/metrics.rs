@@ -154,7 +154,7 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         LOOP_TIME_RATIO,
         "gauge",
         "phase",
-        "Share of the main loop's wall time over the last commit interval: phase = wait (for a fetch), poll, process (worker threads), send, commit, restore, other. A high wait with lag left means the consumer's fetches are the bottleneck, a high process the CPU.",
+        "Share of the main loop's wall time over the last commit interval: phase = wait (for a fetch), poll (taking, copying and handing a batch to the workers), process (waiting for the workers, who run while the loop polls), send, commit, restore, other. A high wait with lag left means the consumer's fetches are the bottleneck, a high process the workers, a high poll the loop's own thread.",
     ),
     (
         READY,
