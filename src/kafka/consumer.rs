@@ -189,8 +189,7 @@ impl GroupHandle<'_> {
         let target = match offset {
             Some(offset) => Offset::Offset(offset),
             None => self
-                .consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(5))
+                .watermarks(topic, partition)
                 .map_or(Offset::Beginning, |(low, _)| Offset::Offset(low)),
         };
         let mut list = TopicPartitionList::new();

@@ -6,7 +6,6 @@
 use crate::task::InputRecord;
 use std::ops::Range;
 
-#[derive(Default)]
 pub(crate) struct CopiedRecords {
     bytes: Vec<u8>,
     records: Vec<CopiedRecord>,

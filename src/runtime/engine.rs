@@ -605,14 +605,12 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
                 slot.last_record_at = started;
                 // Skip what the task already processed (a fetch that raced a seek after rollback).
                 let from = slot.task.next_offset().unwrap_or(i64::MIN);
-                let bytes = records
-                    .iter()
+                let unprocessed = || records.iter().filter(|r| r.offset >= from);
+                let bytes = unprocessed()
                     .map(|r| r.payload.map_or(0, <[u8]>::len) + r.key.map_or(0, <[u8]>::len))
                     .sum();
                 let mut copied = CopiedRecords::with_capacity(records.len(), bytes);
-                for record in records.iter().filter(|r| r.offset >= from) {
-                    copied.push(record);
-                }
+                unprocessed().for_each(|record| copied.push(record));
                 if !copied.is_empty() {
                     let slot = shared_ref.tasks.remove(&id).expect("looked up above");
                     work.push(TaskWork::new(slot, copied));

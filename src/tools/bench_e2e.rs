@@ -200,16 +200,23 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `eddy_loop_time_ratio` sampled while eddy works, averaged per phase.
+/// `eddy_loop_time_ratio` while eddy works, averaged per phase over commit intervals. The gauges
+/// change once per interval: a reading equal to the last is the same interval, and the first one
+/// is the interval that was under way at ready (the restores before it), so neither counts.
 #[derive(Default)]
 struct LoopTimeSamples {
+    last: Option<Vec<(String, f64)>>,
     sums: Vec<(String, f64)>,
     samples: usize,
 }
 
 impl LoopTimeSamples {
     fn add(&mut self, ratios: Vec<(String, f64)>) {
-        if ratios.is_empty() {
+        if ratios.is_empty() || self.last.as_ref() == Some(&ratios) {
+            return;
+        }
+        let first = self.last.replace(ratios.clone()).is_none();
+        if first {
             return;
         }
         self.samples += 1;
@@ -237,7 +244,7 @@ impl LoopTimeSamples {
             .map(|(phase, mean)| format!("{phase} {mean:.0}%"))
             .collect();
         Some(format!(
-            "{} (eddy_loop_time_ratio, mean of {} samples)",
+            "{} (eddy_loop_time_ratio, mean over {} commit intervals)",
             shares.join(", "),
             self.samples
         ))
