@@ -14,8 +14,9 @@ pub enum Failpoint {
     AbortAfterSend,
     /// Fail the commit with an abortable error after the offsets joined the transaction.
     AbortAfterOffsets,
-    /// Let `commit_transaction` time out once (the commit goes on in the background), then retry.
-    CommitTimeout,
+    /// Report a commit's outcome as unknown: alternately after it committed (the reply lost) and
+    /// without committing (EndTxn never sent). The runtime must fence and learn which.
+    CommitOutcomeUnknown,
     /// Fence the producer (another producer initializes the same transactional id) mid-commit.
     FencedMidCommit,
     /// Restore slowly (20 records per slice, 100 ms apart), to outlast a transaction timeout.
@@ -28,7 +29,7 @@ impl Failpoint {
             "crash_before_commit" => Failpoint::CrashBeforeCommit,
             "abort_after_send" => Failpoint::AbortAfterSend,
             "abort_after_offsets" => Failpoint::AbortAfterOffsets,
-            "commit_timeout" => Failpoint::CommitTimeout,
+            "commit_outcome_unknown" => Failpoint::CommitOutcomeUnknown,
             "fenced_mid_commit" => Failpoint::FencedMidCommit,
             "slow_restore" => Failpoint::SlowRestore,
             _ => return None,

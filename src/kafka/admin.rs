@@ -14,6 +14,10 @@ pub struct InternalTopic {
     pub name: String,
     pub partitions: i32,
     pub compacted: bool,
+    /// Kept until eddy deletes the records itself (`retention.ms = -1`): repartition topics,
+    /// which the merge tasks purge once they committed past them. A broker's time retention
+    /// would delete partials nobody merged yet after an outage longer than it.
+    pub purged_by_eddy: bool,
 }
 
 pub struct TopicAdmin {
@@ -124,8 +128,13 @@ impl TopicAdmin {
                     t.partitions,
                     TopicReplication::Fixed(replication_factor as i32),
                 );
-                if t.compacted {
+                let topic = if t.compacted {
                     topic.set("cleanup.policy", "compact")
+                } else {
+                    topic
+                };
+                if t.purged_by_eddy {
+                    topic.set("retention.ms", "-1")
                 } else {
                     topic
                 }
@@ -270,6 +279,7 @@ impl TopicAdmin {
                 name: n.to_string(),
                 partitions: *p,
                 compacted: false,
+                purged_by_eddy: false,
             })
             .collect();
         self.create_topics(&topics, 1)

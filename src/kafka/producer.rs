@@ -179,8 +179,8 @@ impl RecordProducer {
 
     /// Classifies a librdkafka error (see [`CommitFailure::from_kafka`]); an authorization
     /// failure is permanent and says what to grant to whom.
-    fn failure(&self, error: KafkaError) -> CommitFailure {
-        let failure = CommitFailure::from_kafka(error);
+    fn failure(&self, error: KafkaError, committing: bool) -> CommitFailure {
+        let failure = CommitFailure::from_kafka(error, committing);
         let fix = failure.code.and_then(|code| {
             authorization_fix(
                 code.0,
@@ -207,7 +207,7 @@ impl RecordProducer {
         if self.transactional && !self.in_transaction {
             self.producer
                 .begin_transaction()
-                .map_err(|e| self.failure(e))?;
+                .map_err(|e| self.failure(e, false))?;
             self.in_transaction = true;
         }
         Ok(())
@@ -244,7 +244,7 @@ impl RecordProducer {
                     let bytes = record.value.as_ref().map_or(0, Vec::len);
                     return Err(permanent(&record.topic, bytes, code));
                 }
-                Err((error, _)) => return Err(self.failure(error)),
+                Err((error, _)) => return Err(self.failure(error, false)),
             }
         }
     }
@@ -341,7 +341,7 @@ impl RecordProducer {
                     "the consumer has no group metadata (not a group member)",
                 )
             })?;
-            self.retrying("send offsets to the transaction", || {
+            self.retrying("send offsets to the transaction", false, || {
                 self.producer
                     .send_offsets_to_transaction(&list, &group.0, self.timeout)
             })?;
@@ -350,16 +350,24 @@ impl RecordProducer {
         // Serve the delivery reports here: commit_transaction's own flush would wait for them in
         // 100 ms slices.
         self.drain_deliveries(self.timeout);
-        let already_committed = self.inject_commit_faults()?;
-        // librdkafka's contract: a retriable error (e.g. a timeout) means call commit again, since
-        // the commit may still complete; only success ends the transaction. On any failure the
-        // transaction stays open here, so the rollback really aborts it.
-        let committed = if already_committed {
-            Ok(())
-        } else {
-            self.retrying("commit the transaction", || {
+        // librdkafka's contract: a retriable error means call commit_transaction again (it
+        // resumes); only success ends the transaction. Every call gets the full timeout, so it
+        // never expires in the begin phase, which librdkafka cannot resume. An error that is
+        // neither retriable, abortable nor a fencing leaves the outcome unknown: the call is made
+        // once more, and if that does not settle it the runtime learns the outcome by fencing.
+        let committed = match self.inject_commit_faults()? {
+            Some(outcome) => outcome,
+            None => match self.retrying("commit the transaction", true, || {
                 self.producer.commit_transaction(self.timeout)
-            })
+            }) {
+                Err(failure) if failure.kind == CommitFailureKind::Unknown => {
+                    tracing::warn!(%failure, "commit outcome unknown; calling commit again");
+                    self.retrying("commit the transaction", true, || {
+                        self.producer.commit_transaction(self.timeout)
+                    })
+                }
+                other => other,
+            },
         };
         // A record the broker refused for good fails the transaction; say which and why.
         if let Some(failure) = self.producer.context().take_permanent() {
@@ -375,43 +383,50 @@ impl RecordProducer {
         Ok(())
     }
 
-    /// Test hooks between the offsets and the commit (see [`crate::failpoint`]). Returns whether
-    /// the transaction already committed.
-    fn inject_commit_faults(&mut self) -> Result<bool, CommitFailure> {
+    /// Test hooks between the offsets and the commit (see [`crate::failpoint`]). `Some` is the
+    /// commit's result when a hook stood in for it.
+    fn inject_commit_faults(&mut self) -> Result<Option<Result<(), CommitFailure>>, CommitFailure> {
         use crate::failpoint::{fire, Failpoint};
         if fire(Failpoint::AbortAfterOffsets) {
             return Err(CommitFailure::abortable(
                 "EDDY_FAILPOINT=abort_after_offsets",
             ));
         }
-        if fire(Failpoint::CommitTimeout) {
-            // A real timeout: the commit is left running, and the retry below must resolve it.
-            let _ = self.producer.flush(self.timeout);
-            let result = self.producer.commit_transaction(Duration::ZERO);
-            tracing::warn!(
-                ?result,
-                "EDDY_FAILPOINT=commit_timeout: commit called with no time to finish"
-            );
-            match result {
-                // It finished within no time after all.
-                Ok(()) => return Ok(true),
-                Err(KafkaError::Transaction(e)) if e.is_retriable() => {}
-                Err(error) => return Err(self.failure(error)),
+        if fire(Failpoint::CommitOutcomeUnknown) {
+            // The reply to EndTxn is lost, or EndTxn never left: alternately, so the runtime
+            // learns both outcomes from the broker. The producer is left as a lost connection
+            // would leave it; the runtime must fence it.
+            static FIRED: AtomicU64 = AtomicU64::new(0);
+            let committed = FIRED.fetch_add(1, Ordering::Relaxed) % 2 == 1;
+            if committed {
+                self.retrying("commit the transaction", true, || {
+                    self.producer.commit_transaction(self.timeout)
+                })?;
             }
+            tracing::warn!(
+                committed,
+                "EDDY_FAILPOINT=commit_outcome_unknown: reporting the commit's outcome as unknown"
+            );
+            return Ok(Some(Err(CommitFailure::new(
+                CommitFailureKind::Unknown,
+                "EDDY_FAILPOINT=commit_outcome_unknown",
+            ))));
         }
         if fire(Failpoint::FencedMidCommit) {
             // Another producer with this transactional id fences this one before it commits.
             let fencer = RecordProducer::new(&self.settings, self.transactional_id.as_deref());
             tracing::warn!(fenced = fencer.is_ok(), "EDDY_FAILPOINT=fenced_mid_commit");
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Calls a transactional operation again while it fails with retriable errors, up to
-    /// `task_timeout_ms`; other errors are classified for the runtime.
+    /// `task_timeout_ms`; other errors are classified for the runtime (`committing`: the call is
+    /// `commit_transaction`, whose unclassified errors leave the outcome unknown).
     fn retrying<T>(
         &self,
         what: &str,
+        committing: bool,
         mut call: impl FnMut() -> Result<T, KafkaError>,
     ) -> Result<T, CommitFailure> {
         let patience = self.settings.retry_deadline;
@@ -424,8 +439,14 @@ impl RecordProducer {
                     if e.is_retriable() && !e.is_fatal() && !e.txn_requires_abort() =>
                 {
                     if std::time::Instant::now() >= deadline {
+                        // A commit may still complete; an earlier step cannot have committed.
+                        let kind = if committing {
+                            CommitFailureKind::Unknown
+                        } else {
+                            CommitFailureKind::Fatal
+                        };
                         return Err(CommitFailure::new(
-                            CommitFailureKind::Unresolved,
+                            kind,
                             format!(
                                 "could not {what} within {}s (task_timeout_ms): {e}",
                                 patience.as_secs()
@@ -437,7 +458,7 @@ impl RecordProducer {
                     self.producer.poll(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Err(error) => return Err(self.failure(error)),
+                Err(error) => return Err(self.failure(error, committing)),
             }
         }
     }
@@ -449,7 +470,7 @@ impl RecordProducer {
             // are served, which on a BaseProducer happens only by polling: call it with a short
             // timeout, and `retrying` polls between calls until it completes. (Purging in-flight
             // records ourselves would break the idempotent sequence numbers.)
-            self.retrying("abort the transaction", || {
+            self.retrying("abort the transaction", false, || {
                 self.producer.abort_transaction(Duration::from_millis(500))
             })?;
             self.in_transaction = false;

@@ -21,14 +21,16 @@
 //! exactly that and a failure rolls everything back to the previous commit, the work done during
 //! the commit included.
 
+use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
 use crate::config::ProcessingGuarantee;
 use crate::kafka::{
-    ClientSettings, CommitFailure, GroupHandle, KafkaClientError, PartitionOffset, RecordProducer,
+    ClientSettings, CommitFailure, CommitFailureKind, GroupHandle, KafkaClientError,
+    PartitionOffset, RecordProducer,
 };
 use crate::state::StateError;
 use crate::task::{OutgoingKind, OutgoingRecord, TaskId, TaskOutput};
-use crate::telemetry::events::{CommitEnded, RecordSent, TransactionAborted};
+use crate::telemetry::events::{CommitEnded, RecordSent, RolledBack, TransactionAborted};
 use std::collections::BTreeMap;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -183,13 +185,93 @@ impl CommitCoordinator {
         }
         .emit();
         result?;
-        for slot in tasks.values_mut().filter(|slot| slot.flushed) {
-            let pending = std::mem::take(&mut slot.pending_state);
-            slot.task.apply_committed(pending)?;
-            slot.committed_offset = slot.flushed_offset;
-            slot.flushed = false;
+        apply_flushed(tasks)
+    }
+
+    /// After a commit whose outcome is unknown ([`CommitFailureKind::Unknown`]): fences it with a
+    /// new producer on the same transactional id, then reads the committed offsets to learn
+    /// whether it happened. `init_transactions` makes the coordinator finish the old producer's
+    /// transaction first: it completes one that reached PrepareCommit and aborts one still open.
+    /// The offset fetch asks for stable offsets, so it sees the result. Returns whether the
+    /// transaction committed; if so, its flush is applied and the held-back records start the
+    /// next transaction, otherwise the caller rolls back.
+    ///
+    /// A flush whose tasks had no new offsets (output without input progress, e.g. windows
+    /// closed by wall-clock time) cannot be told apart this way and counts as aborted: replaying
+    /// it can re-emit those aggregates, never lose them.
+    pub(crate) fn learn_outcome(
+        &mut self,
+        tasks: &mut BTreeMap<TaskId, TaskSlot>,
+        group: &GroupHandle<'_>,
+    ) -> Result<bool, CommitError> {
+        if let Err(failure) = self.wait_in_flight() {
+            tracing::warn!(%failure, "the commit in flight failed too");
         }
-        Ok(())
+        self.producer = None;
+        self.producer = Some(
+            RecordProducer::new(&self.settings, self.transactional_id.as_deref()).map_err(
+                |error| {
+                    CommitFailure::new(
+                        CommitFailureKind::Unknown,
+                        format!("could not fence the commit with a new producer: {error}"),
+                    )
+                },
+            )?,
+        );
+        let telling: Vec<(String, i32, i64)> = tasks
+            .values()
+            .filter(|slot| slot.flushed && slot.flushed_offset != slot.committed_offset)
+            .filter_map(|slot| {
+                let offset = slot.flushed_offset?;
+                Some((slot.task.id.topic.clone(), slot.task.id.partition, offset))
+            })
+            .collect();
+        if telling.is_empty() {
+            return Ok(false);
+        }
+        let partitions: Vec<(String, i32)> =
+            telling.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let committed = group
+            .committed(&partitions, self.settings.retry_deadline)
+            .map_err(|error| {
+                CommitFailure::new(
+                    CommitFailureKind::Unknown,
+                    format!(
+                        "could not read the committed offsets to learn a commit's outcome: {error}"
+                    ),
+                )
+            })?;
+        let landed = telling
+            .iter()
+            .filter(|(topic, partition, offset)| {
+                committed.iter().any(|c| {
+                    &c.topic == topic && c.partition == *partition && c.offset == Some(*offset)
+                })
+            })
+            .count();
+        match classify_outcome(landed, telling.len()) {
+            Some(true) => {
+                apply_flushed(tasks)?;
+                CommitEnded {
+                    committed: true,
+                    transactional: true,
+                    seconds: 0.0,
+                    oldest_append_ms: None,
+                }
+                .emit();
+                let producer = self.producer.as_mut().expect("created above");
+                for record in self.held_back.drain(..) {
+                    producer.send(&record)?;
+                    count_emitted(&record);
+                }
+                Ok(true)
+            }
+            Some(false) => Ok(false),
+            None => Err(CommitError::Kafka(CommitFailure::new(
+                CommitFailureKind::Unknown,
+                format!("the committed offsets show {landed} of the {} partitions of one transaction: a transaction is all or nothing, so another instance may be committing for this group with the same transactional id. Give each instance its own group_instance_id or state_dir", telling.len()),
+            ))),
+        }
     }
 
     /// Flushes every task and commits what they produced with their offsets. A commit still in
@@ -296,6 +378,7 @@ impl CommitCoordinator {
         tasks: &mut BTreeMap<TaskId, TaskSlot>,
         group: &GroupHandle<'_>,
         new_producer: bool,
+        seeks: &SeekClock,
     ) -> Result<(), crate::Error> {
         let abort = match (&mut self.producer, new_producer) {
             (Some(producer), false) => producer.abort(),
@@ -314,12 +397,19 @@ impl CommitCoordinator {
         self.oldest_uncommitted_ms = None;
         self.sent_since_commit = false;
         self.aggregates_since_commit = 0;
+        RolledBack {
+            rewound_offsets: tasks
+                .values()
+                .map(|slot| uncommitted_offsets(slot.committed_offset, slot.task.next_offset()))
+                .sum(),
+        }
+        .emit();
         for slot in tasks.values_mut() {
             slot.pending_state.clear();
             slot.flushed = false;
             slot.task.rollback(slot.committed_offset)?;
             slot.needs_seek = true;
-            slot.reposition(group);
+            slot.reposition(group, seeks);
         }
         Ok(())
     }
@@ -360,6 +450,38 @@ impl CommitCoordinator {
         self.oldest_uncommitted_ms = None;
         self.sent_since_commit = false;
         self.aggregates_since_commit = 0;
+    }
+}
+
+/// Applies what the committed flush covered to every task that took part in it.
+fn apply_flushed(tasks: &mut BTreeMap<TaskId, TaskSlot>) -> Result<(), CommitError> {
+    for slot in tasks.values_mut().filter(|slot| slot.flushed) {
+        let pending = std::mem::take(&mut slot.pending_state);
+        slot.task.apply_committed(pending)?;
+        slot.committed_offset = slot.flushed_offset;
+        slot.flushed = false;
+    }
+    Ok(())
+}
+
+/// Input offsets processed past the committed one (counted from offset 0 when nothing was
+/// committed yet).
+fn uncommitted_offsets(committed: Option<i64>, next: Option<i64>) -> u64 {
+    match next {
+        Some(next) => (next - committed.unwrap_or(0)).max(0) as u64,
+        None => 0,
+    }
+}
+
+/// Whether a transaction committed, from how many of the partitions whose offsets it carried
+/// show its offsets as committed: all, or none; anything in between is `None`.
+fn classify_outcome(landed: usize, carried: usize) -> Option<bool> {
+    if landed == carried {
+        Some(true)
+    } else if landed == 0 {
+        Some(false)
+    } else {
+        None
     }
 }
 

@@ -1,23 +1,26 @@
-//! The one place that decides what happens after a failure: wait and retry, roll back to the
-//! last commit and go on, or stop the instance. Every failure the runtime meets (a send, a
-//! commit, processing, the consumer, a restore, local state) is turned into a [`Failure`] and
-//! passed through [`decide`]; the engine and the commit coordinator only carry decisions out.
+//! The one place that decides what happens after a failure **and** carries it out: wait and
+//! retry, roll back to the last commit and go on, learn the outcome of a commit that may or may
+//! not have happened, or stop the instance. Every failure the runtime meets (a send, a commit,
+//! processing, the consumer, a restore, local state) becomes a [`Failure`] and goes through
+//! [`Core::carry_out`]; the loop, the rebalance callbacks and shutdown call nothing else.
 //!
 //! | failure | decision |
 //! |---|---|
-//! | commit or send: abortable (aborted transaction, stale group generation) | roll back |
+//! | commit or send: the transaction must be aborted (`txn_requires_abort`, stale group generation) | roll back |
 //! | commit or send: producer fenced, or a fatal producer error | roll back with a new producer |
+//! | commit: outcome unknown (not retriable, not abortable, or retriable past `task_timeout_ms`) | fence with a new producer, read the committed offsets, apply or roll back |
 //! | commit or send: a record the broker never accepts (size, ACL, topic gone) | abort, stop |
-//! | commit: retriable errors past `task_timeout_ms` (outcome unknown) | stop without aborting |
 //! | consumer: brokers unreachable | wait (readiness false), stop past `task_timeout_ms` |
 //! | consumer: fatal (fenced static member) | abort, stop |
 //! | consumer: anything else | log and go on (librdkafka recovers) |
-//! | processing: a record that fails under `on_decode_error = "fail"` | abort, stop |
+//! | processing: a record that fails under `on_decode_error = "fail"` | abort, stop at once |
 //! | local state (RocksDB, state directory) or a restore that cannot go on | abort, stop |
 
-use crate::kafka::{CommitFailure, CommitFailureKind, KafkaClientError};
+use super::core::{Core, StopDecided};
+use crate::kafka::{CommitFailure, CommitFailureKind, GroupHandle, KafkaClientError};
 use crate::state::StateError;
 use crate::task::TaskError;
+use std::time::Instant;
 
 /// Every failure the runtime handles.
 #[derive(Debug)]
@@ -26,8 +29,7 @@ pub(crate) enum Failure {
     Consumer(KafkaClientError),
     Processing(TaskError),
     State(StateError),
-    /// Anything that stops the instance outright (a restore that cannot go on, a rebalance
-    /// callback that could not close its tasks).
+    /// Anything that stops the instance outright (a restore that cannot go on).
     Other(crate::Error),
 }
 
@@ -41,8 +43,11 @@ pub(crate) enum Decision {
     /// Abort the open transaction, return every task to its last commit and replay from there.
     /// `new_producer`: the producer cannot go on and is recreated first.
     RollBack { new_producer: bool },
-    /// Stop the instance, committing nothing more. `abort`: abort the open transaction first
-    /// (not when its outcome is unknown: it may still commit, and the next owner sees which).
+    /// The last commit may or may not have happened. A new producer on the same transactional id
+    /// fences the old one (the coordinator completes or aborts its transaction), and the
+    /// committed offsets, read once stable, tell which: apply the flush, or roll back.
+    LearnOutcome,
+    /// Stop the instance, committing nothing more. `abort`: abort the open transaction first.
     Stop { abort: bool },
 }
 
@@ -56,7 +61,7 @@ pub(crate) fn decide(failure: &Failure) -> Decision {
                 Decision::RollBack { new_producer: true }
             }
             CommitFailureKind::Permanent => Decision::Stop { abort: true },
-            CommitFailureKind::Unresolved => Decision::Stop { abort: false },
+            CommitFailureKind::Unknown => Decision::LearnOutcome,
         },
         Failure::Consumer(KafkaClientError::Unreachable { .. }) => Decision::Wait,
         Failure::Consumer(KafkaClientError::Fatal { .. }) => Decision::Stop { abort: true },
@@ -64,6 +69,141 @@ pub(crate) fn decide(failure: &Failure) -> Decision {
         Failure::Processing(_) | Failure::State(_) | Failure::Other(_) => {
             Decision::Stop { abort: true }
         }
+    }
+}
+
+/// On the way out (the instance stops), a failed last commit is never retried: whether its open
+/// transaction is aborted. Not when its outcome is unknown: it may still complete, and the next
+/// owner's stable offset fetch sees which.
+pub(crate) fn abort_when_stopping(failure: &Failure) -> bool {
+    !matches!(
+        decide(failure),
+        Decision::Stop { abort: false } | Decision::LearnOutcome
+    )
+}
+
+impl Core {
+    /// Carries out what [`decide`] chose for `failure`. `Err` means: stop with this error (the
+    /// decision is also kept in [`Core::stop`], so a stop decided inside a rebalance callback
+    /// takes effect before anything else is committed). A batch on the workers is finished first
+    /// (its own failure carried out too), since a rollback or a stop concerns every task.
+    pub fn carry_out(
+        &mut self,
+        group: &GroupHandle<'_>,
+        failure: Failure,
+    ) -> Result<(), crate::Error> {
+        if let Some(unfinished) = self.finish_batch() {
+            self.carry_out_now(group, unfinished)?;
+        }
+        self.carry_out_now(group, failure)
+    }
+
+    fn carry_out_now(
+        &mut self,
+        group: &GroupHandle<'_>,
+        failure: Failure,
+    ) -> Result<(), crate::Error> {
+        if self.stopping() {
+            tracing::warn!(?failure, "failure while stopping");
+            return Ok(());
+        }
+        match decide(&failure) {
+            Decision::Ignore => {
+                tracing::warn!(?failure, "going on after a failure");
+                Ok(())
+            }
+            Decision::Wait => {
+                tracing::warn!(?failure, "broker unreachable; waiting");
+                self.brokers_unreachable()
+            }
+            Decision::RollBack { new_producer } => {
+                tracing::warn!(?failure, "rolling back to the last commit");
+                // A commit still in flight ends first. If it failed too, its failure is carried
+                // out (a rollback covers both, a stop or an unknown outcome takes precedence).
+                match self.committer.settle(&mut self.tasks, true) {
+                    Ok(()) => self.roll_back(group, new_producer),
+                    Err(earlier) => {
+                        let earlier = Failure::from(earlier);
+                        match decide(&earlier) {
+                            Decision::RollBack {
+                                new_producer: needed,
+                            } => self.roll_back(group, new_producer || needed),
+                            _ => self.carry_out_now(group, earlier),
+                        }
+                    }
+                }
+            }
+            Decision::LearnOutcome => {
+                tracing::warn!(
+                    ?failure,
+                    "the commit's outcome is unknown; fencing it and reading the committed offsets"
+                );
+                match self.committer.learn_outcome(&mut self.tasks, group) {
+                    Ok(true) => {
+                        tracing::info!("the commit with an unknown outcome did commit");
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        tracing::info!("the commit with an unknown outcome was aborted");
+                        self.roll_back(group, false)
+                    }
+                    Err(error) => self.stop_with(error.into(), false),
+                }
+            }
+            Decision::Stop { abort } => self.stop_with(failure.into_error(), abort),
+        }
+    }
+
+    /// Drops every task's work since the last commit, without a failure to carry out (partitions
+    /// were lost). A commit in flight ends first; if it failed, that failure is carried out.
+    pub fn drop_uncommitted(&mut self, group: &GroupHandle<'_>) -> Result<(), crate::Error> {
+        if let Err(earlier) = self.committer.settle(&mut self.tasks, true) {
+            self.carry_out_now(group, Failure::from(earlier))?;
+        }
+        if self.stopping() {
+            return Ok(());
+        }
+        self.roll_back(group, false)
+    }
+
+    /// Returns every task to its last commit; the open transaction is aborted first.
+    fn roll_back(
+        &mut self,
+        group: &GroupHandle<'_>,
+        new_producer: bool,
+    ) -> Result<(), crate::Error> {
+        match self
+            .committer
+            .roll_back(&mut self.tasks, group, new_producer, &self.seeks)
+        {
+            Ok(()) => Ok(()),
+            Err(error) => self.stop_with(error, true),
+        }
+    }
+
+    /// Decides to stop: from here on nothing is committed, and the loop stops with `error`.
+    fn stop_with(&mut self, error: crate::Error, abort: bool) -> Result<(), crate::Error> {
+        tracing::error!(%error, abort, "stopping after a failure");
+        self.stop = Some(StopDecided { error: None, abort });
+        Err(error)
+    }
+
+    /// The consumer reached the brokers again.
+    pub fn brokers_reachable(&mut self) {
+        self.unreachable_since = None;
+    }
+
+    /// The brokers are unreachable: fine for up to `task_timeout_ms`, then stop.
+    fn brokers_unreachable(&mut self) -> Result<(), crate::Error> {
+        let since = *self.unreachable_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > self.task_timeout {
+            let error = crate::Error::Kafka(KafkaClientError::GaveUp {
+                operation: "consume".into(),
+                seconds: self.task_timeout.as_secs(),
+            });
+            return self.stop_with(error, true);
+        }
+        Ok(())
     }
 }
 
@@ -99,6 +239,12 @@ impl From<super::commit::CommitError> for Failure {
     }
 }
 
+impl From<super::commit::CommitError> for crate::Error {
+    fn from(error: super::commit::CommitError) -> crate::Error {
+        Failure::from(error).into_error()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,10 +274,18 @@ mod tests {
             Decision::Stop { abort: true }
         );
         assert_eq!(
-            commit(CommitFailureKind::Unresolved),
-            Decision::Stop { abort: false },
-            "a commit that may still complete is never aborted"
+            commit(CommitFailureKind::Unknown),
+            Decision::LearnOutcome,
+            "a commit that may have happened is neither aborted nor replayed blindly"
         );
+    }
+
+    #[test]
+    fn a_last_commit_with_an_unknown_outcome_is_not_aborted_on_the_way_out() {
+        let failure = |kind| Failure::Commit(CommitFailure::new(kind, "x"));
+        assert!(!abort_when_stopping(&failure(CommitFailureKind::Unknown)));
+        assert!(abort_when_stopping(&failure(CommitFailureKind::Abortable)));
+        assert!(abort_when_stopping(&failure(CommitFailureKind::Permanent)));
     }
 
     #[test]

@@ -2,13 +2,17 @@
 
 mod commit;
 mod copied_records;
-mod engine;
+mod core;
 mod failure;
+mod instance;
 mod loop_clock;
 mod purge;
+mod rebalance;
 mod restore;
+mod seek_clock;
+mod setup;
 mod task_slot;
 mod worker_pool;
 
 pub use commit::{now_ms, CommitCoordinator, CommitError};
-pub use engine::{run, RunOptions};
+pub use instance::{run, RunOptions};

@@ -10,8 +10,9 @@
 //! key (or its deletion), so the last record of each key wins either way. The checkpoint is
 //! removed once the task starts processing, because from then on its files move past it.
 
+use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
-use crate::kafka::{ChangelogReader, GroupHandle, ReadPosition};
+use crate::kafka::{ChangelogReader, GroupHandle, PartitionOffset, ReadPosition};
 use crate::state::{Checkpoint, StoreWrite, TaskDb};
 use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
 use crate::telemetry::events::StoreRestored;
@@ -50,6 +51,8 @@ pub(crate) struct Restoration {
     /// When the last record was read (or the restore began): the stall clock.
     last_progress: Instant,
     last_checkpoint: Instant,
+    /// The partition's committed offset and metadata, fetched stable before the changelogs are read.
+    committed: Option<PartitionOffset>,
 }
 
 /// `EDDY_FAILPOINT=slow_restore`: restores read 20 records per slice and pause 100 ms after
@@ -68,6 +71,12 @@ impl Restoration {
         id: TaskId,
         group: &GroupHandle<'_>,
     ) -> Result<Restoration, crate::Error> {
+        // Stable offsets first: the fetch waits until the previous owner's last transaction is
+        // complete, so its markers are in the changelogs before their ends are read below.
+        let committed = group
+            .committed(&[(id.topic.clone(), id.partition)], Duration::from_secs(30))?
+            .into_iter()
+            .next();
         let dir = compiled.task_dir(state, &id);
         let checkpoint = dir
             .as_deref()
@@ -100,6 +109,7 @@ impl Restoration {
             batch: Vec::new(),
             last_progress: Instant::now(),
             last_checkpoint: Instant::now(),
+            committed,
         })
     }
 
@@ -246,13 +256,14 @@ impl Restoration {
 
     /// Turns the restored task into a running one: rebuilds its window index, takes the stream
     /// time and position committed with its input offset, and resumes its partition.
-    pub fn finish(mut self, group: &GroupHandle<'_>) -> Result<TaskSlot, crate::Error> {
+    pub fn finish(
+        mut self,
+        group: &GroupHandle<'_>,
+        seeks: &SeekClock,
+    ) -> Result<TaskSlot, crate::Error> {
         let (topic, partition) = (self.id.topic.clone(), self.id.partition);
         self.task.reload()?;
-        let committed = group
-            .committed(&[(topic.clone(), partition)], Duration::from_secs(30))?
-            .into_iter()
-            .next();
+        let committed = self.committed.take();
         let committed_offset = committed.as_ref().and_then(|c| c.offset);
         if let Some(c) = &committed {
             self.task.restore_metadata(&c.metadata);
@@ -272,6 +283,8 @@ impl Restoration {
             flushed_offset: committed_offset,
             last_record_at: Instant::now(),
             needs_seek: false,
+            // Whatever the consumer fetched for this partition before it was sought is dropped.
+            sought_at: seeks.tick(),
         };
         if let Err(error) = group.seek(&topic, partition, committed_offset) {
             // A partition paused since its assignment was never fetched and cannot be sought

@@ -1,5 +1,6 @@
 //! A running task with what the runtime tracks around it.
 
+use super::seek_clock::SeekClock;
 use crate::kafka::GroupHandle;
 use crate::state::{Checkpoint, TaskDb};
 use crate::task::{PendingStateWrites, StreamTask};
@@ -23,13 +24,16 @@ pub(crate) struct TaskSlot {
     /// A rollback could not seek the partition back to `committed_offset`: it stays paused, and
     /// what the consumer still delivers for it is dropped, until a seek succeeds.
     pub needs_seek: bool,
+    /// The [`SeekClock`] time of the last seek of this partition: records polled before it are
+    /// from the old position and are dropped.
+    pub sought_at: u64,
 }
 
 impl TaskSlot {
     /// Seeks the partition back to the committed offset when a rollback asked for it. Until a seek
     /// succeeds the partition stays paused and the engine drops what the consumer still delivers
     /// for it, so nothing between the committed offset and the old fetch position is skipped.
-    pub fn reposition(&mut self, group: &GroupHandle<'_>) {
+    pub fn reposition(&mut self, group: &GroupHandle<'_>, seeks: &SeekClock) {
         if !self.needs_seek {
             return;
         }
@@ -37,6 +41,7 @@ impl TaskSlot {
         match group.seek(&partition[0].0, partition[0].1, self.committed_offset) {
             Ok(()) => {
                 self.needs_seek = false;
+                self.sought_at = seeks.tick();
                 if let Err(error) = group.resume(&partition) {
                     tracing::warn!(task = %self.task.id, %error, "could not resume after the seek");
                 }

@@ -232,6 +232,38 @@ impl TransactionAborted {
     }
 }
 
+/// Every task returned to its last commit; `rewound_offsets` input offsets are processed again.
+pub struct RolledBack {
+    pub rewound_offsets: u64,
+}
+
+impl RolledBack {
+    pub fn emit(self) {
+        tracing::info!(
+            rewound_offsets = self.rewound_offsets,
+            "tasks rolled back to the last commit"
+        );
+        metrics::counter!(m::ROLLBACK_REWOUND_OFFSETS).increment(self.rewound_offsets);
+    }
+}
+
+/// Records polled before their partition was sought back, dropped unprocessed.
+pub struct StaleRecordsDropped {
+    pub task: String,
+    pub records: u64,
+}
+
+impl StaleRecordsDropped {
+    pub fn emit(self) {
+        tracing::debug!(
+            task = self.task,
+            records = self.records,
+            "dropped records polled before the partition was sought back"
+        );
+        metrics::counter!(m::STALE_RECORDS_DROPPED).increment(self.records);
+    }
+}
+
 /// One record sent to a topic. `final_window_end_ms`: the end of the window a final aggregate
 /// closes.
 pub struct RecordSent<'a> {

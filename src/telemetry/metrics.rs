@@ -26,6 +26,8 @@ pub const STATE_BYTES: &str = "eddy_state_store_bytes";
 pub const READY: &str = "eddy_ready";
 pub const WATERMARK: &str = "eddy_watermark_seconds";
 pub const LOOP_TIME_RATIO: &str = "eddy_loop_time_ratio";
+pub const ROLLBACK_REWOUND_OFFSETS: &str = "eddy_rollback_rewound_offsets_total";
+pub const STALE_RECORDS_DROPPED: &str = "eddy_stale_records_dropped_total";
 
 /// Every metric: (name, type, labels, meaning). The README's metrics table is checked against it.
 pub const CATALOG: &[(&str, &str, &str, &str)] = &[
@@ -106,6 +108,18 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "counter",
         "result",
         "Kafka transactions: result = committed or aborted.",
+    ),
+    (
+        ROLLBACK_REWOUND_OFFSETS,
+        "counter",
+        "",
+        "Input offsets rollbacks rewound: work since the last commit that is processed again.",
+    ),
+    (
+        STALE_RECORDS_DROPPED,
+        "counter",
+        "",
+        "Records polled before a rollback sought their partition back, dropped unprocessed (fetched again from the committed offset).",
     ),
     (
         CONSUMER_LAG,

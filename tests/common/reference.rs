@@ -311,7 +311,8 @@ pub fn compare(record: &AggregateRecord, expected: &Expected) -> Option<String> 
     None
 }
 
-/// Checks emitted records against the reference: every expected window exactly once, final, equal.
+/// Checks emitted records against the reference: every expected window exactly once, final, equal,
+/// and no final window the reference does not expect (counted as a mismatch).
 /// Returns (checked, mismatches, duplicates, missing) and prints the first problems.
 pub fn verify(
     expected: &BTreeMap<Identity, Expected>,
@@ -322,6 +323,11 @@ pub fn verify(
     for record in emitted.iter().filter(|r| r.is_final) {
         let identity = Identity::of(record);
         let Some(want) = expected.get(&identity) else {
+            // A final window the input cannot produce (a wrong group, a wrong window) is wrong.
+            if mismatches < 5 {
+                eprintln!("unexpected final window {identity:?}");
+            }
+            mismatches += 1;
             continue;
         };
         *seen.entry(identity.clone()).or_default() += 1;

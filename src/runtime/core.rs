@@ -1,0 +1,185 @@
+//! What the loop and the rebalance callbacks share: the running tasks, the restores waiting or
+//! under way, the batch on the workers and the commit coordinator. The loop locks it around every
+//! step; a rebalance callback, which runs inside the consumer's poll, locks it for its duration.
+
+use super::commit::CommitCoordinator;
+use super::failure::Failure;
+use super::restore::Restoration;
+use super::seek_clock::SeekClock;
+use super::task_slot::TaskSlot;
+use super::worker_pool::{InFlight, TaskWork};
+use crate::kafka::{ChangelogReader, GroupHandle};
+use crate::task::{CompiledTopology, StateLocation, TaskId};
+use crate::telemetry::events::BatchProcessed;
+use crate::telemetry::Health;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Core {
+    pub compiled: Arc<CompiledTopology>,
+    pub partitions: HashMap<String, i32>,
+    pub state: StateLocation,
+    pub tasks: BTreeMap<TaskId, TaskSlot>,
+    /// Assigned partitions whose restore has not started yet (paused until their task runs).
+    pub pending: BTreeSet<(String, i32)>,
+    /// The task being restored, a slice per loop turn (its partition paused too).
+    pub restoring: Option<Restoration>,
+    pub reader: Arc<ChangelogReader>,
+    pub committer: CommitCoordinator,
+    pub health: Health,
+    /// Ticks at every seek, so records polled before a rollback are never processed.
+    pub seeks: SeekClock,
+    /// Set once a failure decided to stop (see [`Core::carry_out`]): the error the instance stops
+    /// with, taken by the loop as soon as the step that decided it returns (a rebalance callback
+    /// decides inside the poll). From then on nothing is committed.
+    pub stop: Option<StopDecided>,
+    /// The batch the workers are processing while the loop polls the next one. Its tasks are out
+    /// of `tasks` until [`Core::finish_batch`]; everything that needs every task finishes it first.
+    pub in_flight: Option<BatchInFlight>,
+    /// Since when the consumer has found the brokers unreachable.
+    pub unreachable_since: Option<Instant>,
+    /// `task_timeout_ms`: how long retriable failures may last before the instance stops.
+    pub task_timeout: Duration,
+}
+
+/// A decision to stop, and whether the open transaction is aborted on the way out (not when the
+/// last commit's outcome is unknown: it may still complete, and the next owner sees which).
+pub(crate) struct StopDecided {
+    pub error: Option<crate::Error>,
+    pub abort: bool,
+}
+
+/// A batch handed to the workers.
+pub(crate) struct BatchInFlight {
+    pub work: InFlight,
+    pub records: usize,
+    pub started: Instant,
+}
+
+/// A batch the workers finished, its output not yet handed on.
+pub(crate) struct FinishedBatch {
+    work: Vec<TaskWork>,
+    records: usize,
+    started: Instant,
+}
+
+pub(crate) fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Time given to a restore per loop turn, between polls.
+pub(crate) const RESTORE_SLICE: Duration = Duration::from_millis(200);
+
+impl Core {
+    /// Whether a stop was decided: nothing may be committed any more.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Waits for the batch on the workers, if one is there.
+    pub fn wait_batch(&mut self) -> Option<FinishedBatch> {
+        let in_flight = self.in_flight.take()?;
+        Some(FinishedBatch {
+            work: in_flight.work.wait(),
+            records: in_flight.records,
+            started: in_flight.started,
+        })
+    }
+
+    /// Puts a finished batch's tasks back, gives each its store writes and the producer its
+    /// output. What failed (a task, or handing output to the producer) is returned for
+    /// [`Core::carry_out`]; after a failure no more output is sent.
+    pub fn hand_off(&mut self, finished: FinishedBatch) -> Option<Failure> {
+        let mut failure = None;
+        for mut item in finished.work {
+            if let Err(error) = std::mem::replace(&mut item.result, Ok(())) {
+                failure.get_or_insert(Failure::Processing(error));
+            }
+            item.slot.pending_state.append(&mut item.output.state);
+            if failure.is_none() && !self.stopping() {
+                if let Err(error) = self.committer.send(&mut item.output) {
+                    failure = Some(Failure::Commit(error));
+                }
+            }
+            self.tasks.insert(item.slot.task.id.clone(), item.slot);
+        }
+        BatchProcessed {
+            records: finished.records,
+            seconds: finished.started.elapsed().as_secs_f64(),
+        }
+        .emit();
+        failure
+    }
+
+    /// Waits for the batch on the workers and hands its output on.
+    pub fn finish_batch(&mut self) -> Option<Failure> {
+        let finished = self.wait_batch()?;
+        self.hand_off(finished)
+    }
+
+    /// Tasks running, those in a batch on the workers included.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len() + self.in_flight.as_ref().map_or(0, |b| b.work.tasks())
+    }
+
+    /// Stops restoring the partitions in `partitions`, keeping their progress.
+    pub fn forget_pending(&mut self, partitions: &[(String, i32)]) {
+        for partition in partitions {
+            self.pending.remove(partition);
+        }
+        let revoked = self.restoring.as_ref().is_some_and(|r| {
+            partitions
+                .iter()
+                .any(|(t, p)| *t == r.id.topic && *p == r.id.partition)
+        });
+        if revoked {
+            if let Some(restoration) = self.restoring.take() {
+                restoration.suspend(&self.reader);
+            }
+        }
+        self.export_restoring();
+    }
+
+    /// Readiness counts the tasks not running yet: waiting for their restore or in it.
+    pub fn export_restoring(&self) {
+        self.health
+            .set_restoring(self.pending.len() + usize::from(self.restoring.is_some()));
+    }
+
+    /// Starts the next pending restore, and restores for a slice of time; a finished task starts.
+    pub fn restore_some(
+        &mut self,
+        group: &GroupHandle<'_>,
+        patience: Duration,
+    ) -> Result<(), crate::Error> {
+        if self.restoring.is_none() {
+            if let Some((topic, partition)) = self.pending.pop_first() {
+                let id = TaskId { topic, partition };
+                self.restoring = Some(Restoration::begin(
+                    &self.compiled,
+                    &self.state,
+                    &self.partitions,
+                    id,
+                    group,
+                )?);
+            }
+        }
+        let Some(restoration) = self.restoring.as_mut() else {
+            return Ok(());
+        };
+        let done = restoration.step(
+            &self.reader,
+            &self.compiled.application_id,
+            RESTORE_SLICE,
+            patience,
+        )?;
+        if done {
+            let restoration = self.restoring.take().expect("checked above");
+            let slot = restoration.finish(group, &self.seeks)?;
+            self.tasks.insert(slot.task.id.clone(), slot);
+        }
+        self.export_restoring();
+        Ok(())
+    }
+}

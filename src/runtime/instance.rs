@@ -1,0 +1,688 @@
+//! An instance of the application: it joins the group and runs its loop until stopped.
+//!
+//! ```text
+//! run(options)
+//!   setup: topics, producer, consumer, subscribe
+//!   loop: restore_slice -> poll -> take_stop -> settle -> dispatch -> commit_tick
+//!   shutdown: last commit (or abort), leave the group, close tasks
+//! ```
+//!
+//! Every failure a step meets goes to [`Core::carry_out`] (`failure.rs`), which decides and acts;
+//! a step returns `Err` only when that decision was to stop.
+
+use super::commit::CommitMode;
+use super::copied_records::CopiedRecords;
+use super::core::{lock, BatchInFlight, Core, StopDecided};
+use super::failure::{abort_when_stopping, Failure};
+use super::loop_clock::{LoopClock, Phase};
+use super::purge::RepartitionPurge;
+use super::rebalance::{changelog_ends, Listener};
+use super::seek_clock::{is_stale, SeekClock};
+use super::setup::{instance_id, prepare_topics};
+use super::worker_pool::{TaskWork, WorkerPool};
+use super::CommitCoordinator;
+use crate::config::{Config, ProcessingGuarantee};
+use crate::kafka::{
+    ChangelogReader, ClientSettings, ConsumedRecord, GroupConsumer, GroupHandle, KafkaClientError,
+    TopicAdmin,
+};
+use crate::task::{CompiledTopology, InputRecord, StateLocation, TaskId};
+use crate::telemetry::events::{
+    ActiveTasks, AggregationProgress, LoopTime, RecordsConsumed, StaleRecordsDropped, StoreSize,
+    TaskProgress, WatermarkAdvanced,
+};
+use crate::telemetry::Health;
+use crate::topology::Topology;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What `eddy run` hands the runtime.
+pub struct RunOptions {
+    pub config: Config,
+    pub topology: Topology,
+    /// Set to stop: the loop commits, leaves the group and returns.
+    pub stop: Arc<AtomicBool>,
+    pub health: Health,
+}
+
+/// Most records taken from the consumer before processing them as one batch.
+const MAX_BATCH: usize = 20_000;
+
+/// Runs an instance until `options.stop` is set or a failure decides to stop.
+pub fn run(options: RunOptions) -> Result<(), crate::Error> {
+    let RunOptions {
+        config,
+        topology,
+        stop,
+        health,
+    } = options;
+    let settings = ClientSettings::from_config(&config);
+    let compiled = Arc::new(
+        CompiledTopology::new(&config.application_id, topology)
+            .with_cache_max_bytes(config.cache_max_bytes as usize),
+    );
+    crate::kafka::check_connection(
+        &settings,
+        settings.retry_deadline.min(Duration::from_secs(60)),
+    )?;
+    let admin = TopicAdmin::new(&settings)?;
+    let partitions = prepare_topics(&admin, &compiled, &config)?;
+    let purge = RepartitionPurge::new(
+        admin,
+        compiled.repartition_topics(),
+        config.repartition_purge_interval_ms,
+    );
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| crate::Error::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let instance = instance_id(&config)?;
+    let committer = CommitCoordinator::new(&settings, &instance)?;
+    let reader = Arc::new(ChangelogReader::new(
+        &settings,
+        config.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
+    )?);
+    let seeks = SeekClock::default();
+    let core = Arc::new(Mutex::new(Core {
+        compiled: compiled.clone(),
+        partitions,
+        state: StateLocation::Disk(config.state_dir.clone()),
+        tasks: BTreeMap::new(),
+        pending: BTreeSet::new(),
+        restoring: None,
+        reader,
+        committer,
+        health: health.clone(),
+        seeks: seeks.clone(),
+        stop: None,
+        in_flight: None,
+        unreachable_since: None,
+        task_timeout: settings.retry_deadline,
+    }));
+    let consumer = GroupConsumer::new(&settings, Arc::new(Listener { core: core.clone() }))?;
+    let mut topics = compiled.input_topics();
+    topics.extend(compiled.repartition_topics());
+    consumer.subscribe(&topics)?;
+    tracing::info!(instance, application_id = %config.application_id, ?topics, guarantee = ?config.processing_guarantee, "eddy started");
+
+    let commit_interval = Duration::from_millis(config.commit_interval_ms());
+    let mut steps = Steps {
+        core,
+        compiled,
+        workers: WorkerPool::new(config.num_threads)?,
+        clock: LoopClock::new(),
+        seeks,
+        health,
+        commit_interval,
+        next_commit: Instant::now() + commit_interval,
+        next_state_gauges: Instant::now(),
+        idle_timeout: (config.idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(config.idle_timeout_ms)),
+        wall_clock_close_ms: config.wall_clock_close_ms,
+        purge,
+    };
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        if let Err(error) = steps.turn(&consumer) {
+            break Err(error);
+        }
+    };
+    // Arm the shutdown deadline on every way out of the loop, errors included: closing the
+    // consumer can block inside librdkafka, and the caller's watchdog bounds how long.
+    stop.store(true, Ordering::Relaxed);
+    steps.shutdown(&consumer, result)
+}
+
+/// The loop's own state, and its steps.
+struct Steps {
+    core: Arc<Mutex<Core>>,
+    compiled: Arc<CompiledTopology>,
+    workers: WorkerPool,
+    clock: LoopClock,
+    seeks: SeekClock,
+    health: Health,
+    commit_interval: Duration,
+    next_commit: Instant,
+    next_state_gauges: Instant,
+    idle_timeout: Option<Duration>,
+    wall_clock_close_ms: u64,
+    purge: Option<RepartitionPurge>,
+}
+
+/// The records one turn polled. Each carries the [`SeekClock`] time it was polled at, kept as
+/// runs (`stamps[i] = (first record index, time)`), since the clock rarely moves within a batch.
+struct PolledBatch<'c> {
+    records: Vec<ConsumedRecord<'c>>,
+    stamps: Vec<(usize, u64)>,
+    error: Option<KafkaClientError>,
+}
+
+impl<'c> PolledBatch<'c> {
+    fn push(&mut self, record: ConsumedRecord<'c>, polled_at: u64) {
+        if self.stamps.last().map(|(_, at)| *at) != Some(polled_at) {
+            self.stamps.push((self.records.len(), polled_at));
+        }
+        self.records.push(record);
+    }
+
+    /// Each record with the time it was polled at.
+    fn stamped(&self) -> impl Iterator<Item = (&ConsumedRecord<'c>, u64)> {
+        let mut run = 0;
+        self.records.iter().enumerate().map(move |(index, record)| {
+            while run + 1 < self.stamps.len() && self.stamps[run + 1].0 <= index {
+                run += 1;
+            }
+            (record, self.stamps[run].1)
+        })
+    }
+}
+
+/// A stop decided inside a rebalance callback (which ran inside the poll) takes effect here,
+/// before anything else of the turn: nothing may be committed past it.
+fn take_stop(core: &mut Core) -> Result<(), crate::Error> {
+    match core.stop.as_mut().and_then(|stop| stop.error.take()) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+impl Steps {
+    fn turn(&mut self, consumer: &GroupConsumer) -> Result<(), crate::Error> {
+        let restoring = self.restore_slice(consumer)?;
+        let mut batch = self.poll(consumer, restoring);
+        let core = self.core.clone();
+        let mut core = lock(&core);
+        let group = consumer.handle();
+        take_stop(&mut core)?;
+        self.settle(&mut core, consumer, batch.error.take())?;
+        self.dispatch(&mut core, &group, &batch);
+        drop(batch);
+        self.commit_tick(&mut core, consumer)
+    }
+
+    /// Restores the next pending task for a slice of time, and seeks partitions a rollback could
+    /// not seek yet. Returns whether restores are waiting or under way.
+    fn restore_slice(&mut self, consumer: &GroupConsumer) -> Result<bool, crate::Error> {
+        self.clock.enter(Phase::Restore);
+        let core = self.core.clone();
+        let mut guard = lock(&core);
+        let core = &mut *guard;
+        let group = consumer.handle();
+        take_stop(core)?;
+        let patience = core.task_timeout;
+        if let Err(error) = core.restore_some(&group, patience) {
+            core.carry_out(&group, Failure::Other(error))?;
+        }
+        self.clock.enter(Phase::Other);
+        for slot in core.tasks.values_mut() {
+            slot.reposition(&group, &core.seeks);
+        }
+        ActiveTasks(core.task_count()).emit();
+        Ok(core.restoring.is_some() || !core.pending.is_empty())
+    }
+
+    /// Polls up to [`MAX_BATCH`] records, waiting for the first. While a restore is under way it
+    /// does not wait, so the restore goes on at full speed; while a commit or a batch is in flight
+    /// it comes back soon, to send what those held back or produced.
+    fn poll<'c>(&mut self, consumer: &'c GroupConsumer, restoring: bool) -> PolledBatch<'c> {
+        let busy = {
+            let core = lock(&self.core);
+            core.committer.in_flight() || core.in_flight.is_some()
+        };
+        let mut wait = if restoring {
+            Duration::ZERO
+        } else if busy {
+            Duration::from_millis(2)
+        } else {
+            self.next_commit
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        };
+        let mut batch = PolledBatch {
+            records: Vec::new(),
+            stamps: Vec::new(),
+            error: None,
+        };
+        self.clock.enter(Phase::Wait);
+        while batch.records.len() < MAX_BATCH {
+            let Some(polled) = consumer.poll(wait) else {
+                break;
+            };
+            if !wait.is_zero() || batch.records.is_empty() {
+                self.clock.enter(Phase::Poll);
+                wait = Duration::ZERO;
+            }
+            match polled {
+                // Read after the poll returned: a rollback its rebalance callback ran came first.
+                Ok(record) => batch.push(record, self.seeks.now()),
+                Err(error) => {
+                    batch.error = Some(error);
+                    break;
+                }
+            }
+        }
+        batch
+    }
+
+    /// Hands on the batch the workers processed while this one was polled, carries out a poll
+    /// failure, and learns the outcome of a commit that ended.
+    fn settle(
+        &mut self,
+        core: &mut Core,
+        consumer: &GroupConsumer,
+        poll_error: Option<KafkaClientError>,
+    ) -> Result<(), crate::Error> {
+        let group = consumer.handle();
+        self.clock.enter(Phase::Process);
+        let finished = core.wait_batch();
+        self.clock.enter(Phase::Send);
+        if let Some(failure) = finished.and_then(|finished| core.hand_off(finished)) {
+            core.carry_out(&group, failure)?;
+        }
+        let mut unreachable = false;
+        if let Some(error) = poll_error {
+            unreachable = matches!(error, KafkaClientError::Unreachable { .. });
+            core.carry_out(&group, Failure::Consumer(error))?;
+        }
+        if !unreachable && !consumer.brokers_reachable() {
+            unreachable = true;
+            let error = KafkaClientError::Unreachable {
+                operation: "consume".into(),
+                reason: "no connection to a broker is up".into(),
+                code: None,
+            };
+            core.carry_out(&group, Failure::Consumer(error))?;
+        }
+        if !unreachable {
+            core.brokers_reachable();
+        }
+        self.health.set_degraded(unreachable);
+        self.clock.enter(Phase::Commit);
+        if let Err(error) = core.committer.settle(&mut core.tasks, false) {
+            core.carry_out(&group, error.into())?;
+        }
+        Ok(())
+    }
+
+    /// Splits the batch by partition and hands each task its records on the workers. Records
+    /// polled before their partition's last seek (see [`SeekClock`]) are dropped, and so are
+    /// records the task already processed.
+    fn dispatch(&mut self, core: &mut Core, group: &GroupHandle<'_>, batch: &PolledBatch<'_>) {
+        if batch.records.is_empty() {
+            return;
+        }
+        self.clock.enter(Phase::Poll);
+        let started = Instant::now();
+        // Consecutive records mostly share a partition (the consumer queues each fetched
+        // partition's records together), so the last partition is tried first.
+        let mut by_partition: Vec<((&str, i32), Vec<(InputRecord<'_>, u64)>)> = Vec::new();
+        let mut last = 0;
+        for (record, polled_at) in batch.stamped() {
+            let key = (record.topic(), record.partition());
+            core.committer.note_consumed(record.timestamp_ms());
+            if by_partition.get(last).is_none_or(|(k, _)| *k != key) {
+                last = match by_partition.iter().position(|(k, _)| *k == key) {
+                    Some(index) => index,
+                    None => {
+                        by_partition.push((key, Vec::new()));
+                        by_partition.len() - 1
+                    }
+                };
+            }
+            let input = InputRecord {
+                payload: record.payload(),
+                key: record.key(),
+                timestamp_ms: record.timestamp_ms(),
+                offset: record.offset(),
+            };
+            by_partition[last].1.push((input, polled_at));
+        }
+        let mut work = Vec::new();
+        let mut taskless = Vec::new();
+        for ((topic, partition), records) in by_partition {
+            RecordsConsumed {
+                topic,
+                partition,
+                count: records.len() as u64,
+            }
+            .emit();
+            let id = TaskId {
+                topic: topic.to_string(),
+                partition,
+            };
+            let Some(slot) = core.tasks.get_mut(&id) else {
+                taskless.push((topic, partition));
+                continue;
+            };
+            if slot.needs_seek {
+                // Fetched from the position before a rollback whose seek has not succeeded yet.
+                continue;
+            }
+            slot.last_record_at = started;
+            let from = slot.task.next_offset().unwrap_or(i64::MIN);
+            let sought_at = slot.sought_at;
+            let unprocessed = || {
+                records
+                    .iter()
+                    .filter(move |(r, at)| !is_stale(*at, sought_at) && r.offset >= from)
+                    .map(|(r, _)| r)
+            };
+            let stale = records
+                .iter()
+                .filter(|(_, at)| is_stale(*at, sought_at))
+                .count();
+            if stale > 0 {
+                StaleRecordsDropped {
+                    task: id.to_string(),
+                    records: stale as u64,
+                }
+                .emit();
+            }
+            let bytes = unprocessed()
+                .map(|r| r.payload.map_or(0, <[u8]>::len) + r.key.map_or(0, <[u8]>::len))
+                .sum();
+            let mut copied = CopiedRecords::with_capacity(records.len(), bytes);
+            unprocessed().for_each(|record| copied.push(record));
+            if !copied.is_empty() {
+                let slot = core.tasks.remove(&id).expect("looked up above");
+                work.push(TaskWork::new(slot, copied));
+            }
+        }
+        self.route_taskless(core, group, taskless);
+        if !work.is_empty() {
+            core.in_flight = Some(BatchInFlight {
+                work: self.workers.start(work),
+                records: batch.records.len(),
+                started,
+            });
+        }
+    }
+
+    /// Records for partitions without a task: revoked meanwhile, waiting for their restore, or
+    /// ours with no restore planned, which is then planned.
+    fn route_taskless(
+        &mut self,
+        core: &mut Core,
+        group: &GroupHandle<'_>,
+        taskless: Vec<(&str, i32)>,
+    ) {
+        if taskless.is_empty() {
+            return;
+        }
+        let assignment = group.assignment();
+        let restoring_id = core
+            .restoring
+            .as_ref()
+            .map(|r| (r.id.topic.clone(), r.id.partition));
+        for (topic, partition) in taskless {
+            let key = (topic.to_string(), partition);
+            match route_taskless(&key, &assignment, &core.pending, restoring_id.as_ref()) {
+                Taskless::Drop => {}
+                Taskless::Initialize => {
+                    tracing::debug!(
+                        topic,
+                        partition,
+                        "records for a partition without a task; initialising it"
+                    );
+                    let _ = group.pause(std::slice::from_ref(&key));
+                    core.pending.insert(key);
+                }
+            }
+        }
+        core.export_restoring();
+    }
+
+    /// Every `commit_interval_ms`: flushes every task and starts the transaction of what they
+    /// produced, which completes on the commit thread while the loop goes on. A tick that finds
+    /// the previous transaction still completing does not wait for it: the commit starts once
+    /// that one has settled.
+    fn commit_tick(
+        &mut self,
+        core: &mut Core,
+        consumer: &GroupConsumer,
+    ) -> Result<(), crate::Error> {
+        if Instant::now() < self.next_commit || core.committer.in_flight() || core.stopping() {
+            self.clock.enter(Phase::Other);
+            return Ok(());
+        }
+        let group = consumer.handle();
+        // A commit covers every task's work up to now.
+        self.clock.enter(Phase::Process);
+        let finished = core.wait_batch();
+        self.clock.enter(Phase::Send);
+        if let Some(failure) = finished.and_then(|finished| core.hand_off(finished)) {
+            core.carry_out(&group, failure)?;
+        }
+        self.clock.enter(Phase::Commit);
+        self.next_commit = Instant::now() + self.commit_interval;
+        if self.wall_clock_close_ms > 0 {
+            let now = crate::runtime::now_ms();
+            for slot in core.tasks.values_mut() {
+                slot.task
+                    .advance_with_wall_clock(now, self.wall_clock_close_ms as i64);
+            }
+        }
+        if let Some(idle_timeout) = self.idle_timeout {
+            for slot in core.tasks.values_mut() {
+                let idle = slot.last_record_at.elapsed() >= idle_timeout
+                    && consumer.caught_up(&slot.task.id.topic, slot.task.id.partition);
+                slot.task.set_idle(idle);
+            }
+        }
+        if let Err(error) = core
+            .committer
+            .commit(&mut core.tasks, &group, CommitMode::Background)
+        {
+            core.carry_out(&group, error.into())?;
+        }
+        self.clock.enter(Phase::Other);
+        export_task_stats(core);
+        if let Some(shares) = self.clock.take() {
+            LoopTime {
+                shares: &shares.map(|(phase, share)| (phase.label(), share)),
+            }
+            .emit();
+        }
+        if let Some(purge) = &mut self.purge {
+            purge.run_if_due(&core.tasks);
+        }
+        if Instant::now() >= self.next_state_gauges {
+            self.next_state_gauges = Instant::now() + Duration::from_secs(10);
+            export_store_sizes(core);
+        }
+        self.clock.enter(Phase::Other);
+        Ok(())
+    }
+
+    /// Commits what the tasks hold (after a clean stop) or aborts it (after a failure), leaves the
+    /// group and closes the tasks; a clean close writes checkpoints.
+    fn shutdown(
+        self,
+        consumer: &GroupConsumer,
+        result: Result<(), crate::Error>,
+    ) -> Result<(), crate::Error> {
+        self.health.set_stopping();
+        let started = Instant::now();
+        let mut clean = result.is_ok();
+        {
+            let mut guard = lock(&self.core);
+            let core = &mut *guard;
+            let group = consumer.handle();
+            if let Some(restoration) = core.restoring.take() {
+                restoration.suspend(&core.reader);
+            }
+            let mut abort = core.stop.as_ref().is_none_or(|stop| stop.abort);
+            if let Some(failure) = core.finish_batch() {
+                tracing::warn!(
+                    ?failure,
+                    "the last batch failed; uncommitted work is aborted and will be reprocessed"
+                );
+                clean = false;
+                abort &= abort_when_stopping(&failure);
+            }
+            if clean {
+                if let Err(error) = core
+                    .committer
+                    .commit(&mut core.tasks, &group, CommitMode::Wait)
+                {
+                    let failure = Failure::from(error);
+                    tracing::warn!(
+                        ?failure,
+                        "final commit failed; uncommitted work is aborted and will be reprocessed"
+                    );
+                    clean = false;
+                    abort = abort_when_stopping(&failure);
+                }
+            }
+            if !clean {
+                // The tasks hold work past the last commit: abort it (unless the last commit's
+                // outcome is unknown) and drop them, so closing the consumer commits nothing and
+                // writes no checkpoint.
+                if abort {
+                    core.committer.abort();
+                }
+                core.tasks.clear();
+                core.stop.get_or_insert(StopDecided { error: None, abort });
+            }
+        }
+        consumer.close();
+        {
+            let mut core = lock(&self.core);
+            let tasks = std::mem::take(&mut core.tasks);
+            if clean {
+                for (_, slot) in tasks {
+                    let ends = changelog_ends(&self.compiled, &slot, &consumer.handle());
+                    slot.close_clean(ends);
+                }
+            }
+        }
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            ok = result.is_ok(),
+            "eddy stopped"
+        );
+        result
+    }
+}
+
+/// What to do with polled records of a partition that has no task.
+#[derive(Debug, PartialEq, Eq)]
+enum Taskless {
+    /// Revoked while the batch was polled (no longer ours: no ghost task is created for it), or
+    /// waiting for or in its restore (fetched again after its resume).
+    Drop,
+    /// Ours, with no task and no restore planned: restore it.
+    Initialize,
+}
+
+fn route_taskless(
+    partition: &(String, i32),
+    assignment: &[(String, i32)],
+    pending: &BTreeSet<(String, i32)>,
+    restoring: Option<&(String, i32)>,
+) -> Taskless {
+    if !assignment.contains(partition)
+        || pending.contains(partition)
+        || restoring == Some(partition)
+    {
+        Taskless::Drop
+    } else {
+        Taskless::Initialize
+    }
+}
+
+/// Each store's size estimate, as gauges.
+fn export_store_sizes(core: &Core) {
+    for slot in core.tasks.values() {
+        for operator in slot.task.operators() {
+            if let Some(store) = operator.store() {
+                let (keys, bytes) = store.size_estimate();
+                StoreSize {
+                    store: store.name(),
+                    task: slot.task.id.to_string(),
+                    keys,
+                    bytes,
+                }
+                .emit();
+            }
+        }
+    }
+}
+
+/// Moves the counters tasks kept since the last commit into the metrics registry, and sets each
+/// aggregation's watermark gauge to the slowest of this instance's tasks.
+fn export_task_stats(core: &mut Core) {
+    let mut watermarks: BTreeMap<String, i64> = BTreeMap::new();
+    for slot in core.tasks.values() {
+        for operator in slot.task.operators() {
+            if let Some(closed) = operator.closed_through().filter(|t| *t > i64::MIN) {
+                let slowest = watermarks
+                    .entry(operator.spec().name.clone())
+                    .or_insert(closed);
+                *slowest = (*slowest).min(closed);
+            }
+        }
+    }
+    for (aggregation, watermark) in watermarks {
+        WatermarkAdvanced {
+            aggregation: &aggregation,
+            watermark_ms: watermark,
+        }
+        .emit();
+    }
+    for slot in core.tasks.values_mut() {
+        let (stats, aggregators) = slot.task.take_stats();
+        TaskProgress {
+            topic: &slot.task.id.topic,
+            partition: slot.task.id.partition,
+            processed: stats.processed,
+            dead_lettered: stats.dead_lettered,
+            skipped: stats.skipped,
+        }
+        .emit();
+        for (aggregation, s) in aggregators {
+            AggregationProgress {
+                aggregation: &aggregation,
+                late_records: s.late_records,
+                emitted_final: s.emitted_final,
+                emitted_update: s.emitted_update,
+            }
+            .emit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_a_partition_revoked_mid_batch_create_no_ghost_task() {
+        let p0 = ("in".to_string(), 0);
+        let p1 = ("in".to_string(), 1);
+        let none = BTreeSet::new();
+        // The batch was polled, then partition 1 was revoked in a rebalance callback.
+        let assignment = vec![p0.clone()];
+        assert_eq!(
+            route_taskless(&p1, &assignment, &none, None),
+            Taskless::Drop
+        );
+        assert_eq!(
+            route_taskless(&p0, &assignment, &none, None),
+            Taskless::Initialize
+        );
+        let pending: BTreeSet<_> = [p0.clone()].into();
+        assert_eq!(
+            route_taskless(&p0, &assignment, &pending, None),
+            Taskless::Drop
+        );
+        assert_eq!(
+            route_taskless(&p0, &assignment, &none, Some(&p0)),
+            Taskless::Drop
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! What the instance does when the group moves partitions. The callbacks run inside the
+//! consumer's poll, with the [`Core`] locked for their whole duration.
+
+use super::commit::CommitMode;
+use super::core::{lock, Core};
+use super::failure::Failure;
+use super::task_slot::TaskSlot;
+use crate::kafka::{GroupHandle, RebalanceListener};
+use crate::task::{CompiledTopology, TaskId};
+use crate::telemetry::events::{ActiveTasks, RebalanceKind, Rebalanced};
+use crate::topology::changelog_topic;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+pub(crate) struct Listener {
+    pub core: Arc<Mutex<Core>>,
+}
+
+impl RebalanceListener for Listener {
+    fn on_revoke(&self, partitions: &[(String, i32)], lost: bool, group: &GroupHandle<'_>) {
+        let mut guard = lock(&self.core);
+        let core = &mut *guard;
+        Rebalanced {
+            kind: if lost {
+                RebalanceKind::Lost
+            } else {
+                RebalanceKind::Revoke
+            },
+            partitions,
+        }
+        .emit();
+        core.forget_pending(partitions);
+        let revoked: Vec<TaskId> = partitions
+            .iter()
+            .map(|(topic, partition)| TaskId {
+                topic: topic.clone(),
+                partition: *partition,
+            })
+            .collect();
+        let outcome = if lost {
+            core.lose(group, &revoked)
+        } else {
+            core.revoke(group, &revoked)
+        };
+        if let Err(error) = outcome {
+            if let Some(stop) = core.stop.as_mut() {
+                stop.error.get_or_insert(error);
+            }
+        }
+        ActiveTasks(core.tasks.len()).emit();
+    }
+
+    fn on_assign(&self, partitions: &[(String, i32)], group: &GroupHandle<'_>) {
+        let mut core = lock(&self.core);
+        Rebalanced {
+            kind: RebalanceKind::Assign,
+            partitions,
+        }
+        .emit();
+        core.health.set_joined(true);
+        if let Err(error) = group.pause(partitions) {
+            tracing::warn!(%error, "could not pause newly assigned partitions");
+        }
+        core.pending.extend(partitions.iter().cloned());
+        core.export_restoring();
+    }
+}
+
+impl Core {
+    /// Partitions taken away in an orderly rebalance: every task's work is committed first (the
+    /// batch on the workers included), then the revoked tasks close clean. If that fails, the
+    /// failure is carried out for every task and the revoked ones are dropped with no checkpoint.
+    fn revoke(&mut self, group: &GroupHandle<'_>, revoked: &[TaskId]) -> Result<(), crate::Error> {
+        if self.stopping() {
+            self.drop_tasks(revoked);
+            return Ok(());
+        }
+        let committed = match self.finish_batch() {
+            Some(failure) => Err(failure),
+            None => self
+                .committer
+                .commit(&mut self.tasks, group, CommitMode::Wait)
+                .map_err(Failure::from),
+        };
+        match committed {
+            Ok(()) => {
+                for id in revoked {
+                    if let Some(slot) = self.tasks.remove(id) {
+                        let ends = changelog_ends(&self.compiled, &slot, group);
+                        slot.close_clean(ends);
+                    }
+                }
+                Ok(())
+            }
+            Err(failure) => {
+                let outcome = self.carry_out(group, failure);
+                self.drop_tasks(revoked);
+                outcome
+            }
+        }
+    }
+
+    /// Partitions lost (another member may own them already): nothing may be committed for them.
+    /// The open transaction holds their work, so it is rolled back for every task, and the lost
+    /// tasks are dropped with no checkpoint.
+    fn lose(&mut self, group: &GroupHandle<'_>, lost: &[TaskId]) -> Result<(), crate::Error> {
+        let outcome = match self.finish_batch() {
+            Some(failure) => self.carry_out(group, failure),
+            None => Ok(()),
+        };
+        self.drop_tasks(lost);
+        outcome?;
+        if self.stopping() {
+            return Ok(());
+        }
+        self.drop_uncommitted(group)
+    }
+
+    fn drop_tasks(&mut self, ids: &[TaskId]) {
+        for id in ids {
+            self.tasks.remove(id);
+        }
+    }
+}
+
+/// Changelog end offsets of a task's stores, for its checkpoint.
+pub(crate) fn changelog_ends(
+    compiled: &CompiledTopology,
+    slot: &TaskSlot,
+    group: &GroupHandle<'_>,
+) -> BTreeMap<String, i64> {
+    slot.task
+        .store_names()
+        .into_iter()
+        .filter_map(|store| {
+            let topic = changelog_topic(&compiled.application_id, &store);
+            group
+                .watermarks(&topic, slot.task.id.partition)
+                .ok()
+                .map(|(_, high)| (store, high))
+        })
+        .collect()
+}
