@@ -151,16 +151,16 @@ fn dashboard_parses_and_queries_only_exported_metrics() {
 }
 
 #[test]
-fn readme_documents_every_metric() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+fn monitoring_docs_document_every_metric() {
+    let docs = std::fs::read_to_string(root().join("docs/monitoring.md")).unwrap();
     for (name, kind, labels, _) in eddy::telemetry::metrics::CATALOG {
-        let row = readme
+        let row = docs
             .lines()
             .find(|l| l.starts_with(&format!("| `{name}`")))
-            .unwrap_or_else(|| panic!("README has no metrics-table row for {name}"));
+            .unwrap_or_else(|| panic!("docs/monitoring.md has no metrics-table row for {name}"));
         assert!(
             row.contains(kind) && row.contains(labels),
-            "README row for {name} must give type {kind} and labels {labels}: {row}"
+            "docs/monitoring.md row for {name} must give type {kind} and labels {labels}: {row}"
         );
     }
 }

@@ -13,7 +13,7 @@ pub use admin::{InternalTopic, TopicAdmin};
 pub use client_config::ClientSettings;
 pub use commit_failure::{CommitFailure, CommitFailureKind, KafkaErrorCode};
 pub use consumer::{
-    ConsumedRecord, GroupConsumer, GroupHandle, PartitionOffset, RebalanceListener,
+    ConsumedRecord, GroupConsumer, GroupHandle, GroupMetadata, PartitionOffset, RebalanceListener,
 };
 pub use mock::EmbeddedCluster;
 pub use preflight::check_connection;

@@ -21,13 +21,11 @@
 //! exactly that and a failure rolls everything back to the previous commit, the work done during
 //! the commit included.
 
+use super::ports::{Group, Transaction, Transactions};
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
 use crate::config::ProcessingGuarantee;
-use crate::kafka::{
-    ClientSettings, CommitFailure, CommitFailureKind, GroupHandle, KafkaClientError,
-    PartitionOffset, RecordProducer,
-};
+use crate::kafka::{CommitFailure, CommitFailureKind, KafkaClientError, PartitionOffset};
 use crate::state::StateError;
 use crate::task::{OutgoingKind, OutgoingRecord, TaskId, TaskOutput};
 use crate::telemetry::events::{CommitEnded, RecordSent, RolledBack, TransactionAborted};
@@ -47,9 +45,48 @@ pub enum CommitError {
 
 /// A transaction completing on the commit thread, which holds the producer meanwhile.
 struct InFlight {
-    commit: JoinHandle<(RecordProducer, Result<(), CommitFailure>)>,
+    commit: CommitRun,
     started: Instant,
     oldest_append_ms: Option<i64>,
+}
+
+type Committed = (Box<dyn Transaction>, Result<(), CommitFailure>);
+
+/// Where a commit runs: on the commit thread, or (the simulator, for determinism) already done on
+/// the loop's thread, its outcome learned at the next settle like a background one.
+enum CommitRun {
+    Thread(JoinHandle<Committed>),
+    Done(Committed),
+}
+
+impl CommitRun {
+    fn is_finished(&self) -> bool {
+        match self {
+            CommitRun::Thread(handle) => handle.is_finished(),
+            CommitRun::Done(_) => true,
+        }
+    }
+
+    fn join(self) -> Committed {
+        match self {
+            CommitRun::Thread(handle) => match handle.join() {
+                Ok(done) => done,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            CommitRun::Done(done) => done,
+        }
+    }
+}
+
+/// How the coordinator commits.
+#[derive(Clone, Copy, Debug)]
+pub struct CommitSettings {
+    pub guarantee: ProcessingGuarantee,
+    /// `task_timeout_ms`: how long learning a commit's outcome may wait for stable offsets.
+    pub retry_deadline: std::time::Duration,
+    /// Whether exactly-once commits complete on a commit thread while the loop goes on (`false`:
+    /// on the loop's thread, for deterministic simulation).
+    pub background: bool,
 }
 
 /// Whether [`CommitCoordinator::commit`] returns before the transaction completed.
@@ -63,12 +100,12 @@ pub(crate) enum CommitMode {
 
 pub struct CommitCoordinator {
     /// `None` while a commit holds it.
-    producer: Option<RecordProducer>,
+    producer: Option<Box<dyn Transaction>>,
     in_flight: Option<InFlight>,
     /// Records produced while a commit was in flight: the next transaction's first.
     held_back: Vec<OutgoingRecord>,
-    settings: ClientSettings,
-    transactional_id: Option<String>,
+    transactions: std::sync::Arc<dyn Transactions>,
+    settings: CommitSettings,
     /// Smallest broker timestamp among records consumed since the last commit.
     oldest_uncommitted_ms: Option<i64>,
     sent_since_commit: bool,
@@ -83,19 +120,19 @@ fn failpoint_crash_before_commit() -> bool {
 }
 
 impl CommitCoordinator {
+    /// Opens the first producer (under exactly-once this fences the instance's previous
+    /// incarnation, whose open transaction the coordinator then aborts).
     pub fn new(
-        settings: &ClientSettings,
-        instance_id: &str,
+        transactions: std::sync::Arc<dyn Transactions>,
+        settings: CommitSettings,
     ) -> Result<CommitCoordinator, KafkaClientError> {
-        let transactional_id = (settings.guarantee == ProcessingGuarantee::ExactlyOnce)
-            .then(|| format!("{}-{instance_id}", settings.application_id));
-        let producer = RecordProducer::new(settings, transactional_id.as_deref())?;
+        let producer = transactions.open()?;
         Ok(CommitCoordinator {
             producer: Some(producer),
             in_flight: None,
             held_back: Vec::new(),
-            settings: settings.clone(),
-            transactional_id,
+            transactions,
+            settings,
             oldest_uncommitted_ms: None,
             sent_since_commit: false,
             aggregates_since_commit: 0,
@@ -125,7 +162,7 @@ impl CommitCoordinator {
             }
         }
         if let Some(producer) = &self.producer {
-            producer.poll();
+            producer.serve();
         }
         Ok(())
     }
@@ -150,10 +187,7 @@ impl CommitCoordinator {
             self.in_flight = Some(in_flight);
             return Ok(());
         }
-        let (producer, result) = match in_flight.commit.join() {
-            Ok(done) => done,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
+        let (producer, result) = in_flight.commit.join();
         self.producer = Some(producer);
         self.commit_ended(result, in_flight.started, in_flight.oldest_append_ms, tasks)?;
         let producer = self.producer.as_mut().expect("just handed back");
@@ -161,7 +195,7 @@ impl CommitCoordinator {
             producer.send(&record)?;
             count_emitted(&record);
         }
-        producer.poll();
+        producer.serve();
         Ok(())
     }
 
@@ -175,7 +209,7 @@ impl CommitCoordinator {
     ) -> Result<(), CommitError> {
         CommitEnded {
             committed: result.is_ok(),
-            transactional: self.transactional_id.is_some(),
+            transactional: self.transactions.transactional(),
             seconds: started.elapsed().as_secs_f64(),
             oldest_append_ms: if result.is_ok() {
                 oldest_append_ms
@@ -202,22 +236,18 @@ impl CommitCoordinator {
     pub(crate) fn learn_outcome(
         &mut self,
         tasks: &mut BTreeMap<TaskId, TaskSlot>,
-        group: &GroupHandle<'_>,
+        group: &dyn Group,
     ) -> Result<bool, CommitError> {
         if let Err(failure) = self.wait_in_flight() {
             tracing::warn!(%failure, "the commit in flight failed too");
         }
         self.producer = None;
-        self.producer = Some(
-            RecordProducer::new(&self.settings, self.transactional_id.as_deref()).map_err(
-                |error| {
-                    CommitFailure::new(
-                        CommitFailureKind::Unknown,
-                        format!("could not fence the commit with a new producer: {error}"),
-                    )
-                },
-            )?,
-        );
+        self.producer = Some(self.transactions.open().map_err(|error| {
+            CommitFailure::new(
+                CommitFailureKind::Unknown,
+                format!("could not fence the commit with a new producer: {error}"),
+            )
+        })?);
         let telling: Vec<(String, i32, i64)> = tasks
             .values()
             .filter(|slot| slot.flushed && slot.flushed_offset != slot.committed_offset)
@@ -282,7 +312,7 @@ impl CommitCoordinator {
     pub(crate) fn commit(
         &mut self,
         tasks: &mut BTreeMap<TaskId, TaskSlot>,
-        group: &GroupHandle<'_>,
+        group: &dyn Group,
         mode: CommitMode,
     ) -> Result<(), CommitError> {
         self.settle(tasks, true)?;
@@ -332,19 +362,26 @@ impl CommitCoordinator {
         let oldest_append_ms = self.oldest_uncommitted_ms.take();
         match self.settings.guarantee {
             ProcessingGuarantee::ExactlyOnce => {
-                let metadata = group.group_metadata();
+                let membership = group.membership();
                 let mut producer = self.producer.take().expect("settled above");
-                let commit = std::thread::Builder::new()
-                    .name("eddy-commit".into())
-                    .spawn(move || {
-                        let result = producer.commit(&offsets, metadata.as_ref());
-                        (producer, result)
-                    })
-                    .map_err(|e| {
-                        CommitError::Kafka(CommitFailure::abortable(format!(
-                            "could not start the commit thread: {e}"
-                        )))
-                    })?;
+                let commit = if self.settings.background {
+                    CommitRun::Thread(
+                        std::thread::Builder::new()
+                            .name("eddy-commit".into())
+                            .spawn(move || {
+                                let result = producer.commit(&offsets, membership.as_ref());
+                                (producer, result)
+                            })
+                            .map_err(|e| {
+                                CommitError::Kafka(CommitFailure::abortable(format!(
+                                    "could not start the commit thread: {e}"
+                                )))
+                            })?,
+                    )
+                } else {
+                    let result = producer.commit(&offsets, membership.as_ref());
+                    CommitRun::Done((producer, result))
+                };
                 self.in_flight = Some(InFlight {
                     commit,
                     started,
@@ -361,7 +398,7 @@ impl CommitCoordinator {
                         Ok(())
                     } else {
                         group
-                            .commit_sync(&offsets)
+                            .commit_offsets(&offsets)
                             .map_err(|e| CommitFailure::abortable(e.to_string()))
                     }
                 });
@@ -376,7 +413,7 @@ impl CommitCoordinator {
     pub(crate) fn roll_back(
         &mut self,
         tasks: &mut BTreeMap<TaskId, TaskSlot>,
-        group: &GroupHandle<'_>,
+        group: &dyn Group,
         new_producer: bool,
         seeks: &SeekClock,
     ) -> Result<(), crate::Error> {
@@ -385,13 +422,10 @@ impl CommitCoordinator {
             _ => Ok(()),
         };
         if new_producer || abort.is_err() || self.producer.is_none() {
-            self.producer = Some(RecordProducer::new(
-                &self.settings,
-                self.transactional_id.as_deref(),
-            )?);
+            self.producer = Some(self.transactions.open()?);
         }
         self.held_back.clear();
-        if self.transactional_id.is_some() {
+        if self.transactions.transactional() {
             TransactionAborted.emit();
         }
         self.oldest_uncommitted_ms = None;
@@ -421,10 +455,7 @@ impl CommitCoordinator {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
-        let (producer, result) = match in_flight.commit.join() {
-            Ok(done) => done,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
+        let (producer, result) = in_flight.commit.join();
         self.producer = Some(producer);
         result
     }
@@ -441,9 +472,7 @@ impl CommitCoordinator {
         };
         if let Err(error) = aborted {
             tracing::warn!(%error, "abort failed; recreating the producer");
-            if let Ok(producer) =
-                RecordProducer::new(&self.settings, self.transactional_id.as_deref())
-            {
+            if let Ok(producer) = self.transactions.open() {
                 self.producer = Some(producer);
             }
         }

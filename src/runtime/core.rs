@@ -4,11 +4,11 @@
 
 use super::commit::CommitCoordinator;
 use super::failure::Failure;
+use super::ports::{Changelog, Group};
 use super::restore::Restoration;
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
 use super::worker_pool::{InFlight, TaskWork};
-use crate::kafka::{ChangelogReader, GroupHandle};
 use crate::task::{CompiledTopology, StateLocation, TaskId};
 use crate::telemetry::events::BatchProcessed;
 use crate::telemetry::Health;
@@ -25,7 +25,7 @@ pub(crate) struct Core {
     pub pending: BTreeSet<(String, i32)>,
     /// The task being restored, a slice per loop turn (its partition paused too).
     pub restoring: Option<Restoration>,
-    pub reader: Arc<ChangelogReader>,
+    pub reader: Arc<dyn Changelog>,
     pub committer: CommitCoordinator,
     pub health: Health,
     /// Ticks at every seek, so records polled before a rollback are never processed.
@@ -135,7 +135,7 @@ impl Core {
         });
         if revoked {
             if let Some(restoration) = self.restoring.take() {
-                restoration.suspend(&self.reader);
+                restoration.suspend(self.reader.as_ref());
             }
         }
         self.export_restoring();
@@ -150,7 +150,7 @@ impl Core {
     /// Starts the next pending restore, and restores for a slice of time; a finished task starts.
     pub fn restore_some(
         &mut self,
-        group: &GroupHandle<'_>,
+        group: &dyn Group,
         patience: Duration,
     ) -> Result<(), crate::Error> {
         if self.restoring.is_none() {
@@ -169,7 +169,7 @@ impl Core {
             return Ok(());
         };
         let done = restoration.step(
-            &self.reader,
+            self.reader.as_ref(),
             &self.compiled.application_id,
             RESTORE_SLICE,
             patience,

@@ -17,7 +17,8 @@
 //! | local state (RocksDB, state directory) or a restore that cannot go on | abort, stop |
 
 use super::core::{Core, StopDecided};
-use crate::kafka::{CommitFailure, CommitFailureKind, GroupHandle, KafkaClientError};
+use super::ports::Group;
+use crate::kafka::{CommitFailure, CommitFailureKind, KafkaClientError};
 use crate::state::StateError;
 use crate::task::TaskError;
 use std::time::Instant;
@@ -87,22 +88,14 @@ impl Core {
     /// decision is also kept in [`Core::stop`], so a stop decided inside a rebalance callback
     /// takes effect before anything else is committed). A batch on the workers is finished first
     /// (its own failure carried out too), since a rollback or a stop concerns every task.
-    pub fn carry_out(
-        &mut self,
-        group: &GroupHandle<'_>,
-        failure: Failure,
-    ) -> Result<(), crate::Error> {
+    pub fn carry_out(&mut self, group: &dyn Group, failure: Failure) -> Result<(), crate::Error> {
         if let Some(unfinished) = self.finish_batch() {
             self.carry_out_now(group, unfinished)?;
         }
         self.carry_out_now(group, failure)
     }
 
-    fn carry_out_now(
-        &mut self,
-        group: &GroupHandle<'_>,
-        failure: Failure,
-    ) -> Result<(), crate::Error> {
+    fn carry_out_now(&mut self, group: &dyn Group, failure: Failure) -> Result<(), crate::Error> {
         if self.stopping() {
             tracing::warn!(?failure, "failure while stopping");
             return Ok(());
@@ -156,7 +149,7 @@ impl Core {
 
     /// Drops every task's work since the last commit, without a failure to carry out (partitions
     /// were lost). A commit in flight ends first; if it failed, that failure is carried out.
-    pub fn drop_uncommitted(&mut self, group: &GroupHandle<'_>) -> Result<(), crate::Error> {
+    pub fn drop_uncommitted(&mut self, group: &dyn Group) -> Result<(), crate::Error> {
         if let Err(earlier) = self.committer.settle(&mut self.tasks, true) {
             self.carry_out_now(group, Failure::from(earlier))?;
         }
@@ -167,11 +160,7 @@ impl Core {
     }
 
     /// Returns every task to its last commit; the open transaction is aborted first.
-    fn roll_back(
-        &mut self,
-        group: &GroupHandle<'_>,
-        new_producer: bool,
-    ) -> Result<(), crate::Error> {
+    fn roll_back(&mut self, group: &dyn Group, new_producer: bool) -> Result<(), crate::Error> {
         match self
             .committer
             .roll_back(&mut self.tasks, group, new_producer, &self.seeks)

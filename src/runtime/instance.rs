@@ -11,10 +11,16 @@
 //! a step returns `Err` only when that decision was to stop.
 
 use super::commit::CommitMode;
+use super::commit::CommitSettings;
 use super::copied_records::CopiedRecords;
 use super::core::{lock, BatchInFlight, Core, StopDecided};
 use super::failure::{abort_when_stopping, Failure};
+use super::kafka_ports::{KafkaListener, KafkaTransactions};
 use super::loop_clock::{LoopClock, Phase};
+use super::ports::{
+    Admin, Changelog, Clock, Group, Input, PolledRecord, RebalanceListener, SystemClock,
+    Transactions,
+};
 use super::purge::RepartitionPurge;
 use super::rebalance::{changelog_ends, Listener};
 use super::seek_clock::{is_stale, SeekClock};
@@ -22,10 +28,7 @@ use super::setup::{instance_id, prepare_topics};
 use super::worker_pool::{TaskWork, WorkerPool};
 use super::CommitCoordinator;
 use crate::config::{Config, ProcessingGuarantee};
-use crate::kafka::{
-    ChangelogReader, ClientSettings, ConsumedRecord, GroupConsumer, GroupHandle, KafkaClientError,
-    TopicAdmin,
-};
+use crate::kafka::{ChangelogReader, ClientSettings, GroupConsumer, KafkaClientError, TopicAdmin};
 use crate::task::{CompiledTopology, InputRecord, StateLocation, TaskId};
 use crate::telemetry::events::{
     ActiveTasks, AggregationProgress, LoopTime, RecordsConsumed, StaleRecordsDropped, StoreSize,
@@ -33,7 +36,7 @@ use crate::telemetry::events::{
 };
 use crate::telemetry::Health;
 use crate::topology::Topology;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,7 +53,7 @@ pub struct RunOptions {
 /// Most records taken from the consumer before processing them as one batch.
 const MAX_BATCH: usize = 20_000;
 
-/// Runs an instance until `options.stop` is set or a failure decides to stop.
+/// Runs an instance on Kafka until `options.stop` is set or a failure decides to stop.
 pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     let RunOptions {
         config,
@@ -69,72 +72,183 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     )?;
     let admin = TopicAdmin::new(&settings)?;
     let partitions = prepare_topics(&admin, &compiled, &config)?;
-    let purge = RepartitionPurge::new(
-        admin,
-        compiled.repartition_topics(),
-        config.repartition_purge_interval_ms,
-    );
     std::fs::create_dir_all(&config.state_dir).map_err(|source| crate::Error::StateDir {
         path: config.state_dir.clone(),
         source,
     })?;
-    let instance = instance_id(&config)?;
-    let committer = CommitCoordinator::new(&settings, &instance)?;
-    let reader = Arc::new(ChangelogReader::new(
-        &settings,
-        config.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
-    )?);
-    let seeks = SeekClock::default();
-    let core = Arc::new(Mutex::new(Core {
-        compiled: compiled.clone(),
-        partitions,
-        state: StateLocation::Disk(config.state_dir.clone()),
-        tasks: BTreeMap::new(),
-        pending: BTreeSet::new(),
-        restoring: None,
-        reader,
-        committer,
-        health: health.clone(),
-        seeks: seeks.clone(),
-        stop: None,
-        in_flight: None,
-        unreachable_since: None,
-        task_timeout: settings.retry_deadline,
-    }));
-    let consumer = GroupConsumer::new(&settings, Arc::new(Listener { core: core.clone() }))?;
+    let instance_id = instance_id(&config)?;
+    let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+    let transactions = Arc::new(KafkaTransactions {
+        settings: settings.clone(),
+        transactional_id: exactly_once
+            .then(|| format!("{}-{instance_id}", settings.application_id)),
+    });
+    let changelog = Arc::new(ChangelogReader::new(&settings, exactly_once)?);
     let mut topics = compiled.input_topics();
     topics.extend(compiled.repartition_topics());
-    consumer.subscribe(&topics)?;
-    tracing::info!(instance, application_id = %config.application_id, ?topics, guarantee = ?config.processing_guarantee, "eddy started");
-
-    let commit_interval = Duration::from_millis(config.commit_interval_ms());
-    let mut steps = Steps {
-        core,
+    let parts = InstanceParts {
         compiled,
-        workers: WorkerPool::new(config.num_threads)?,
-        clock: LoopClock::new(),
-        seeks,
+        partitions,
+        state: StateLocation::Disk(config.state_dir.clone()),
+        transactions,
+        changelog,
+        admin: Some(Box::new(admin)),
+        commit: CommitSettings {
+            guarantee: config.processing_guarantee,
+            retry_deadline: settings.retry_deadline,
+            background: true,
+        },
+        options: LoopOptions::from_config(&config),
+        clock: Arc::new(SystemClock),
         health,
-        commit_interval,
-        next_commit: Instant::now() + commit_interval,
-        next_state_gauges: Instant::now(),
-        idle_timeout: (config.idle_timeout_ms > 0)
-            .then(|| Duration::from_millis(config.idle_timeout_ms)),
-        wall_clock_close_ms: config.wall_clock_close_ms,
-        purge,
     };
+    let mut instance = Instance::start(parts, |listener| {
+        let consumer = GroupConsumer::new(&settings, Arc::new(KafkaListener(listener)))?;
+        consumer.subscribe(&topics)?;
+        Ok(consumer)
+    })?;
+    tracing::info!(instance = instance_id, application_id = %config.application_id, ?topics, guarantee = ?config.processing_guarantee, "eddy started");
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
-        if let Err(error) = steps.turn(&consumer) {
+        if let Err(error) = instance.turn() {
             break Err(error);
         }
     };
     // Arm the shutdown deadline on every way out of the loop, errors included: closing the
     // consumer can block inside librdkafka, and the caller's watchdog bounds how long.
     stop.store(true, Ordering::Relaxed);
-    steps.shutdown(&consumer, result)
+    instance.shutdown(result)
+}
+
+/// How the loop paces itself.
+#[derive(Clone, Debug)]
+pub struct LoopOptions {
+    pub commit_interval: Duration,
+    /// `idle_timeout_ms`: a partition quiet this long and read to its end is idle.
+    pub idle_timeout: Option<Duration>,
+    pub wall_clock_close_ms: u64,
+    pub num_threads: usize,
+    pub repartition_purge_interval_ms: u64,
+    /// `task_timeout_ms`: how long retriable failures may last before the instance stops.
+    pub task_timeout: Duration,
+}
+
+impl LoopOptions {
+    pub fn from_config(config: &Config) -> LoopOptions {
+        LoopOptions {
+            commit_interval: Duration::from_millis(config.commit_interval_ms()),
+            idle_timeout: (config.idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.idle_timeout_ms)),
+            wall_clock_close_ms: config.wall_clock_close_ms,
+            num_threads: config.num_threads,
+            repartition_purge_interval_ms: config.repartition_purge_interval_ms,
+            task_timeout: Duration::from_millis(config.task_timeout_ms),
+        }
+    }
+}
+
+/// Everything an instance is made of besides its input.
+pub struct InstanceParts {
+    pub compiled: Arc<CompiledTopology>,
+    /// Partition count of every consumed topic.
+    pub partitions: HashMap<String, i32>,
+    pub state: StateLocation,
+    pub transactions: Arc<dyn Transactions>,
+    pub changelog: Arc<dyn Changelog>,
+    /// Purges repartition topics; `None` leaves them to retention.
+    pub admin: Option<Box<dyn Admin>>,
+    pub commit: CommitSettings,
+    pub options: LoopOptions,
+    pub clock: Arc<dyn Clock>,
+    pub health: Health,
+}
+
+/// A running instance: its input, and the loop's steps over it. [`run`] drives one on Kafka; the
+/// simulator drives several on its own input, a turn at a time.
+pub struct Instance<I: Input> {
+    steps: Steps,
+    input: I,
+}
+
+impl<I: Input> Instance<I> {
+    /// Opens the producer (fencing the instance's previous incarnation) and the input, which is
+    /// built around the rebalance listener it must call from inside its poll.
+    pub fn start(
+        parts: InstanceParts,
+        input: impl FnOnce(Arc<dyn RebalanceListener>) -> Result<I, crate::Error>,
+    ) -> Result<Instance<I>, crate::Error> {
+        let InstanceParts {
+            compiled,
+            partitions,
+            state,
+            transactions,
+            changelog,
+            admin,
+            commit,
+            options,
+            clock,
+            health,
+        } = parts;
+        let committer = CommitCoordinator::new(transactions, commit)?;
+        let seeks = SeekClock::default();
+        let core = Arc::new(Mutex::new(Core {
+            compiled: compiled.clone(),
+            partitions,
+            state,
+            tasks: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            restoring: None,
+            reader: changelog,
+            committer,
+            health: health.clone(),
+            seeks: seeks.clone(),
+            stop: None,
+            in_flight: None,
+            unreachable_since: None,
+            task_timeout: options.task_timeout,
+        }));
+        let input = input(Arc::new(Listener { core: core.clone() }))?;
+        let purge = admin.and_then(|admin| {
+            RepartitionPurge::new(
+                admin,
+                compiled.repartition_topics(),
+                options.repartition_purge_interval_ms,
+            )
+        });
+        let now = clock.now();
+        let steps = Steps {
+            core,
+            compiled,
+            workers: WorkerPool::new(options.num_threads)?,
+            clock: LoopClock::new(),
+            now: clock,
+            seeks,
+            health,
+            commit_interval: options.commit_interval,
+            next_commit: now + options.commit_interval,
+            next_state_gauges: now,
+            idle_timeout: options.idle_timeout,
+            wall_clock_close_ms: options.wall_clock_close_ms,
+            purge,
+        };
+        Ok(Instance { steps, input })
+    }
+
+    /// One turn of the loop. `Err`: a failure decided to stop; call [`Instance::shutdown`].
+    pub fn turn(&mut self) -> Result<(), crate::Error> {
+        self.steps.turn(&self.input)
+    }
+
+    /// Commits (after `Ok`) or aborts (after `Err`), leaves the group and closes the tasks.
+    pub fn shutdown(self, result: Result<(), crate::Error>) -> Result<(), crate::Error> {
+        self.steps.shutdown(&self.input, result)
+    }
+
+    pub fn input(&self) -> &I {
+        &self.input
+    }
 }
 
 /// The loop's own state, and its steps.
@@ -143,6 +257,8 @@ struct Steps {
     compiled: Arc<CompiledTopology>,
     workers: WorkerPool,
     clock: LoopClock,
+    /// What time it is (the simulator's own clock under simulation).
+    now: Arc<dyn Clock>,
     seeks: SeekClock,
     health: Health,
     commit_interval: Duration,
@@ -155,14 +271,14 @@ struct Steps {
 
 /// The records one turn polled. Each carries the [`SeekClock`] time it was polled at, kept as
 /// runs (`stamps[i] = (first record index, time)`), since the clock rarely moves within a batch.
-struct PolledBatch<'c> {
-    records: Vec<ConsumedRecord<'c>>,
+struct PolledBatch<R> {
+    records: Vec<R>,
     stamps: Vec<(usize, u64)>,
     error: Option<KafkaClientError>,
 }
 
-impl<'c> PolledBatch<'c> {
-    fn push(&mut self, record: ConsumedRecord<'c>, polled_at: u64) {
+impl<R: PolledRecord> PolledBatch<R> {
+    fn push(&mut self, record: R, polled_at: u64) {
         if self.stamps.last().map(|(_, at)| *at) != Some(polled_at) {
             self.stamps.push((self.records.len(), polled_at));
         }
@@ -170,7 +286,7 @@ impl<'c> PolledBatch<'c> {
     }
 
     /// Each record with the time it was polled at.
-    fn stamped(&self) -> impl Iterator<Item = (&ConsumedRecord<'c>, u64)> {
+    fn stamped(&self) -> impl Iterator<Item = (&R, u64)> {
         let mut run = 0;
         self.records.iter().enumerate().map(move |(index, record)| {
             while run + 1 < self.stamps.len() && self.stamps[run + 1].0 <= index {
@@ -180,6 +296,9 @@ impl<'c> PolledBatch<'c> {
         })
     }
 }
+
+/// A polled record and the [`SeekClock`] time it was polled at.
+type Stamped<'a> = (InputRecord<'a>, u64);
 
 /// A stop decided inside a rebalance callback (which ran inside the poll) takes effect here,
 /// before anything else of the turn: nothing may be committed past it.
@@ -191,35 +310,34 @@ fn take_stop(core: &mut Core) -> Result<(), crate::Error> {
 }
 
 impl Steps {
-    fn turn(&mut self, consumer: &GroupConsumer) -> Result<(), crate::Error> {
-        let restoring = self.restore_slice(consumer)?;
-        let mut batch = self.poll(consumer, restoring);
+    fn turn<I: Input>(&mut self, input: &I) -> Result<(), crate::Error> {
+        let restoring = self.restore_slice(input)?;
+        let mut batch = self.poll(input, restoring);
         let core = self.core.clone();
         let mut core = lock(&core);
-        let group = consumer.handle();
         take_stop(&mut core)?;
-        self.settle(&mut core, consumer, batch.error.take())?;
-        self.dispatch(&mut core, &group, &batch);
+        self.settle(&mut core, input, batch.error.take())?;
+        self.dispatch(&mut core, input.group(), &batch);
         drop(batch);
-        self.commit_tick(&mut core, consumer)
+        self.commit_tick(&mut core, input)
     }
 
     /// Restores the next pending task for a slice of time, and seeks partitions a rollback could
     /// not seek yet. Returns whether restores are waiting or under way.
-    fn restore_slice(&mut self, consumer: &GroupConsumer) -> Result<bool, crate::Error> {
+    fn restore_slice<I: Input>(&mut self, input: &I) -> Result<bool, crate::Error> {
         self.clock.enter(Phase::Restore);
         let core = self.core.clone();
         let mut guard = lock(&core);
         let core = &mut *guard;
-        let group = consumer.handle();
+        let group = input.group();
         take_stop(core)?;
         let patience = core.task_timeout;
-        if let Err(error) = core.restore_some(&group, patience) {
-            core.carry_out(&group, Failure::Other(error))?;
+        if let Err(error) = core.restore_some(group, patience) {
+            core.carry_out(group, Failure::Other(error))?;
         }
         self.clock.enter(Phase::Other);
         for slot in core.tasks.values_mut() {
-            slot.reposition(&group, &core.seeks);
+            slot.reposition(group, &core.seeks);
         }
         ActiveTasks(core.task_count()).emit();
         Ok(core.restoring.is_some() || !core.pending.is_empty())
@@ -228,7 +346,7 @@ impl Steps {
     /// Polls up to [`MAX_BATCH`] records, waiting for the first. While a restore is under way it
     /// does not wait, so the restore goes on at full speed; while a commit or a batch is in flight
     /// it comes back soon, to send what those held back or produced.
-    fn poll<'c>(&mut self, consumer: &'c GroupConsumer, restoring: bool) -> PolledBatch<'c> {
+    fn poll<'c, I: Input>(&mut self, input: &'c I, restoring: bool) -> PolledBatch<I::Record<'c>> {
         let busy = {
             let core = lock(&self.core);
             core.committer.in_flight() || core.in_flight.is_some()
@@ -239,7 +357,7 @@ impl Steps {
             Duration::from_millis(2)
         } else {
             self.next_commit
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(self.now.now())
                 .min(Duration::from_millis(100))
         };
         let mut batch = PolledBatch {
@@ -249,7 +367,7 @@ impl Steps {
         };
         self.clock.enter(Phase::Wait);
         while batch.records.len() < MAX_BATCH {
-            let Some(polled) = consumer.poll(wait) else {
+            let Some(polled) = input.poll(wait) else {
                 break;
             };
             if !wait.is_zero() || batch.records.is_empty() {
@@ -270,32 +388,32 @@ impl Steps {
 
     /// Hands on the batch the workers processed while this one was polled, carries out a poll
     /// failure, and learns the outcome of a commit that ended.
-    fn settle(
+    fn settle<I: Input>(
         &mut self,
         core: &mut Core,
-        consumer: &GroupConsumer,
+        input: &I,
         poll_error: Option<KafkaClientError>,
     ) -> Result<(), crate::Error> {
-        let group = consumer.handle();
+        let group = input.group();
         self.clock.enter(Phase::Process);
         let finished = core.wait_batch();
         self.clock.enter(Phase::Send);
         if let Some(failure) = finished.and_then(|finished| core.hand_off(finished)) {
-            core.carry_out(&group, failure)?;
+            core.carry_out(group, failure)?;
         }
         let mut unreachable = false;
         if let Some(error) = poll_error {
             unreachable = matches!(error, KafkaClientError::Unreachable { .. });
-            core.carry_out(&group, Failure::Consumer(error))?;
+            core.carry_out(group, Failure::Consumer(error))?;
         }
-        if !unreachable && !consumer.brokers_reachable() {
+        if !unreachable && !input.brokers_reachable() {
             unreachable = true;
             let error = KafkaClientError::Unreachable {
                 operation: "consume".into(),
                 reason: "no connection to a broker is up".into(),
                 code: None,
             };
-            core.carry_out(&group, Failure::Consumer(error))?;
+            core.carry_out(group, Failure::Consumer(error))?;
         }
         if !unreachable {
             core.brokers_reachable();
@@ -303,7 +421,7 @@ impl Steps {
         self.health.set_degraded(unreachable);
         self.clock.enter(Phase::Commit);
         if let Err(error) = core.committer.settle(&mut core.tasks, false) {
-            core.carry_out(&group, error.into())?;
+            core.carry_out(group, error.into())?;
         }
         Ok(())
     }
@@ -311,15 +429,20 @@ impl Steps {
     /// Splits the batch by partition and hands each task its records on the workers. Records
     /// polled before their partition's last seek (see [`SeekClock`]) are dropped, and so are
     /// records the task already processed.
-    fn dispatch(&mut self, core: &mut Core, group: &GroupHandle<'_>, batch: &PolledBatch<'_>) {
+    fn dispatch<R: PolledRecord>(
+        &mut self,
+        core: &mut Core,
+        group: &dyn Group,
+        batch: &PolledBatch<R>,
+    ) {
         if batch.records.is_empty() {
             return;
         }
         self.clock.enter(Phase::Poll);
-        let started = Instant::now();
+        let started = self.now.now();
         // Consecutive records mostly share a partition (the consumer queues each fetched
         // partition's records together), so the last partition is tried first.
-        let mut by_partition: Vec<((&str, i32), Vec<(InputRecord<'_>, u64)>)> = Vec::new();
+        let mut by_partition: Vec<((&str, i32), Vec<Stamped<'_>>)> = Vec::new();
         let mut last = 0;
         for (record, polled_at) in batch.stamped() {
             let key = (record.topic(), record.partition());
@@ -404,12 +527,7 @@ impl Steps {
 
     /// Records for partitions without a task: revoked meanwhile, waiting for their restore, or
     /// ours with no restore planned, which is then planned.
-    fn route_taskless(
-        &mut self,
-        core: &mut Core,
-        group: &GroupHandle<'_>,
-        taskless: Vec<(&str, i32)>,
-    ) {
+    fn route_taskless(&mut self, core: &mut Core, group: &dyn Group, taskless: Vec<(&str, i32)>) {
         if taskless.is_empty() {
             return;
         }
@@ -440,25 +558,22 @@ impl Steps {
     /// produced, which completes on the commit thread while the loop goes on. A tick that finds
     /// the previous transaction still completing does not wait for it: the commit starts once
     /// that one has settled.
-    fn commit_tick(
-        &mut self,
-        core: &mut Core,
-        consumer: &GroupConsumer,
-    ) -> Result<(), crate::Error> {
-        if Instant::now() < self.next_commit || core.committer.in_flight() || core.stopping() {
+    fn commit_tick<I: Input>(&mut self, core: &mut Core, input: &I) -> Result<(), crate::Error> {
+        let now = self.now.now();
+        if now < self.next_commit || core.committer.in_flight() || core.stopping() {
             self.clock.enter(Phase::Other);
             return Ok(());
         }
-        let group = consumer.handle();
+        let group = input.group();
         // A commit covers every task's work up to now.
         self.clock.enter(Phase::Process);
         let finished = core.wait_batch();
         self.clock.enter(Phase::Send);
         if let Some(failure) = finished.and_then(|finished| core.hand_off(finished)) {
-            core.carry_out(&group, failure)?;
+            core.carry_out(group, failure)?;
         }
         self.clock.enter(Phase::Commit);
-        self.next_commit = Instant::now() + self.commit_interval;
+        self.next_commit = now + self.commit_interval;
         if self.wall_clock_close_ms > 0 {
             let now = crate::runtime::now_ms();
             for slot in core.tasks.values_mut() {
@@ -468,16 +583,16 @@ impl Steps {
         }
         if let Some(idle_timeout) = self.idle_timeout {
             for slot in core.tasks.values_mut() {
-                let idle = slot.last_record_at.elapsed() >= idle_timeout
-                    && consumer.caught_up(&slot.task.id.topic, slot.task.id.partition);
+                let idle = now.saturating_duration_since(slot.last_record_at) >= idle_timeout
+                    && input.caught_up(&slot.task.id.topic, slot.task.id.partition);
                 slot.task.set_idle(idle);
             }
         }
         if let Err(error) = core
             .committer
-            .commit(&mut core.tasks, &group, CommitMode::Background)
+            .commit(&mut core.tasks, group, CommitMode::Background)
         {
-            core.carry_out(&group, error.into())?;
+            core.carry_out(group, error.into())?;
         }
         self.clock.enter(Phase::Other);
         export_task_stats(core);
@@ -490,8 +605,8 @@ impl Steps {
         if let Some(purge) = &mut self.purge {
             purge.run_if_due(&core.tasks);
         }
-        if Instant::now() >= self.next_state_gauges {
-            self.next_state_gauges = Instant::now() + Duration::from_secs(10);
+        if now >= self.next_state_gauges {
+            self.next_state_gauges = now + Duration::from_secs(10);
             export_store_sizes(core);
         }
         self.clock.enter(Phase::Other);
@@ -500,9 +615,9 @@ impl Steps {
 
     /// Commits what the tasks hold (after a clean stop) or aborts it (after a failure), leaves the
     /// group and closes the tasks; a clean close writes checkpoints.
-    fn shutdown(
+    fn shutdown<I: Input>(
         self,
-        consumer: &GroupConsumer,
+        input: &I,
         result: Result<(), crate::Error>,
     ) -> Result<(), crate::Error> {
         self.health.set_stopping();
@@ -511,9 +626,9 @@ impl Steps {
         {
             let mut guard = lock(&self.core);
             let core = &mut *guard;
-            let group = consumer.handle();
+            let group = input.group();
             if let Some(restoration) = core.restoring.take() {
-                restoration.suspend(&core.reader);
+                restoration.suspend(core.reader.as_ref());
             }
             let mut abort = core.stop.as_ref().is_none_or(|stop| stop.abort);
             if let Some(failure) = core.finish_batch() {
@@ -527,7 +642,7 @@ impl Steps {
             if clean {
                 if let Err(error) = core
                     .committer
-                    .commit(&mut core.tasks, &group, CommitMode::Wait)
+                    .commit(&mut core.tasks, group, CommitMode::Wait)
                 {
                     let failure = Failure::from(error);
                     tracing::warn!(
@@ -549,13 +664,13 @@ impl Steps {
                 core.stop.get_or_insert(StopDecided { error: None, abort });
             }
         }
-        consumer.close();
+        input.close();
         {
             let mut core = lock(&self.core);
             let tasks = std::mem::take(&mut core.tasks);
             if clean {
                 for (_, slot) in tasks {
-                    let ends = changelog_ends(&self.compiled, &slot, &consumer.handle());
+                    let ends = changelog_ends(&self.compiled, &slot, input.group());
                     slot.close_clean(ends);
                 }
             }

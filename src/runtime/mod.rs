@@ -5,7 +5,9 @@ mod copied_records;
 mod core;
 mod failure;
 mod instance;
+mod kafka_ports;
 mod loop_clock;
+pub mod ports;
 mod purge;
 mod rebalance;
 mod restore;
@@ -14,5 +16,5 @@ mod setup;
 mod task_slot;
 mod worker_pool;
 
-pub use commit::{now_ms, CommitCoordinator, CommitError};
-pub use instance::{run, RunOptions};
+pub use commit::{now_ms, CommitCoordinator, CommitError, CommitSettings};
+pub use instance::{run, Instance, InstanceParts, LoopOptions, RunOptions};

@@ -2,14 +2,14 @@
 //! (restores read changelogs, rollbacks seek to committed offsets), so without this the topics
 //! grow until their retention. Kafka Streams does the same every `repartition.purge.interval.ms`.
 
+use super::ports::Admin;
 use super::task_slot::TaskSlot;
-use crate::kafka::TopicAdmin;
 use crate::task::TaskId;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 pub(crate) struct RepartitionPurge {
-    admin: TopicAdmin,
+    admin: Box<dyn Admin>,
     topics: HashSet<String>,
     interval: Duration,
     next: Instant,
@@ -20,7 +20,7 @@ pub(crate) struct RepartitionPurge {
 impl RepartitionPurge {
     /// `None` when purging is off or the topology has no repartition topic.
     pub fn new(
-        admin: TopicAdmin,
+        admin: Box<dyn Admin>,
         topics: Vec<String>,
         interval_ms: u64,
     ) -> Option<RepartitionPurge> {

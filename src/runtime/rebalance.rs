@@ -4,8 +4,8 @@
 use super::commit::CommitMode;
 use super::core::{lock, Core};
 use super::failure::Failure;
+use super::ports::{Group, RebalanceListener};
 use super::task_slot::TaskSlot;
-use crate::kafka::{GroupHandle, RebalanceListener};
 use crate::task::{CompiledTopology, TaskId};
 use crate::telemetry::events::{ActiveTasks, RebalanceKind, Rebalanced};
 use crate::topology::changelog_topic;
@@ -17,7 +17,7 @@ pub(crate) struct Listener {
 }
 
 impl RebalanceListener for Listener {
-    fn on_revoke(&self, partitions: &[(String, i32)], lost: bool, group: &GroupHandle<'_>) {
+    fn on_revoke(&self, partitions: &[(String, i32)], lost: bool, group: &dyn Group) {
         let mut guard = lock(&self.core);
         let core = &mut *guard;
         Rebalanced {
@@ -50,7 +50,7 @@ impl RebalanceListener for Listener {
         ActiveTasks(core.tasks.len()).emit();
     }
 
-    fn on_assign(&self, partitions: &[(String, i32)], group: &GroupHandle<'_>) {
+    fn on_assign(&self, partitions: &[(String, i32)], group: &dyn Group) {
         let mut core = lock(&self.core);
         Rebalanced {
             kind: RebalanceKind::Assign,
@@ -70,7 +70,7 @@ impl Core {
     /// Partitions taken away in an orderly rebalance: every task's work is committed first (the
     /// batch on the workers included), then the revoked tasks close clean. If that fails, the
     /// failure is carried out for every task and the revoked ones are dropped with no checkpoint.
-    fn revoke(&mut self, group: &GroupHandle<'_>, revoked: &[TaskId]) -> Result<(), crate::Error> {
+    fn revoke(&mut self, group: &dyn Group, revoked: &[TaskId]) -> Result<(), crate::Error> {
         if self.stopping() {
             self.drop_tasks(revoked);
             return Ok(());
@@ -103,7 +103,7 @@ impl Core {
     /// Partitions lost (another member may own them already): nothing may be committed for them.
     /// The open transaction holds their work, so it is rolled back for every task, and the lost
     /// tasks are dropped with no checkpoint.
-    fn lose(&mut self, group: &GroupHandle<'_>, lost: &[TaskId]) -> Result<(), crate::Error> {
+    fn lose(&mut self, group: &dyn Group, lost: &[TaskId]) -> Result<(), crate::Error> {
         let outcome = match self.finish_batch() {
             Some(failure) => self.carry_out(group, failure),
             None => Ok(()),
@@ -127,7 +127,7 @@ impl Core {
 pub(crate) fn changelog_ends(
     compiled: &CompiledTopology,
     slot: &TaskSlot,
-    group: &GroupHandle<'_>,
+    group: &dyn Group,
 ) -> BTreeMap<String, i64> {
     slot.task
         .store_names()

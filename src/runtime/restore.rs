@@ -10,9 +10,10 @@
 //! key (or its deletion), so the last record of each key wins either way. The checkpoint is
 //! removed once the task starts processing, because from then on its files move past it.
 
+use super::ports::{Changelog, Group};
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
-use crate::kafka::{ChangelogReader, GroupHandle, PartitionOffset, ReadPosition};
+use crate::kafka::{PartitionOffset, ReadPosition};
 use crate::state::{Checkpoint, StoreWrite, TaskDb};
 use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
 use crate::telemetry::events::StoreRestored;
@@ -69,7 +70,7 @@ impl Restoration {
         state: &StateLocation,
         partitions: &HashMap<String, i32>,
         id: TaskId,
-        group: &GroupHandle<'_>,
+        group: &dyn Group,
     ) -> Result<Restoration, crate::Error> {
         // Stable offsets first: the fetch waits until the previous owner's last transaction is
         // complete, so its markers are in the changelogs before their ends are read below.
@@ -117,7 +118,7 @@ impl Restoration {
     /// changelog cannot be read, or nothing could be read for `patience` (the brokers gone).
     pub fn step(
         &mut self,
-        reader: &ChangelogReader,
+        reader: &dyn Changelog,
         application_id: &str,
         budget: Duration,
         patience: Duration,
@@ -153,7 +154,7 @@ impl Restoration {
                 &mut current.position,
                 left,
                 max_records,
-                |record| {
+                &mut |record| {
                     if let Some(key) = record.key {
                         batch.push(StoreWrite {
                             key,
@@ -245,7 +246,7 @@ impl Restoration {
     }
 
     /// Stops restoring (the partition was revoked, or the instance stops), keeping the progress.
-    pub fn suspend(mut self, reader: &ChangelogReader) {
+    pub fn suspend(mut self, reader: &dyn Changelog) {
         if self.current.is_some() {
             reader.close_partition();
         }
@@ -258,7 +259,7 @@ impl Restoration {
     /// time and position committed with its input offset, and resumes its partition.
     pub fn finish(
         mut self,
-        group: &GroupHandle<'_>,
+        group: &dyn Group,
         seeks: &SeekClock,
     ) -> Result<TaskSlot, crate::Error> {
         let (topic, partition) = (self.id.topic.clone(), self.id.partition);

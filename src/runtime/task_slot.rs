@@ -1,7 +1,7 @@
 //! A running task with what the runtime tracks around it.
 
+use super::ports::Group;
 use super::seek_clock::SeekClock;
-use crate::kafka::GroupHandle;
 use crate::state::{Checkpoint, TaskDb};
 use crate::task::{PendingStateWrites, StreamTask};
 use std::collections::BTreeMap;
@@ -33,7 +33,7 @@ impl TaskSlot {
     /// Seeks the partition back to the committed offset when a rollback asked for it. Until a seek
     /// succeeds the partition stays paused and the engine drops what the consumer still delivers
     /// for it, so nothing between the committed offset and the old fetch position is skipped.
-    pub fn reposition(&mut self, group: &GroupHandle<'_>, seeks: &SeekClock) {
+    pub fn reposition(&mut self, group: &dyn Group, seeks: &SeekClock) {
         if !self.needs_seek {
             return;
         }

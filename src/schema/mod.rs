@@ -2,7 +2,8 @@
 //!
 //! One [`SchemaDef`] table per seed schema feeds topology validation (which fields exist, which
 //! time formats fit the time field), the decoder (which fields are required and of what JSON
-//! type), `eddy topology describe`, and the README's schema reference (`eddy topology schemas`).
+//! type), `eddy topology describe`, and the schema reference in docs/topology.md
+//! (`eddy topology schemas`).
 //! The tables follow what Go's `encoding/json` writes for the seed services' structs: an `int64`
 //! is a JSON number, a `time.Time` an RFC 3339 string, and an `omitempty` field may be absent.
 
@@ -190,7 +191,7 @@ impl SchemaDef {
     }
 }
 
-/// The schema reference as Markdown (the README's "Schemas" section is this text).
+/// The schema reference as Markdown (the "Schemas" section of docs/topology.md is this text).
 pub fn reference_markdown() -> String {
     let mut out = String::new();
     for def in [&ORDER_CREATED, &ANALYTICS_EVENT] {
@@ -253,11 +254,11 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_carries_the_schema_reference() {
-        let readme = include_str!("../../README.md");
+    fn the_topology_docs_carry_the_schema_reference() {
+        let docs = include_str!("../../docs/topology.md");
         assert!(
-            readme.contains(&reference_markdown()),
-            "README.md's schema section is out of date: paste the output of `eddy topology schemas`"
+            docs.contains(&reference_markdown()),
+            "docs/topology.md's schema section is out of date: paste the output of `eddy topology schemas`"
         );
     }
 }

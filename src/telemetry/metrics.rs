@@ -29,7 +29,8 @@ pub const LOOP_TIME_RATIO: &str = "eddy_loop_time_ratio";
 pub const ROLLBACK_REWOUND_OFFSETS: &str = "eddy_rollback_rewound_offsets_total";
 pub const STALE_RECORDS_DROPPED: &str = "eddy_stale_records_dropped_total";
 
-/// Every metric: (name, type, labels, meaning). The README's metrics table is checked against it.
+/// Every metric: (name, type, labels, meaning). The metrics table in docs/monitoring.md is checked
+/// against it.
 pub const CATALOG: &[(&str, &str, &str, &str)] = &[
     (
         RECORDS_CONSUMED,
