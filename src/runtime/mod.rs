@@ -18,3 +18,4 @@ mod worker_pool;
 
 pub use commit::{now_ms, CommitCoordinator, CommitError, CommitSettings};
 pub use instance::{run, Instance, InstanceParts, LoopOptions, RunOptions};
+pub use setup::planned_topics;

@@ -42,6 +42,19 @@ pub(crate) fn prepare_topics(
 ) -> Result<HashMap<String, i32>, crate::Error> {
     let inputs = compiled.input_topics();
     let partitions = admin.require_topics(&inputs, Duration::from_secs(60))?;
+    admin.create_topics(
+        &planned_topics(compiled, &partitions),
+        config.replication_factor,
+    )?;
+    Ok(partitions)
+}
+
+/// The topics an application creates besides its inputs: repartition topics and changelogs as
+/// wide as the input they follow, output and late-record topics as wide as the widest input.
+pub fn planned_topics(
+    compiled: &CompiledTopology,
+    partitions: &HashMap<String, i32>,
+) -> Vec<InternalTopic> {
     let mut wanted = Vec::new();
     for (name, compacted) in internal_topics(&compiled.application_id, &compiled.topology) {
         let purged_by_eddy = compiled.repartition_source_topic(&name).is_some();
@@ -67,7 +80,6 @@ pub(crate) fn prepare_topics(
             purged_by_eddy,
         });
     }
-    // Output and late-record topics are created when missing, as wide as the widest input.
     let widest = partitions.values().copied().max().unwrap_or(1);
     for aggregation in &compiled.topology.aggregations {
         for topic in std::iter::once(&aggregation.output_topic)
@@ -83,6 +95,5 @@ pub(crate) fn prepare_topics(
             }
         }
     }
-    admin.create_topics(&wanted, config.replication_factor)?;
-    Ok(partitions)
+    wanted
 }

@@ -2,5 +2,6 @@
 //! `TopologyTestDriver`.
 
 mod driver;
+pub mod sim;
 
 pub use driver::{TestRecord, TopologyTestDriver};
