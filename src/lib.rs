@@ -14,6 +14,7 @@ pub mod config;
 mod error;
 pub mod events;
 pub mod failpoint;
+mod fixed_hash;
 pub mod fuzzing;
 pub mod kafka;
 pub mod operator;

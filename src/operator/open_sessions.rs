@@ -7,10 +7,10 @@
 //! sessions are read, extended, closed or expired, and only groups untouched since the flush that
 //! a commit applied are evicted, after it applied.
 
+use crate::fixed_hash::HashMap;
 use crate::state::{StateError, WindowStore};
 use crate::window::Window;
 use hashbrown::hash_map::EntryRef;
-use hashbrown::HashMap;
 
 /// About what one cached group takes: its map slot, key and windows.
 const GROUP_BYTES: usize = 128;

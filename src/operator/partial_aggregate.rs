@@ -7,10 +7,10 @@ use super::repartition::{partition_for, RepartitionMessage};
 use super::rows::{Delta, RowAssigner};
 use super::{FlushContext, Operator, OperatorInput, OperatorStats};
 use crate::aggregate::Accumulators;
+use crate::fixed_hash::HashMap;
 use crate::state::{encode_accumulators, StateError};
 use crate::topology::WindowSpec;
 use crate::window::{sessions, Window, IDLE_REANNOUNCE};
-use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ impl PartialAggregate {
     ) -> PartialAggregate {
         PartialAggregate {
             spec,
-            partials: HashMap::new(),
+            partials: HashMap::default(),
             upstream_partition,
             downstream_partitions,
             last_watermark_sent: i64::MIN,

@@ -10,10 +10,10 @@ use super::output::{
 use super::rows::{Delta, RowAssigner};
 use super::{FlushContext, Operator, OperatorInput, OperatorStats};
 use crate::aggregate::Accumulators;
+use crate::fixed_hash::HashSet;
 use crate::state::{decode_accumulators, StateError, StateKey, WindowStore};
 use crate::topology::{EmitMode, WindowSpec};
 use crate::window::{close_time, sessions, ClosedThrough, UpstreamWatermarks, Window};
-use hashbrown::HashSet;
 use std::sync::Arc;
 
 pub struct WindowAggregate {
@@ -156,7 +156,7 @@ impl WindowAggregate {
         // Retained sessions closed in this pass: a session found through a stale entry may also
         // be due through its own entry (created since the last flush), and a retained one is
         // still there the second time.
-        let mut closed_now: HashSet<StateKey> = HashSet::new();
+        let mut closed_now: HashSet<StateKey> = HashSet::default();
         for (close_at, indexed) in store.due_to_close(after, through)? {
             let mut key = indexed;
             let mut closed = if retained {

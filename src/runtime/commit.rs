@@ -538,3 +538,219 @@ fn count_emitted(record: &OutgoingRecord) {
     }
     .emit();
 }
+
+#[cfg(test)]
+mod tests {
+    //! The commit path against the simulated cluster (`testing::sim`): each outcome of a commit
+    //! and what the coordinator does about it.
+
+    use super::*;
+    use crate::runtime::ports::{Group, Input, RebalanceListener};
+    use crate::task::{CompiledTopology, InputRecord, StateLocation};
+    use crate::testing::sim::{Call, FaultOdds, Faults, SimBroker, SimInput, SimTransactions};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct NoCallbacks;
+
+    impl RebalanceListener for NoCallbacks {
+        fn on_revoke(&self, _: &[(String, i32)], _: bool, _: &dyn Group) {}
+        fn on_assign(&self, _: &[(String, i32)], _: &dyn Group) {}
+    }
+
+    struct World {
+        broker: SimBroker,
+        faults: Faults,
+        input: SimInput,
+        coordinator: CommitCoordinator,
+        tasks: BTreeMap<TaskId, TaskSlot>,
+    }
+
+    /// The orders topology, one instance owning `orders[0]`, a task that processed `records`.
+    fn world(records: usize) -> World {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topology/orders.toml");
+        let topology = crate::topology::Topology::from_file(path).unwrap();
+        let compiled = CompiledTopology::new("unit", topology);
+        let partitions: HashMap<String, i32> = [("orders".to_string(), 1)].into();
+        let broker = SimBroker::default();
+        broker.create_topic("orders", 1);
+        for topic in crate::runtime::planned_topics(&compiled, &partitions) {
+            broker.create_topic(&topic.name, topic.partitions);
+        }
+        let faults = Faults::new(1);
+        let input = SimInput::join(
+            broker.clone(),
+            faults.clone(),
+            "m",
+            vec!["orders".into()],
+            Arc::new(NoCallbacks),
+        );
+        let _ = input.poll(Duration::ZERO);
+        let coordinator = CommitCoordinator::new(
+            Arc::new(SimTransactions {
+                broker: broker.clone(),
+                faults: faults.clone(),
+                transactional_id: "unit-m".into(),
+            }),
+            CommitSettings {
+                guarantee: ProcessingGuarantee::ExactlyOnce,
+                retry_deadline: Duration::from_secs(1),
+                background: false,
+            },
+        )
+        .unwrap();
+        let id = TaskId {
+            topic: "orders".into(),
+            partition: 0,
+        };
+        let (mut task, db) = compiled
+            .create_task(&id, &partitions, &StateLocation::Memory)
+            .unwrap();
+        let mut generator = crate::events::EventGenerator::new(crate::events::GeneratorConfig {
+            events_per_order: 1,
+            ..Default::default()
+        });
+        let mut out = crate::task::TaskOutput::default();
+        for offset in 0..records {
+            let event = generator.next_event();
+            task.process(
+                InputRecord {
+                    payload: Some(&event.value),
+                    key: Some(event.key.as_bytes()),
+                    timestamp_ms: Some(now_ms()),
+                    offset: offset as i64,
+                },
+                &mut out,
+            )
+            .unwrap();
+        }
+        let slot = TaskSlot {
+            task,
+            db,
+            dir: None,
+            committed_offset: None,
+            pending_state: out.state,
+            flushed: false,
+            flushed_offset: None,
+            last_record_at: Instant::now(),
+            needs_seek: false,
+            sought_at: 0,
+        };
+        World {
+            broker,
+            faults,
+            input,
+            coordinator,
+            tasks: [(id, slot)].into(),
+        }
+    }
+
+    fn slot(world: &World) -> &TaskSlot {
+        world.tasks.values().next().unwrap()
+    }
+
+    #[test]
+    fn a_commit_carries_the_offsets_and_applies_the_flush() {
+        let mut w = world(5);
+        w.coordinator
+            .commit(&mut w.tasks, w.input.group(), CommitMode::Wait)
+            .unwrap();
+        assert_eq!(slot(&w).committed_offset, Some(5));
+        assert!(!slot(&w).flushed && slot(&w).pending_state.is_empty());
+        assert_eq!(w.broker.committed_offset("orders", 0), Some(5));
+    }
+
+    #[test]
+    fn a_failed_commit_rolls_every_task_back_and_seeks_it_to_the_committed_offset() {
+        let mut w = world(5);
+        w.faults.arm(FaultOdds(vec![(Call::CommitAbortable, 1000)]));
+        let failed = w
+            .coordinator
+            .commit(&mut w.tasks, w.input.group(), CommitMode::Wait);
+        assert!(matches!(
+            failed,
+            Err(CommitError::Kafka(CommitFailure {
+                kind: CommitFailureKind::Abortable,
+                ..
+            }))
+        ));
+        let seeks = SeekClock::default();
+        let before = seeks.now();
+        w.coordinator
+            .roll_back(&mut w.tasks, w.input.group(), false, &seeks)
+            .unwrap();
+        let slot = slot(&w);
+        assert_eq!(slot.task.next_offset(), None, "back to nothing committed");
+        assert!(!slot.needs_seek, "sought back");
+        assert!(
+            slot.sought_at > before,
+            "records polled before the rollback are now stale"
+        );
+        assert_eq!(w.broker.committed_offset("orders", 0), None);
+        let topics = w.broker.topic_names();
+        let written: i64 = topics
+            .iter()
+            .map(|t| w.broker.watermarks(t, 0).map_or(0, |(_, end)| end))
+            .sum();
+        let visible: usize = topics
+            .iter()
+            .map(|t| w.broker.read_committed(t).len())
+            .sum();
+        assert!(written > 0, "the flush wrote changelog records");
+        assert_eq!(
+            visible, 0,
+            "the aborted transaction's records are invisible"
+        );
+    }
+
+    #[test]
+    fn an_unknown_outcome_that_committed_is_learned_and_applied() {
+        let mut w = world(5);
+        w.faults
+            .arm(FaultOdds(vec![(Call::CommitUnknownCommitted, 1000)]));
+        let failed = w
+            .coordinator
+            .commit(&mut w.tasks, w.input.group(), CommitMode::Wait);
+        assert!(matches!(
+            failed,
+            Err(CommitError::Kafka(CommitFailure {
+                kind: CommitFailureKind::Unknown,
+                ..
+            }))
+        ));
+        w.faults.heal();
+        let committed = w
+            .coordinator
+            .learn_outcome(&mut w.tasks, w.input.group())
+            .unwrap();
+        assert!(committed);
+        assert_eq!(slot(&w).committed_offset, Some(5));
+    }
+
+    #[test]
+    fn an_unknown_outcome_that_did_not_commit_is_learned_and_rolled_back() {
+        let mut w = world(5);
+        w.faults
+            .arm(FaultOdds(vec![(Call::CommitUnknownNotCommitted, 1000)]));
+        assert!(w
+            .coordinator
+            .commit(&mut w.tasks, w.input.group(), CommitMode::Wait)
+            .is_err());
+        w.faults.heal();
+        let committed = w
+            .coordinator
+            .learn_outcome(&mut w.tasks, w.input.group())
+            .unwrap();
+        assert!(!committed, "the new producer fenced and aborted it");
+        assert_eq!(slot(&w).committed_offset, None);
+        assert_eq!(w.broker.committed_offset("orders", 0), None);
+    }
+
+    #[test]
+    fn a_transaction_showing_part_of_its_offsets_is_neither_committed_nor_aborted() {
+        assert_eq!(classify_outcome(2, 2), Some(true));
+        assert_eq!(classify_outcome(0, 2), Some(false));
+        assert_eq!(classify_outcome(1, 2), None);
+    }
+}

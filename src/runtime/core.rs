@@ -4,7 +4,7 @@
 
 use super::commit::CommitCoordinator;
 use super::failure::Failure;
-use super::ports::{Changelog, Group};
+use super::ports::{Changelog, Clock, Group};
 use super::restore::Restoration;
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
@@ -41,6 +41,8 @@ pub(crate) struct Core {
     pub unreachable_since: Option<Instant>,
     /// `task_timeout_ms`: how long retriable failures may last before the instance stops.
     pub task_timeout: Duration,
+    /// What time it is (the simulator's own clock under simulation).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A decision to stop, and whether the open transaction is aborted on the way out (not when the
@@ -162,6 +164,7 @@ impl Core {
                     &self.partitions,
                     id,
                     group,
+                    self.clock.as_ref(),
                 )?);
             }
         }
@@ -173,10 +176,11 @@ impl Core {
             &self.compiled.application_id,
             RESTORE_SLICE,
             patience,
+            self.clock.as_ref(),
         )?;
         if done {
             let restoration = self.restoring.take().expect("checked above");
-            let slot = restoration.finish(group, &self.seeks)?;
+            let slot = restoration.finish(group, &self.seeks, self.clock.as_ref())?;
             self.tasks.insert(slot.task.id.clone(), slot);
         }
         self.export_restoring();

@@ -21,7 +21,6 @@ use super::ports::Group;
 use crate::kafka::{CommitFailure, CommitFailureKind, KafkaClientError};
 use crate::state::StateError;
 use crate::task::TaskError;
-use std::time::Instant;
 
 /// Every failure the runtime handles.
 #[derive(Debug)]
@@ -184,8 +183,9 @@ impl Core {
 
     /// The brokers are unreachable: fine for up to `task_timeout_ms`, then stop.
     fn brokers_unreachable(&mut self) -> Result<(), crate::Error> {
-        let since = *self.unreachable_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > self.task_timeout {
+        let now = self.clock.now();
+        let since = *self.unreachable_since.get_or_insert(now);
+        if now.saturating_duration_since(since) > self.task_timeout {
             let error = crate::Error::Kafka(KafkaClientError::GaveUp {
                 operation: "consume".into(),
                 seconds: self.task_timeout.as_secs(),

@@ -208,6 +208,7 @@ impl<I: Input> Instance<I> {
             in_flight: None,
             unreachable_since: None,
             task_timeout: options.task_timeout,
+            clock: clock.clone(),
         }));
         let input = input(Arc::new(Listener { core: core.clone() }))?;
         let purge = admin.and_then(|admin| {
@@ -215,6 +216,7 @@ impl<I: Input> Instance<I> {
                 admin,
                 compiled.repartition_topics(),
                 options.repartition_purge_interval_ms,
+                clock.now(),
             )
         });
         let now = clock.now();
@@ -603,7 +605,7 @@ impl Steps {
             .emit();
         }
         if let Some(purge) = &mut self.purge {
-            purge.run_if_due(&core.tasks);
+            purge.run_if_due(&core.tasks, now);
         }
         if now >= self.next_state_gauges {
             self.next_state_gauges = now + Duration::from_secs(10);

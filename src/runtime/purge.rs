@@ -23,6 +23,7 @@ impl RepartitionPurge {
         admin: Box<dyn Admin>,
         topics: Vec<String>,
         interval_ms: u64,
+        now: Instant,
     ) -> Option<RepartitionPurge> {
         if interval_ms == 0 || topics.is_empty() {
             return None;
@@ -32,18 +33,18 @@ impl RepartitionPurge {
             admin,
             topics: topics.into_iter().collect(),
             interval,
-            next: Instant::now() + interval,
+            next: now + interval,
             purged: BTreeMap::new(),
         })
     }
 
     /// When due, deletes what the running merge tasks committed past. A failure is only logged:
     /// the records are deleted at the next attempt, or by retention.
-    pub fn run_if_due(&mut self, tasks: &BTreeMap<TaskId, TaskSlot>) {
-        if Instant::now() < self.next {
+    pub fn run_if_due(&mut self, tasks: &BTreeMap<TaskId, TaskSlot>, now: Instant) {
+        if now < self.next {
             return;
         }
-        self.next = Instant::now() + self.interval;
+        self.next = now + self.interval;
         let due: Vec<(String, i32, i64)> = tasks
             .values()
             .filter(|slot| self.topics.contains(&slot.task.id.topic))

@@ -10,7 +10,7 @@
 //! key (or its deletion), so the last record of each key wins either way. The checkpoint is
 //! removed once the task starts processing, because from then on its files move past it.
 
-use super::ports::{Changelog, Group};
+use super::ports::{Changelog, Clock, Group};
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
 use crate::kafka::{PartitionOffset, ReadPosition};
@@ -71,6 +71,7 @@ impl Restoration {
         partitions: &HashMap<String, i32>,
         id: TaskId,
         group: &dyn Group,
+        clock: &dyn Clock,
     ) -> Result<Restoration, crate::Error> {
         // Stable offsets first: the fetch waits until the previous owner's last transaction is
         // complete, so its markers are in the changelogs before their ends are read below.
@@ -108,8 +109,8 @@ impl Restoration {
             current: None,
             positions,
             batch: Vec::new(),
-            last_progress: Instant::now(),
-            last_checkpoint: Instant::now(),
+            last_progress: clock.now(),
+            last_checkpoint: clock.now(),
             committed,
         })
     }
@@ -122,8 +123,9 @@ impl Restoration {
         application_id: &str,
         budget: Duration,
         patience: Duration,
+        clock: &dyn Clock,
     ) -> Result<bool, crate::Error> {
-        let deadline = Instant::now() + budget;
+        let deadline = clock.now() + budget;
         loop {
             if self.current.is_none() {
                 let Some(store) = self.queue.pop_front() else {
@@ -146,7 +148,7 @@ impl Restoration {
                 });
             }
             let current = self.current.as_mut().expect("set above");
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(clock.now());
             let max_records = if slow_restore() { 20 } else { usize::MAX };
             let batch = &mut self.batch;
             let read = reader.read_some(
@@ -165,8 +167,8 @@ impl Restoration {
             )?;
             current.records += read as u64;
             if read > 0 || current.position.done {
-                self.last_progress = Instant::now();
-            } else if self.last_progress.elapsed() > patience {
+                self.last_progress = clock.now();
+            } else if clock.now().saturating_duration_since(self.last_progress) > patience {
                 return Err(crate::Error::Kafka(
                     crate::kafka::KafkaClientError::GaveUp {
                         operation: format!(
@@ -182,14 +184,17 @@ impl Restoration {
             }
             if self.current.as_ref().is_some_and(|c| c.position.done) {
                 self.finish_store();
-            } else if self.last_checkpoint.elapsed() >= PROGRESS_CHECKPOINT_EVERY {
+            } else if clock.now().saturating_duration_since(self.last_checkpoint)
+                >= PROGRESS_CHECKPOINT_EVERY
+            {
+                self.last_checkpoint = clock.now();
                 self.checkpoint_progress()?;
             }
             if slow_restore() {
                 std::thread::sleep(Duration::from_millis(100));
                 return Ok(false);
             }
-            if Instant::now() >= deadline {
+            if clock.now() >= deadline {
                 return Ok(false);
             }
         }
@@ -228,7 +233,6 @@ impl Restoration {
 
     /// Flushes RocksDB and records how far every store got, so an interrupted restore resumes here.
     fn checkpoint_progress(&mut self) -> Result<(), crate::Error> {
-        self.last_checkpoint = Instant::now();
         self.write_batch()?;
         let mut positions = self.positions.clone();
         if let Some(current) = &self.current {
@@ -261,6 +265,7 @@ impl Restoration {
         mut self,
         group: &dyn Group,
         seeks: &SeekClock,
+        clock: &dyn Clock,
     ) -> Result<TaskSlot, crate::Error> {
         let (topic, partition) = (self.id.topic.clone(), self.id.partition);
         self.task.reload()?;
@@ -282,7 +287,7 @@ impl Restoration {
             pending_state: Vec::new(),
             flushed: false,
             flushed_offset: committed_offset,
-            last_record_at: Instant::now(),
+            last_record_at: clock.now(),
             needs_seek: false,
             // Whatever the consumer fetched for this partition before it was sought is dropped.
             sought_at: seeks.tick(),

@@ -7,10 +7,11 @@
 use super::codec::{decode_accumulators, encode_accumulators, ClosingKey, StateKey};
 use super::{CacheShare, Keyspace, StateBackend, StateError};
 use crate::aggregate::Accumulators;
+use crate::fixed_hash::{HashMap, HashSet};
 use crate::record::GroupKey;
 use crate::topology::WindowSpec;
 use crate::window::{CloseRule, Window};
-use hashbrown::{Equivalent, HashMap, HashSet};
+use hashbrown::Equivalent;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
@@ -110,7 +111,7 @@ impl WindowStore {
             name: name.into(),
             backend,
             close,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             dirty: 0,
             cached_bytes: 0,
             budget,
@@ -383,9 +384,9 @@ impl WindowStore {
     /// flush (a persisted key goes, a new key with the same start comes), as group ++ start bytes.
     fn extended_sessions(&self) -> HashSet<Vec<u8>> {
         if !matches!(self.close.spec, WindowSpec::Session { .. }) {
-            return HashSet::new();
+            return HashSet::default();
         }
-        let (mut gone, mut came) = (HashSet::new(), HashSet::new());
+        let (mut gone, mut came) = (HashSet::default(), HashSet::default());
         for (key, entry) in self.cache.iter().filter(|(_, e)| e.dirty) {
             match (entry.value.is_some(), entry.persisted) {
                 (false, true) => gone.insert(group_and_start(key)),

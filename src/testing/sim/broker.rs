@@ -59,6 +59,11 @@ pub(crate) struct GroupState {
     /// Members that must revoke before the next assignment.
     pub revoking: BTreeSet<String>,
     pub subscribed: Vec<String>,
+    /// Partitions a cooperative rebalance took, and from whom: handed on once that member's
+    /// consumer no longer holds them.
+    pub moving: Vec<((String, i32), String)>,
+    /// What each member's consumer holds, as it last told (its view lags the coordinator's).
+    pub known: BTreeMap<String, Vec<(String, i32)>>,
 }
 
 #[derive(Default, Clone)]
@@ -121,6 +126,11 @@ impl SimBroker {
         out
     }
 
+    /// Every topic's name.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.lock().topics.keys().cloned().collect()
+    }
+
     /// Offsets committed for the group.
     pub fn committed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.lock()
@@ -150,6 +160,30 @@ impl SimBroker {
     /// assignment.
     pub fn rebalance(&self) {
         super::input::start_rebalance(&mut self.lock());
+    }
+
+    /// A cooperative rebalance moves `partitions` away from `member`: it revokes just those at
+    /// its next poll, and then they go to the member that owns the fewest.
+    pub fn revoke_partitions(&self, member: &str, partitions: &[(String, i32)]) {
+        let mut cluster = self.lock();
+        let Some(m) = cluster.group.members.get_mut(member) else {
+            return;
+        };
+        m.assigned.retain(|p| !partitions.contains(p));
+        cluster
+            .group
+            .moving
+            .extend(partitions.iter().map(|p| (p.clone(), member.to_string())));
+    }
+
+    /// The partitions the coordinator has given `member`.
+    pub fn assignment_of(&self, member: &str) -> Vec<(String, i32)> {
+        self.lock()
+            .group
+            .members
+            .get(member)
+            .map(|m| m.assigned.clone())
+            .unwrap_or_default()
     }
 
     /// How many transactions the simulated coordinator timed out.

@@ -4,7 +4,7 @@ use super::broker::{Entry, SimBroker};
 use super::faults::{Call, Faults};
 use crate::kafka::{KafkaClientError, ReadPosition, ReadRecord};
 use crate::runtime::ports::{Admin, Changelog, Clock};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Reads changelog partitions read_committed. A transaction still open on the partition (a
@@ -14,14 +14,17 @@ pub struct SimChangelog {
     faults: Faults,
     /// The partition `open_partition` started (a reader reads one at a time).
     current: Mutex<i32>,
+    /// A slow read takes this clock's time, so a restore spans several loop turns.
+    clock: Arc<SimClock>,
 }
 
 impl SimChangelog {
-    pub fn new(broker: SimBroker, faults: Faults) -> SimChangelog {
+    pub fn new(broker: SimBroker, faults: Faults, clock: Arc<SimClock>) -> SimChangelog {
         SimChangelog {
             broker,
             faults,
             current: Mutex::new(0),
+            clock,
         }
     }
 }
@@ -60,6 +63,7 @@ impl Changelog for SimChangelog {
     ) -> Result<usize, KafkaClientError> {
         let partition = self.partition_of(topic);
         let max_records = if self.faults.fails(Call::SlowRestore) {
+            self.clock.advance(Duration::from_millis(120));
             max_records.min(3)
         } else {
             max_records

@@ -101,8 +101,13 @@ impl SimInput {
     /// Runs the rebalance callbacks this member is due, as librdkafka does inside its poll.
     fn rebalance(&self) {
         loop {
-            let cluster = self.broker.lock();
+            let mut cluster = self.broker.lock();
             let mine = self.consumer().assigned.clone();
+            cluster
+                .group
+                .known
+                .insert(self.member.clone(), mine.clone());
+            hand_out_moving(&mut cluster);
             let Some(member) = cluster.group.members.get(&self.member).cloned() else {
                 drop(cluster);
                 if !mine.is_empty() {
@@ -133,6 +138,20 @@ impl SimInput {
                 if cluster.group.revoking.is_empty() {
                     assign(&mut cluster, &self.topics);
                 }
+                continue;
+            }
+            let removed: Vec<(String, i32)> = mine
+                .iter()
+                .filter(|p| !member.assigned.contains(p))
+                .cloned()
+                .collect();
+            if !removed.is_empty() {
+                // A cooperative rebalance: only these go; the rest keep running.
+                let generation = cluster.group.generation;
+                drop(cluster);
+                self.listener.on_revoke(&removed, false, self);
+                self.forget(&removed);
+                self.consumer().generation = generation;
                 continue;
             }
             let added: Vec<(String, i32)> = member
@@ -246,6 +265,41 @@ fn committed_or_start(cluster: &Cluster, partition: &(String, i32)) -> i64 {
         .max(start)
 }
 
+/// Partitions a cooperative rebalance took go to the member owning the fewest, once the member
+/// they were taken from no longer holds them.
+fn hand_out_moving(cluster: &mut Cluster) {
+    let moving = std::mem::take(&mut cluster.group.moving);
+    for (partition, from) in moving {
+        let owned = cluster
+            .group
+            .members
+            .values()
+            .any(|m| m.assigned.contains(&partition));
+        if owned {
+            continue;
+        }
+        let held = cluster.group.members.contains_key(&from)
+            && cluster
+                .group
+                .known
+                .get(&from)
+                .is_some_and(|k| k.contains(&partition));
+        if held {
+            cluster.group.moving.push((partition, from));
+            continue;
+        }
+        let fewest = cluster
+            .group
+            .members
+            .iter()
+            .min_by_key(|(name, m)| (m.assigned.len(), name.to_string()))
+            .map(|(name, _)| name.clone());
+        if let Some(m) = fewest.and_then(|f| cluster.group.members.get_mut(&f)) {
+            m.assigned.push(partition);
+        }
+    }
+}
+
 /// Every member must revoke before anything is assigned again.
 pub(crate) fn start_rebalance(cluster: &mut Cluster) {
     cluster.group.revoking = cluster.group.members.keys().cloned().collect();
@@ -272,6 +326,7 @@ pub(crate) fn assign(cluster: &mut Cluster, topics: &[String]) {
         cluster.group.subscribed = topics.to_vec();
     }
     cluster.group.generation += 1;
+    cluster.group.moving.clear();
     let members: Vec<String> = cluster.group.members.keys().cloned().collect();
     if members.is_empty() {
         return;
