@@ -3,16 +3,39 @@
 //!
 //! Rollups hold the merge of every window that lies inside one UTC hour or day. They exist only
 //! for tumbling windows whose size divides the hour. A new window merges into them as it arrives;
-//! a replaced one (updates, `emit = "update"`) drops them until the next query recomputes them, so a 30-day range merges about 30 days, 46 hours and 118 windows
-//! instead of 43,200 windows.
+//! a replaced or removed one drops them until the next query recomputes them, so a 30-day range
+//! merges about 30 days, 46 hours and 118 windows instead of 43,200 windows.
+//!
+//! Memory is bounded by [`IndexCapacity`]: past it, an aggregation evicts its oldest windows
+//! (by start, every group's window of that start at once) and answers say which range is still
+//! held (`retained_from`); a range reaching before it is not `complete`.
 
 use crate::aggregate::Accumulators;
 use crate::task::AggregateRecord;
 use crate::topology::{AggregateKind, Aggregation, Topology, WindowSpec};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// How many windows the index holds per aggregation (over all its groups) before it evicts the
+/// oldest. A count rather than an event-time span, because it bounds memory whatever the number
+/// of groups: a window costs about 100 bytes with counts and sums, up to about 4 KiB with a
+/// `distinct` sketch of lg_k 12.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexCapacity {
+    pub windows_per_aggregation: usize,
+}
+
+impl Default for IndexCapacity {
+    /// 500,000 windows: 30 days of minute windows for 11 groups.
+    fn default() -> IndexCapacity {
+        IndexCapacity {
+            windows_per_aggregation: 500_000,
+        }
+    }
+}
 
 /// One stored window.
 #[derive(Clone, Debug)]
@@ -31,13 +54,66 @@ struct GroupSeries {
     days: HashMap<i64, Option<(Accumulators, u64)>>,
 }
 
+impl GroupSeries {
+    /// Stores `window` at `start`, merging it into the rollups when `rollups` gives the
+    /// aggregates; returns whether it replaced a window.
+    fn put(
+        &mut self,
+        start: i64,
+        window: StoredWindow,
+        rollups: Option<&[(String, AggregateKind)]>,
+    ) -> bool {
+        let replaced = self.windows.insert(start, window).is_some();
+        if let Some(kinds) = rollups {
+            let window = &self.windows[&start].accumulators;
+            for (rollups, period) in [(&mut self.hours, HOUR_MS), (&mut self.days, DAY_MS)] {
+                let slot = rollups
+                    .entry(start.div_euclid(period) * period)
+                    .or_insert(Some((empty_like(kinds), 0)));
+                match slot {
+                    // A replaced window cannot be taken out of a merge: recompute on next use.
+                    _ if replaced => *slot = None,
+                    Some((merged, count)) => {
+                        merged.merge(window);
+                        *count += 1;
+                    }
+                    None => {}
+                }
+            }
+        }
+        replaced
+    }
+
+    /// Removes the window at `start` and invalidates the rollups it was merged into.
+    fn remove(&mut self, start: i64) {
+        if self.windows.remove(&start).is_none() {
+            return;
+        }
+        for (rollups, period) in [(&mut self.hours, HOUR_MS), (&mut self.days, DAY_MS)] {
+            let at = start.div_euclid(period) * period;
+            if self.windows.range(at..at + period).next().is_some() {
+                rollups.insert(at, None);
+            } else {
+                rollups.remove(&at);
+            }
+        }
+    }
+}
+
 /// Everything indexed for one aggregation.
 #[derive(Debug)]
 pub struct AggregationSeries {
     pub aggregation: Aggregation,
-    groups: BTreeMap<String, GroupSeries>,
-    /// The end of the latest final window: every window ending at or before it is closed.
-    pub closed_until: Option<i64>,
+    groups: BTreeMap<Arc<str>, GroupSeries>,
+    /// Every held window as (start, group key): eviction takes the first.
+    starts: BTreeSet<(i64, Arc<str>)>,
+    /// Output partition -> the end of the latest final window read from it.
+    final_ends: BTreeMap<i32, i64>,
+    /// The output topic's partition count; `None` until the reader has seen it.
+    partitions: Option<i32>,
+    /// The latest start evicted: no window starting at or before it is held any more.
+    evicted_through: Option<i64>,
+    capacity: usize,
     rollups: bool,
 }
 
@@ -56,16 +132,34 @@ pub struct Covered {
     pub to: i64,
 }
 
+/// How the reader of the output topics is doing: answers carry it, so a caller can tell an index
+/// that is behind, or that skipped records, from one that is up to date.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadHealth {
+    /// The last read failed (e.g. the brokers are unreachable) and none has succeeded since:
+    /// answers may be stale.
+    pub degraded: Option<String>,
+    pub read_errors: u64,
+    /// Records skipped because they are not eddy aggregates (`rejected` counts those whose
+    /// values do not fit their aggregation): what they held is missing from answers.
+    pub undecodable: u64,
+}
+
 /// The materialized outputs of every aggregation in a topology.
 #[derive(Debug, Default)]
 pub struct AggregateIndex {
     series: BTreeMap<String, AggregationSeries>,
     pub records: u64,
     pub rejected: u64,
+    pub health: ReadHealth,
 }
 
 impl AggregateIndex {
     pub fn new(topology: &Topology) -> AggregateIndex {
+        AggregateIndex::with_capacity(topology, IndexCapacity::default())
+    }
+
+    pub fn with_capacity(topology: &Topology, capacity: IndexCapacity) -> AggregateIndex {
         AggregateIndex {
             series: topology
                 .aggregations
@@ -80,7 +174,11 @@ impl AggregateIndex {
                         AggregationSeries {
                             aggregation: a.clone(),
                             groups: BTreeMap::new(),
-                            closed_until: None,
+                            starts: BTreeSet::new(),
+                            final_ends: BTreeMap::new(),
+                            partitions: None,
+                            evicted_through: None,
+                            capacity: capacity.windows_per_aggregation.max(1),
                             rollups,
                         },
                     )
@@ -88,6 +186,7 @@ impl AggregateIndex {
                 .collect(),
             records: 0,
             rejected: 0,
+            health: ReadHealth::default(),
         }
     }
 
@@ -103,9 +202,30 @@ impl AggregateIndex {
         self.series.keys().map(String::as_str)
     }
 
-    /// Adds one committed output record; a later value of the same window replaces it. Records
-    /// of aggregations this topology does not have are ignored.
+    /// Records that `topic` has `partitions` partitions: an aggregation writing to it is final
+    /// only as far as every one of them is. Counts only grow, as Kafka's do.
+    pub fn set_partitions(&mut self, topic: &str, partitions: i32) {
+        for series in self.series.values_mut() {
+            if series.aggregation.output_topic == topic {
+                series.partitions = Some(series.partitions.unwrap_or(0).max(partitions));
+            }
+        }
+    }
+
+    /// [`AggregateIndex::insert_from_partition`] for a record of partition 0: for
+    /// single-partition outputs (tests, the benchmark).
     pub fn insert(&mut self, record: &AggregateRecord) -> Result<(), String> {
+        self.insert_from_partition(0, record)
+    }
+
+    /// Adds one committed output record read from `partition` of its aggregation's output topic;
+    /// a later value of the same window replaces it. Records of aggregations this topology does
+    /// not have are ignored.
+    pub fn insert_from_partition(
+        &mut self,
+        partition: i32,
+        record: &AggregateRecord,
+    ) -> Result<(), String> {
         let Some(series) = self.series.get_mut(&record.aggregation) else {
             return Ok(());
         };
@@ -122,50 +242,116 @@ impl AggregateIndex {
         };
         self.records += 1;
         if record.is_final {
-            series.closed_until = Some(
-                series
-                    .closed_until
-                    .map_or(record.window.end, |c| c.max(record.window.end)),
-            );
+            let end = series.final_ends.entry(partition).or_insert(i64::MIN);
+            *end = (*end).max(record.window.end);
         }
-        let key = serde_json::Value::Object(record.group.clone()).to_string();
-        let group = series.groups.entry(key).or_insert_with(|| GroupSeries {
-            group: record.group.clone(),
-            ..GroupSeries::default()
-        });
-        let start = record.window.start;
-        let replaced = group
-            .windows
-            .insert(
-                start,
-                StoredWindow {
-                    end: record.window.end,
-                    accumulators,
-                },
-            )
-            .is_some();
-        if series.rollups {
-            let window = &group.windows[&start].accumulators;
-            for (rollups, period) in [(&mut group.hours, HOUR_MS), (&mut group.days, DAY_MS)] {
-                let slot = rollups
-                    .entry(start.div_euclid(period) * period)
-                    .or_insert(Some((empty_like(&series.aggregation.aggregates), 0)));
-                match slot {
-                    // A replaced window cannot be taken out of a merge: recompute on next use.
-                    _ if replaced => *slot = None,
-                    Some((merged, count)) => {
-                        merged.merge(window);
-                        *count += 1;
-                    }
-                    None => {}
-                }
-            }
-        }
+        series.put(record, accumulators);
         Ok(())
     }
 }
 
 impl AggregationSeries {
+    /// The end of the latest window every output partition has made final: the slowest
+    /// partition's, since one partition can be far ahead while others catch up. `None` while the
+    /// partition count is unknown or a partition has no final window yet.
+    pub fn closed_until(&self) -> Option<i64> {
+        let partitions = self.partitions?;
+        (0..partitions)
+            .map(|p| self.final_ends.get(&p).copied())
+            .min()
+            .flatten()
+    }
+
+    /// Every window starting at or after this is held; `None` while nothing was evicted.
+    pub fn retained_from(&self) -> Option<i64> {
+        let step = match self.aggregation.window {
+            WindowSpec::Tumbling { size_ms } => size_ms,
+            WindowSpec::Hopping { advance_ms, .. } => advance_ms,
+            WindowSpec::Session { .. } => 1,
+        };
+        self.evicted_through.map(|e| e + step)
+    }
+
+    /// Whether every window of `covered` is final and still held.
+    pub fn is_complete(&self, covered: Covered) -> bool {
+        self.closed_until().is_some_and(|c| c >= covered.to)
+            && self.retained_from().is_none_or(|r| covered.from >= r)
+    }
+
+    /// Windows held, over all groups.
+    pub fn windows(&self) -> usize {
+        self.starts.len()
+    }
+
+    fn put(&mut self, record: &AggregateRecord, accumulators: Accumulators) {
+        let (start, end) = (record.window.start, record.window.end);
+        if self.evicted_through.is_some_and(|e| start <= e) {
+            // Older than what is held: `retained_from` tells queries so.
+            return;
+        }
+        let key: Arc<str> = serde_json::Value::Object(record.group.clone())
+            .to_string()
+            .into();
+        if !self.groups.contains_key(&key) {
+            let series = GroupSeries {
+                group: record.group.clone(),
+                ..GroupSeries::default()
+            };
+            self.groups.insert(key.clone(), series);
+        }
+        let group = self.groups.get_mut(&key).expect("inserted above");
+        if matches!(self.aggregation.window, WindowSpec::Session { .. }) {
+            // A group's sessions never overlap and only grow, so a held session covering this one
+            // is a later version of it, read first from another partition.
+            let superseded = group
+                .windows
+                .range(..=start)
+                .next_back()
+                .is_some_and(|(&s, w)| w.end >= end && (s, w.end) != (start, end));
+            if superseded {
+                return;
+            }
+            // Without retractions, an update that merged sessions is the only sign that the
+            // sessions it covers are gone.
+            let merged: Vec<i64> = group
+                .windows
+                .range(start..=end)
+                .filter(|(&s, w)| s != start && w.end <= end)
+                .map(|(&s, _)| s)
+                .collect();
+            for s in merged {
+                group.remove(s);
+                self.starts.remove(&(s, key.clone()));
+            }
+        }
+        let window = StoredWindow { end, accumulators };
+        let kinds = self.rollups.then_some(&self.aggregation.aggregates[..]);
+        if !group.put(start, window, kinds) {
+            self.starts.insert((start, key));
+        }
+        self.evict();
+    }
+
+    /// Evicts the oldest starts until the capacity holds. A start goes whole (every group's window
+    /// of it), so that `retained_from` is exact.
+    fn evict(&mut self) {
+        while self.starts.len() > self.capacity {
+            let Some(&(oldest, _)) = self.starts.first() else {
+                return;
+            };
+            while self.starts.first().is_some_and(|(s, _)| *s == oldest) {
+                let (start, key) = self.starts.pop_first().expect("checked");
+                if let Some(group) = self.groups.get_mut(&key) {
+                    group.remove(start);
+                    if group.windows.is_empty() {
+                        self.groups.remove(&key);
+                    }
+                }
+            }
+            self.evicted_through = Some(self.evicted_through.map_or(oldest, |e| e.max(oldest)));
+        }
+    }
+
     /// The range whole windows cover inside `[from, to)`: for tumbling and hopping windows the
     /// window boundaries at or after `from` and at or before `to`; for sessions the range itself.
     pub fn covered(&self, from: i64, to: i64) -> Covered {
@@ -427,5 +613,104 @@ mod tests {
         );
         let empty = series.covered(10_000, 50_000);
         assert_eq!(empty.from, empty.to);
+    }
+
+    fn sessions() -> AggregateIndex {
+        let topology = Topology::builder()
+            .source(SourceBuilder::new("a", "a", Schema::Json).build())
+            .aggregation(
+                AggregationBuilder::new("visits", "a", "out")
+                    .session(30_000)
+                    .emit(EmitMode::Update)
+                    .group_by("user")
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        AggregateIndex::new(&topology)
+    }
+
+    /// A session update as the operator writes it: `end` is the last event's time.
+    fn session(user: &str, start: i64, end: i64, n: u64) -> AggregateRecord {
+        AggregateRecord {
+            aggregation: "visits".into(),
+            window: WindowBounds { start, end },
+            group: serde_json::json!({ "user": user })
+                .as_object()
+                .unwrap()
+                .clone(),
+            values: serde_json::json!({ "n": n }).as_object().unwrap().clone(),
+            sketches: serde_json::Map::new(),
+            is_final: false,
+        }
+    }
+
+    /// (count, windows) of every group over a range.
+    fn count(index: &mut AggregateIndex, name: &str, from: i64, to: i64) -> (u64, u64) {
+        let answers = index
+            .aggregation_mut(name)
+            .unwrap()
+            .query(from, to, &|_| true);
+        let n = answers
+            .iter()
+            .map(|a| match a.accumulators.0[0] {
+                Accumulator::Count(n) => n,
+                _ => 0,
+            })
+            .sum();
+        (n, answers.iter().map(|a| a.windows).sum())
+    }
+
+    #[test]
+    fn a_session_update_that_merges_sessions_replaces_them() {
+        let mut index = sessions();
+        index.insert(&session("u1", 0, 10_000, 2)).unwrap();
+        index.insert(&session("u1", 35_000, 50_000, 3)).unwrap();
+        index.insert(&session("u2", 20_000, 25_000, 1)).unwrap();
+        assert_eq!(count(&mut index, "visits", 0, 100_000), (6, 3));
+        // An event at 22 s joins u1's two sessions; u2's session is another group's.
+        index.insert(&session("u1", 0, 50_000, 6)).unwrap();
+        assert_eq!(count(&mut index, "visits", 0, 100_000), (7, 2));
+        // Extended at its start: the new start replaces the old one.
+        index.insert(&session("u2", 5_000, 25_000, 2)).unwrap();
+        assert_eq!(count(&mut index, "visits", 0, 100_000), (8, 2));
+        assert_eq!(index.aggregation("visits").unwrap().windows(), 2);
+    }
+
+    /// Updates of one session have different keys, so they can land on different output
+    /// partitions and be read out of order.
+    #[test]
+    fn a_session_read_after_the_session_that_merged_it_is_dropped() {
+        let mut index = sessions();
+        index.insert(&session("u1", 0, 50_000, 6)).unwrap();
+        index.insert(&session("u1", 35_000, 50_000, 3)).unwrap();
+        index.insert(&session("u1", 0, 10_000, 2)).unwrap();
+        assert_eq!(count(&mut index, "visits", 0, 100_000), (6, 1));
+    }
+
+    #[test]
+    fn the_index_holds_at_most_its_capacity_and_evicts_the_oldest_starts() {
+        let capacity = IndexCapacity {
+            windows_per_aggregation: 100,
+        };
+        let mut index = AggregateIndex::with_capacity(&topology(), capacity);
+        for m in 0..3 * 24 * 60 {
+            for t in ["a", "b"] {
+                index.insert(&record(m * 60_000, t, 1, 0..1)).unwrap();
+            }
+        }
+        let series = index.aggregation("per_minute").unwrap();
+        assert_eq!(series.windows(), 100);
+        // Whole starts go: the 50 newest minutes of both groups are held.
+        let held_from = (3 * 24 * 60 - 50) * 60_000;
+        assert_eq!(series.retained_from(), Some(held_from));
+        let end = 3 * DAY_MS;
+        assert_eq!(count(&mut index, "per_minute", 0, end), (100, 100));
+        // Hourly and daily rollups forgot the evicted windows.
+        assert_eq!(count(&mut index, "per_minute", 2 * DAY_MS, end), (100, 100));
+        // A window older than what is held does not come back.
+        index.insert(&record(0, "a", 1, 0..1)).unwrap();
+        assert_eq!(count(&mut index, "per_minute", 0, end), (100, 100));
     }
 }

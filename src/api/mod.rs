@@ -7,13 +7,20 @@
 //! - `GET /api/v1/metrics?from=&to=[&eventType=]`: seed 002's `GetMetrics` answer;
 //! - `GET /api/v1/aggregations/{name}?from=&to=[&<group field>=<value>]`: any aggregation;
 //! - `GET /api/v1/openapi.json`: the OpenAPI document of both.
+//!
+//! Answers say how far to trust them: `complete` when every window of the covered range is final
+//! on every output partition and still held (the index is bounded, see [`IndexCapacity`];
+//! `retained_from` says from when it holds windows), and `index` when the reader of the output
+//! topics is failing (`degraded`) or skipped records it could not read.
 
 mod index;
 mod materializer;
 mod openapi;
 mod query;
 
-pub use index::{AggregateIndex, AggregationSeries, Covered, GroupAnswer};
+pub use index::{
+    AggregateIndex, AggregationSeries, Covered, GroupAnswer, IndexCapacity, ReadHealth,
+};
 pub use materializer::spawn_materializer;
 pub use openapi::openapi_document;
 pub use query::{aggregation, metrics, ApiError, MetricsPlan, Range};
@@ -31,8 +38,15 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(topology: &Topology) -> ApiState {
+        ApiState::with_capacity(topology, IndexCapacity::default())
+    }
+
+    /// An API whose index holds at most `capacity` (see [`IndexCapacity`]).
+    pub fn with_capacity(topology: &Topology, capacity: IndexCapacity) -> ApiState {
         ApiState {
-            index: Arc::new(Mutex::new(AggregateIndex::new(topology))),
+            index: Arc::new(Mutex::new(AggregateIndex::with_capacity(
+                topology, capacity,
+            ))),
             plan: MetricsPlan::discover(topology),
         }
     }

@@ -1,7 +1,9 @@
 //! Range queries over the index: parameter parsing, the two answers (seed 002's metrics and the
 //! general per-aggregation form), and the 400 errors that name the offending parameter.
 
-use super::index::{empty_like, AggregateIndex, AggregationSeries, Covered, GroupAnswer};
+use super::index::{
+    empty_like, AggregateIndex, AggregationSeries, Covered, GroupAnswer, ReadHealth,
+};
 use crate::aggregate::{Accumulator, HllSketch};
 use crate::record::format_rfc3339_ms;
 use crate::schema::TimeFormat;
@@ -137,10 +139,38 @@ fn period_json(range: Range, covered: Covered) -> (Value, Value) {
     )
 }
 
-fn completeness(series: &AggregationSeries, covered: Covered) -> (Value, bool) {
-    let closed = series.closed_until.map(format_rfc3339_ms);
-    let complete = series.closed_until.is_some_and(|c| c >= covered.to);
-    (json!(closed), complete)
+/// `closed_until`, `complete` and `retained_from` of an answer over `series`, each aggregation
+/// with its covered range: final as far as the slowest, held from the latest horizon.
+fn completeness(series: &[(&AggregationSeries, Covered)]) -> Map<String, Value> {
+    let closed = series.iter().map(|(s, _)| s.closed_until()).min().flatten();
+    let retained = series.iter().filter_map(|(s, _)| s.retained_from()).max();
+    let mut fields = Map::new();
+    fields.insert("closed_until".into(), json!(closed.map(format_rfc3339_ms)));
+    fields.insert(
+        "complete".into(),
+        series.iter().all(|(s, c)| s.is_complete(*c)).into(),
+    );
+    fields.insert(
+        "retained_from".into(),
+        json!(retained.map(format_rfc3339_ms)),
+    );
+    fields
+}
+
+/// What answers say about the reader of the output topics.
+fn index_json(health: &ReadHealth, rejected: u64) -> Value {
+    json!({
+        "degraded": health.degraded.is_some(),
+        "error": health.degraded,
+        "skipped_records": health.undecodable + rejected,
+    })
+}
+
+fn with_fields(mut body: Value, fields: Map<String, Value>) -> Value {
+    if let Value::Object(map) = &mut body {
+        map.extend(fields);
+    }
+    body
 }
 
 fn sketch_json(sketch: &HllSketch) -> Value {
@@ -183,9 +213,17 @@ pub fn metrics(
         ApiError::not_found("no aggregation answers /api/v1/metrics: it needs a tumbling `count` grouped by eventType and an ungrouped tumbling `distinct(userId)` of the same source")
     })?;
     let event_type = params.get("eventType").cloned();
+    let index_status = index_json(&index.health, index.rejected);
+    let final_and_held = {
+        let by_type = index.aggregation(&plan.by_type).expect("planned");
+        let overall = index.aggregation(&plan.overall).expect("planned");
+        completeness(&[
+            (by_type, by_type.covered(range.from, range.to)),
+            (overall, overall.covered(range.from, range.to)),
+        ])
+    };
     let by_type = index.aggregation_mut(&plan.by_type).expect("planned");
     let covered = by_type.covered(range.from, range.to);
-    let (closed_until, complete) = completeness(by_type, covered);
     let count_at = position(by_type, &plan.count);
     let users_at = plan.by_type_users.as_ref().map(|n| position(by_type, n));
     let answers = by_type.query(range.from, range.to, &|group| match &event_type {
@@ -225,7 +263,7 @@ pub fn metrics(
     }
     let (estimate, bound, rse) = users_json(&users);
     let (period, covered) = period_json(range, covered);
-    let mut body = json!({
+    let body = json!({
         "counts": counts,
         "users": estimate,
         "users_error": bound,
@@ -233,10 +271,10 @@ pub fn metrics(
         "users_sketch": sketch_json(&users),
         "period": period,
         "covered": covered,
-        "closed_until": closed_until,
-        "complete": complete,
         "aggregations": [plan.by_type, plan.overall],
+        "index": index_status,
     });
+    let mut body = with_fields(body, final_and_held);
     if event_type.is_some() && plan.by_type_users.is_some() {
         body["event_type_users"] = type_users.map_or(0, |s| users_json(&s).0).into();
     }
@@ -250,6 +288,7 @@ pub fn aggregation(
     name: &str,
     params: &HashMap<String, String>,
 ) -> Result<Value, ApiError> {
+    let index_status = index_json(&index.health, index.rejected);
     let Some(series) = index.aggregation_mut(name) else {
         let known: Vec<&str> = index.aggregation_names().collect();
         return Err(ApiError::bad(
@@ -284,7 +323,7 @@ pub fn aggregation(
     }
     let range = Range::parse(params)?;
     let covered = series.covered(range.from, range.to);
-    let (closed_until, complete) = completeness(series, covered);
+    let final_and_held = completeness(&[(series, covered)]);
     let kinds = series.aggregation.aggregates.clone();
     let additive = series.additive_merge_allowed();
     let answers = series.query(range.from, range.to, &|group| {
@@ -330,17 +369,116 @@ pub fn aggregation(
         windows,
     });
     let (period, covered) = period_json(range, covered);
-    let mut body = json!({
+    let body = json!({
         "aggregation": name,
         "period": period,
         "covered": covered,
-        "closed_until": closed_until,
-        "complete": complete,
         "groups": groups,
         "total": { "windows": windows, "values": values, "sketches": sketches },
+        "index": index_status,
     });
+    let mut body = with_fields(body, final_and_held);
     if !additive {
         body["note"] = "hopping windows overlap: counts and sums are not merged across them (null); sketches, min and max are".into();
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{AggregateRecord, WindowBounds};
+    use crate::topology::{AggregationBuilder, Schema, SourceBuilder};
+
+    fn topology() -> Topology {
+        Topology::builder()
+            .source(SourceBuilder::new("a", "a", Schema::Json).build())
+            .aggregation(
+                AggregationBuilder::new("per_minute", "a", "out")
+                    .aggregate("n", AggregateKind::Count)
+                    .build(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    fn minute(m: i64, is_final: bool) -> AggregateRecord {
+        AggregateRecord {
+            aggregation: "per_minute".into(),
+            window: WindowBounds {
+                start: m * 60_000,
+                end: (m + 1) * 60_000,
+            },
+            group: Map::new(),
+            values: json!({ "n": 1 }).as_object().unwrap().clone(),
+            sketches: Map::new(),
+            is_final,
+        }
+    }
+
+    /// The answer over minutes `[from, to)`.
+    fn answer(index: &mut AggregateIndex, from: i64, to: i64) -> Value {
+        let params = HashMap::from([
+            ("from".to_string(), format_rfc3339_ms(from * 60_000)),
+            ("to".to_string(), format_rfc3339_ms(to * 60_000)),
+        ]);
+        aggregation(index, "per_minute", &params).unwrap()
+    }
+
+    #[test]
+    fn complete_waits_for_the_slowest_output_partition() {
+        let mut index = AggregateIndex::new(&topology());
+        index.set_partitions("out", 3);
+        // Catching up: partition 0 is at minute 60, partition 1 at minute 5, partition 2 has
+        // nothing final yet.
+        index.insert_from_partition(0, &minute(59, true)).unwrap();
+        index.insert_from_partition(1, &minute(4, true)).unwrap();
+        index.insert_from_partition(2, &minute(2, false)).unwrap();
+        let body = answer(&mut index, 0, 10);
+        assert_eq!(body["complete"], false, "{body}");
+        assert_eq!(body["closed_until"], Value::Null);
+        index.insert_from_partition(2, &minute(7, true)).unwrap();
+        assert_eq!(answer(&mut index, 0, 10)["complete"], false);
+        assert_eq!(answer(&mut index, 0, 5)["complete"], true);
+        assert_eq!(
+            answer(&mut index, 0, 5)["closed_until"],
+            format_rfc3339_ms(5 * 60_000)
+        );
+        // A partition added later has nothing final yet.
+        index.set_partitions("out", 4);
+        assert_eq!(answer(&mut index, 0, 5)["complete"], false);
+    }
+
+    #[test]
+    fn a_range_older_than_the_index_holds_is_not_complete() {
+        let capacity = super::super::IndexCapacity {
+            windows_per_aggregation: 10,
+        };
+        let mut index = AggregateIndex::with_capacity(&topology(), capacity);
+        index.set_partitions("out", 1);
+        for m in 0..30 {
+            index.insert(&minute(m, true)).unwrap();
+        }
+        let old = answer(&mut index, 0, 30);
+        assert_eq!(old["complete"], false, "{old}");
+        assert_eq!(old["retained_from"], format_rfc3339_ms(20 * 60_000));
+        assert_eq!(old["total"]["windows"], 10);
+        let held = answer(&mut index, 20, 30);
+        assert_eq!(held["complete"], true, "{held}");
+    }
+
+    #[test]
+    fn answers_say_when_the_index_cannot_read() {
+        let mut index = AggregateIndex::new(&topology());
+        assert_eq!(
+            answer(&mut index, 0, 1)["index"],
+            json!({"degraded": false, "error": null, "skipped_records": 0})
+        );
+        index.health.degraded = Some("broker down".into());
+        index.health.undecodable = 2;
+        assert_eq!(
+            answer(&mut index, 0, 1)["index"],
+            json!({"degraded": true, "error": "broker down", "skipped_records": 2})
+        );
+    }
 }

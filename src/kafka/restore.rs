@@ -1,7 +1,7 @@
 //! Reading partitions to their end outside the group: changelog restore, and reading outputs
 //! (the demo, tests, the benchmark command).
 
-use super::{operation_error, ClientSettings, KafkaClientError};
+use super::{client_error, operation_error, ClientSettings, KafkaClientError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -281,6 +281,7 @@ impl ChangelogReader {
 /// Follows topics from the beginning, read_committed, for live views of output topics.
 pub struct TopicTail {
     consumer: BaseConsumer,
+    topics: Vec<String>,
 }
 
 impl TopicTail {
@@ -307,30 +308,65 @@ impl TopicTail {
             client: "output reader",
             reason: e.to_string(),
         })?;
-        let mut list = TopicPartitionList::new();
-        for topic in topics {
-            let metadata = consumer
+        let tail = TopicTail {
+            consumer,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+        };
+        tail.follow_new_partitions()?;
+        Ok(tail)
+    }
+
+    /// Reads, from their beginning, the partitions of the followed topics that it does not read
+    /// yet (all of them at first, then those added to a topic since), and returns each topic's
+    /// partition count; 0 for a topic that does not exist yet.
+    pub fn follow_new_partitions(&self) -> Result<Vec<(String, i32)>, KafkaClientError> {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| operation_error("assignment", e))?;
+        let mut counts = Vec::with_capacity(self.topics.len());
+        let mut added = TopicPartitionList::new();
+        for topic in &self.topics {
+            let metadata = self
+                .consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
                 .map_err(|e| operation_error("metadata", e))?;
+            let mut count = 0;
             for partition in metadata
                 .topics()
                 .iter()
                 .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             {
-                list.add_partition_offset(topic, partition, Offset::Beginning)
-                    .map_err(|e| operation_error("assign", e))?;
+                count = count.max(partition + 1);
+                if assigned.find_partition(topic, partition).is_none() {
+                    added
+                        .add_partition_offset(topic, partition, Offset::Beginning)
+                        .map_err(|e| operation_error("assign", e))?;
+                }
             }
+            counts.push((topic.clone(), count));
         }
-        consumer
-            .assign(&list)
-            .map_err(|e| operation_error("assign", e))?;
-        Ok(TopicTail { consumer })
+        // Incremental: the partitions already read keep their positions.
+        if added.count() > 0 {
+            self.consumer
+                .incremental_assign(&added)
+                .map_err(|e| operation_error("assign", e))?;
+        }
+        Ok(counts)
     }
 
-    pub fn poll(&self, timeout: Duration) -> Option<ReadRecord> {
-        match self.consumer.poll(timeout)? {
-            Ok(message) => Some(ReadRecord::of(&message, false)),
-            Err(_) => None,
+    /// The next record, `Ok(None)` when none came within `timeout`; an error is the consumer's
+    /// (e.g. the brokers are unreachable), and librdkafka keeps retrying after it.
+    pub fn try_poll(&self, timeout: Duration) -> Result<Option<ReadRecord>, KafkaClientError> {
+        match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Ok(message)) => Ok(Some(ReadRecord::of(&message, false))),
+            Some(Err(e)) => Err(client_error("poll the output topics", e)),
         }
+    }
+
+    /// Like [`TopicTail::try_poll`], errors dropped: for tools that only wait for records.
+    pub fn poll(&self, timeout: Duration) -> Option<ReadRecord> {
+        self.try_poll(timeout).ok().flatten()
     }
 }

@@ -297,6 +297,53 @@ impl ConsumerLag<'_> {
     }
 }
 
+/// The query API's index could not poll the output topics or fetch their partitions.
+pub struct ApiIndexReadFailed<'a> {
+    pub reason: &'a str,
+    /// Read errors so far, this one included: logged at the 1st, 2nd, 4th, 8th... so a broker
+    /// that stays down cannot flood the log.
+    pub total: u64,
+}
+
+impl ApiIndexReadFailed<'_> {
+    pub fn emit(self) {
+        if self.total.is_power_of_two() {
+            tracing::warn!(reason = self.reason, errors = self.total, "query API: cannot read the output topics; answers may be stale (logged at powers of two)");
+        }
+        metrics::counter!(m::API_INDEX_ERRORS, "kind" => "read").increment(1);
+    }
+}
+
+/// The query API's index skipped an output record: it is missing from answers.
+pub struct ApiIndexRecordSkipped<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// `undecodable` (not an eddy aggregate) or `rejected` (its values do not fit its
+    /// aggregation).
+    pub kind: &'static str,
+    pub reason: &'a str,
+    /// Records skipped so far, this one included: logged at powers of two, as read errors are.
+    pub total: u64,
+}
+
+impl ApiIndexRecordSkipped<'_> {
+    pub fn emit(self) {
+        if self.total.is_power_of_two() {
+            tracing::warn!(
+                topic = self.topic,
+                partition = self.partition,
+                offset = self.offset,
+                kind = self.kind,
+                reason = self.reason,
+                skipped = self.total,
+                "query API: skipping an output record it cannot index (logged at powers of two)"
+            );
+        }
+        metrics::counter!(m::API_INDEX_ERRORS, "kind" => self.kind).increment(1);
+    }
+}
+
 /// Whether the instance is ready (see [`super::Health`]).
 pub struct Readiness(pub bool);
 

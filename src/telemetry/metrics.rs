@@ -28,6 +28,7 @@ pub const WATERMARK: &str = "eddy_watermark_seconds";
 pub const LOOP_TIME_RATIO: &str = "eddy_loop_time_ratio";
 pub const ROLLBACK_REWOUND_OFFSETS: &str = "eddy_rollback_rewound_offsets_total";
 pub const STALE_RECORDS_DROPPED: &str = "eddy_stale_records_dropped_total";
+pub const API_INDEX_ERRORS: &str = "eddy_api_index_errors_total";
 
 /// Every metric: (name, type, labels, meaning). The metrics table in docs/monitoring.md is checked
 /// against it.
@@ -176,6 +177,12 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "gauge",
         "",
         "1 while the instance is ready (joined, every task restored, brokers reachable), else 0.",
+    ),
+    (
+        API_INDEX_ERRORS,
+        "counter",
+        "kind",
+        "What the query API's index could not read from the output topics: kind = read (polling or partition metadata failed; answers say `index.degraded` until a read succeeds), undecodable (a record that is not an eddy aggregate), rejected (an aggregate whose values do not fit its aggregation). Skipped records are missing from answers.",
     ),
 ];
 
