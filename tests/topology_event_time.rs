@@ -36,7 +36,7 @@ fn poison_timestamps_are_dead_lettered_and_never_move_stream_time() {
     let poison = [
         (
             r#"{"ts":253402300799999}"#.to_string(),
-            "ahead of the record's Kafka timestamp",
+            "ahead of the wall clock",
         ),
         (
             r#"{"ts":-5}"#.into(),
@@ -111,7 +111,7 @@ fn without_a_kafka_timestamp_the_wall_clock_bounds_event_time() {
     assert!(dead[0]
         .header("eddy.error")
         .unwrap()
-        .contains("wall-clock time"));
+        .contains("ahead of the wall clock"));
 }
 
 #[test]
@@ -126,4 +126,26 @@ fn max_future_skew_is_configurable_and_bounded() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("max_future_skew"), "{err}");
+}
+
+/// A producer that stamps CreateTime with the event time must not let a far-future event through:
+/// the bound is the wall clock, not the record's timestamp.
+#[test]
+fn a_producer_stamped_timestamp_does_not_vouch_for_a_far_future_event() {
+    let mut d = TopologyTestDriver::new(topology(), 1);
+    let year_9999 = 253_402_300_799_000_i64;
+    d.pipe(
+        "events",
+        0,
+        None,
+        &format!(r#"{{"ts":{year_9999}}}"#),
+        Some(year_9999),
+    )
+    .unwrap();
+    let dead = d.read_records("eddy-test-dlq");
+    assert_eq!(dead.len(), 1, "dead-lettered");
+    assert!(
+        d.stream_time("events", 0).unwrap_or(i64::MIN) < year_9999,
+        "stream time did not jump to year 9999"
+    );
 }

@@ -395,13 +395,15 @@ impl DecodePlan {
                 })?
             }
         };
-        let reference = kafka_timestamp_ms.unwrap_or_else(wall_clock_ms);
+        // Bounded by this machine's clock, never by the record's Kafka timestamp: a producer that
+        // stamps CreateTime with the event time would let any event through. (A LogAppendTime
+        // topic's timestamps are the broker's clock and never later than now.)
+        let reference = wall_clock_ms();
         if record.event_time_ms > reference.saturating_add(self.max_future_skew_ms) {
             return Err(DecodeError(format!(
-                "event time {} is {} ahead of the record's {} {}, more than max_future_skew ({}): a producer clock or timestamp is wrong",
+                "event time {} is {} ahead of the wall clock {}, more than max_future_skew ({}): a producer clock or timestamp is wrong",
                 crate::record::format_rfc3339_ms(record.event_time_ms),
                 crate::topology::format_duration_ms(record.event_time_ms - reference),
-                if kafka_timestamp_ms.is_some() { "Kafka timestamp" } else { "wall-clock time" },
                 crate::record::format_rfc3339_ms(reference),
                 crate::topology::format_duration_ms(self.max_future_skew_ms),
             )));

@@ -39,7 +39,7 @@ pub struct DemoArgs {
 pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut topology = Topology::from_files(&args.topology)?;
     // Event time runs `--speed` times faster than the wall clock here, so it runs ahead of the
-    // records' Kafka timestamps by design: lift the future-skew check for the demo.
+    // wall clock by design: lift the future-skew check for the demo.
     for source in &mut topology.sources {
         source.max_future_skew_ms = crate::topology::MAX_DURATION_MS;
     }

@@ -70,7 +70,7 @@ impl SourceBuilder {
         self.0.topics.push(topic.into());
         self
     }
-    /// How far ahead of its Kafka timestamp a record's event time may be.
+    /// How far ahead of the wall clock a record's event time may be.
     pub fn max_future_skew(mut self, skew_ms: i64) -> Self {
         self.0.max_future_skew_ms = skew_ms;
         self

@@ -86,7 +86,7 @@ pub fn describe(topology: &Topology, application_id: &str) -> String {
         );
         let _ = writeln!(
             out,
-            "  decode errors (and event times over {} ahead of the Kafka timestamp): {} -> {}",
+            "  decode errors (and event times over {} ahead of the wall clock): {} -> {}",
             format_duration_ms(source.max_future_skew_ms),
             match source.on_decode_error {
                 DecodeErrorPolicy::DeadLetter => "dead-letter",

@@ -90,8 +90,9 @@ pub struct Source {
     pub dead_letter_topic: Option<String>,
     /// Schema versions besides version 1 and how their fields map onto the ones aggregations use.
     pub versions: Vec<SourceVersion>,
-    /// A record whose event time is further than this ahead of its Kafka timestamp (or, without
-    /// one, of the wall clock) is a decode error: one bad clock must not move stream time.
+    /// A record whose event time is further than this ahead of the wall clock is a decode error:
+    /// one bad clock must not move stream time. (Not the record's Kafka timestamp: a producer
+    /// may stamp it with the event time.)
     pub max_future_skew_ms: i64,
 }
 
