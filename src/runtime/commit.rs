@@ -104,6 +104,7 @@ pub struct CommitCoordinator {
     in_flight: Option<InFlight>,
     /// Records produced while a commit was in flight: the next transaction's first.
     held_back: Vec<OutgoingRecord>,
+    held_back_bytes: usize,
     transactions: std::sync::Arc<dyn Transactions>,
     settings: CommitSettings,
     /// Smallest broker timestamp among records consumed since the last commit.
@@ -131,6 +132,7 @@ impl CommitCoordinator {
             producer: Some(producer),
             in_flight: None,
             held_back: Vec::new(),
+            held_back_bytes: 0,
             transactions,
             settings,
             oldest_uncommitted_ms: None,
@@ -158,13 +160,30 @@ impl CommitCoordinator {
                     producer.send(&record)?;
                     count_emitted(&record);
                 }
-                None => self.held_back.push(record),
+                None => {
+                    self.held_back_bytes += record_bytes(&record);
+                    self.held_back.push(record);
+                }
             }
         }
         if let Some(producer) = &self.producer {
             producer.serve();
         }
         Ok(())
+    }
+
+    /// Whether the loop should stop fetching until the commit in flight settles: it has held back
+    /// more than `max_bytes` of output, or the commit has been in flight longer than `max_time`.
+    /// Without this, held-back records and uncommitted state grow for as long as a commit
+    /// retries (the transaction coordinator unreachable, say).
+    pub(crate) fn needs_backpressure(
+        &self,
+        max_bytes: usize,
+        max_time: std::time::Duration,
+    ) -> bool {
+        self.in_flight.as_ref().is_some_and(|in_flight| {
+            self.held_back_bytes > max_bytes || in_flight.started.elapsed() > max_time
+        })
     }
 
     /// Whether a transaction is completing on the commit thread.
@@ -191,6 +210,7 @@ impl CommitCoordinator {
         self.producer = Some(producer);
         self.commit_ended(result, in_flight.started, in_flight.oldest_append_ms, tasks)?;
         let producer = self.producer.as_mut().expect("just handed back");
+        self.held_back_bytes = 0;
         for record in self.held_back.drain(..) {
             producer.send(&record)?;
             count_emitted(&record);
@@ -290,7 +310,8 @@ impl CommitCoordinator {
                 }
                 .emit();
                 let producer = self.producer.as_mut().expect("created above");
-                for record in self.held_back.drain(..) {
+                self.held_back_bytes = 0;
+        for record in self.held_back.drain(..) {
                     producer.send(&record)?;
                     count_emitted(&record);
                 }
@@ -425,6 +446,7 @@ impl CommitCoordinator {
             self.producer = Some(self.transactions.open()?);
         }
         self.held_back.clear();
+        self.held_back_bytes = 0;
         if self.transactions.transactional() {
             TransactionAborted.emit();
         }
@@ -466,6 +488,7 @@ impl CommitCoordinator {
             tracing::warn!(%failure, "the commit in flight failed");
         }
         self.held_back.clear();
+        self.held_back_bytes = 0;
         let aborted = match &mut self.producer {
             Some(producer) => producer.abort(),
             None => Ok(()),
@@ -491,6 +514,14 @@ fn apply_flushed(tasks: &mut BTreeMap<TaskId, TaskSlot>) -> Result<(), CommitErr
         slot.flushed = false;
     }
     Ok(())
+}
+
+/// What a record weighs in memory while held back.
+fn record_bytes(record: &OutgoingRecord) -> usize {
+    record.key.as_ref().map_or(0, Vec::len)
+        + record.value.as_ref().map_or(0, Vec::len)
+        + record.topic.len()
+        + 64
 }
 
 /// Input offsets processed past the committed one (counted from offset 0 when nothing was
@@ -745,6 +776,34 @@ mod tests {
         assert!(!committed, "the new producer fenced and aborted it");
         assert_eq!(slot(&w).committed_offset, None);
         assert_eq!(w.broker.committed_offset("orders", 0), None);
+    }
+
+    #[test]
+    fn output_held_back_behind_a_commit_in_flight_asks_for_backpressure_until_it_settles() {
+        let mut w = world(5);
+        w.coordinator
+            .commit(&mut w.tasks, w.input.group(), CommitMode::Background)
+            .unwrap();
+        let long = Duration::from_secs(3600);
+        assert!(!w.coordinator.needs_backpressure(1_000, long));
+        let mut output = crate::task::TaskOutput::default();
+        output.records.push(OutgoingRecord {
+            kind: OutgoingKind::Aggregate { is_final: false },
+            topic: "order-aggregates".into(),
+            partition: None,
+            key: Some(vec![0; 10]),
+            value: Some(vec![0; 2_000]),
+            headers: Vec::new(),
+            window_end_ms: None,
+        });
+        w.coordinator.send(&mut output).unwrap();
+        assert!(
+            w.coordinator.needs_backpressure(1_000, long),
+            "over the byte bound while the commit is in flight"
+        );
+        assert!(w.coordinator.needs_backpressure(usize::MAX, Duration::ZERO));
+        w.coordinator.settle(&mut w.tasks, true).unwrap();
+        assert!(!w.coordinator.needs_backpressure(1_000, Duration::ZERO));
     }
 
     #[test]

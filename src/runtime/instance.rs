@@ -31,8 +31,8 @@ use crate::config::{Config, ProcessingGuarantee};
 use crate::kafka::{ChangelogReader, ClientSettings, GroupConsumer, KafkaClientError, TopicAdmin};
 use crate::task::{CompiledTopology, InputRecord, StateLocation, TaskId};
 use crate::telemetry::events::{
-    ActiveTasks, AggregationProgress, LoopTime, RecordsConsumed, StaleRecordsDropped, StoreSize,
-    TaskProgress, WatermarkAdvanced,
+    ActiveTasks, AggregationProgress, CommitBackpressure, LoopTime, RecordsConsumed,
+    StaleRecordsDropped, StoreSize, TaskProgress, WatermarkAdvanced,
 };
 use crate::telemetry::Health;
 use crate::topology::Topology;
@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     pub health: Health,
 }
+
+/// Output held back behind a commit in flight past which fetching pauses.
+const BACKPRESSURE_BYTES: usize = 64 << 20;
 
 /// Most records taken from the consumer before processing them as one batch.
 const MAX_BATCH: usize = 20_000;
@@ -234,6 +237,7 @@ impl<I: Input> Instance<I> {
             idle_timeout: options.idle_timeout,
             wall_clock_close_ms: options.wall_clock_close_ms,
             purge,
+            paused_for_commit: false,
         };
         Ok(Instance { steps, input })
     }
@@ -269,6 +273,8 @@ struct Steps {
     idle_timeout: Option<Duration>,
     wall_clock_close_ms: u64,
     purge: Option<RepartitionPurge>,
+    /// Fetching is paused until the commit in flight settles.
+    paused_for_commit: bool,
 }
 
 /// The records one turn polled. Each carries the [`SeekClock`] time it was polled at, kept as
@@ -425,7 +431,38 @@ impl Steps {
         if let Err(error) = core.committer.settle(&mut core.tasks, false) {
             core.carry_out(group, error.into())?;
         }
+        self.apply_backpressure(core, group);
         Ok(())
+    }
+
+    /// Pauses fetching while the commit in flight holds back too much output or takes too long,
+    /// and resumes once it settled: what the loop keeps past the last commit (held-back records,
+    /// dirty cache entries, sessions, partials) stays bounded however long a commit retries.
+    fn apply_backpressure(&mut self, core: &mut Core, group: &dyn Group) {
+        let wanted = core.committer.needs_backpressure(
+            BACKPRESSURE_BYTES,
+            (self.commit_interval * 10).max(Duration::from_secs(1)),
+        );
+        if wanted == self.paused_for_commit {
+            return;
+        }
+        // The batch on the workers was finished above: every task is in `tasks`.
+        let partitions: Vec<(String, i32)> = core
+            .tasks
+            .values()
+            .filter(|slot| !slot.needs_seek)
+            .map(|slot| (slot.task.id.topic.clone(), slot.task.id.partition))
+            .collect();
+        let result = if wanted {
+            CommitBackpressure.emit();
+            group.pause(&partitions)
+        } else {
+            group.resume(&partitions)
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, wanted, "could not pause or resume for a commit in flight");
+        }
+        self.paused_for_commit = wanted;
     }
 
     /// Splits the batch by partition and hands each task its records on the workers. Records

@@ -97,3 +97,37 @@ pub fn planned_topics(
     }
     wanted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repartition_topics_are_kept_until_eddy_purges_them() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topology/orders.toml");
+        let topology = crate::topology::Topology::from_file(path).unwrap();
+        let compiled = CompiledTopology::new("app", topology);
+        let partitions: HashMap<String, i32> = [("orders".to_string(), 3)].into();
+        let planned = planned_topics(&compiled, &partitions);
+        let repartition: Vec<&InternalTopic> = planned
+            .iter()
+            .filter(|t| compiled.repartition_source_topic(&t.name).is_some())
+            .collect();
+        assert!(!repartition.is_empty());
+        for topic in &repartition {
+            assert!(
+                topic.purged_by_eddy,
+                "{} gets retention.ms = -1",
+                topic.name
+            );
+            assert_eq!(topic.partitions, 3);
+        }
+        assert!(
+            planned
+                .iter()
+                .filter(|t| !repartition.iter().any(|r| r.name == t.name))
+                .all(|t| !t.purged_by_eddy),
+            "changelogs and outputs keep the broker's retention"
+        );
+    }
+}

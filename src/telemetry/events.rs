@@ -247,6 +247,16 @@ impl RolledBack {
     }
 }
 
+/// Fetching paused until the commit in flight settles.
+pub struct CommitBackpressure;
+
+impl CommitBackpressure {
+    pub fn emit(self) {
+        tracing::info!("a commit in flight holds back too much or takes too long; fetching paused until it settles");
+        metrics::counter!(m::COMMIT_BACKPRESSURE).increment(1);
+    }
+}
+
 /// Records polled before their partition was sought back, dropped unprocessed.
 pub struct StaleRecordsDropped {
     pub task: String,

@@ -28,6 +28,7 @@ pub const WATERMARK: &str = "eddy_watermark_seconds";
 pub const LOOP_TIME_RATIO: &str = "eddy_loop_time_ratio";
 pub const ROLLBACK_REWOUND_OFFSETS: &str = "eddy_rollback_rewound_offsets_total";
 pub const STALE_RECORDS_DROPPED: &str = "eddy_stale_records_dropped_total";
+pub const COMMIT_BACKPRESSURE: &str = "eddy_commit_backpressure_total";
 pub const API_INDEX_ERRORS: &str = "eddy_api_index_errors_total";
 
 /// Every metric: (name, type, labels, meaning). The metrics table in docs/monitoring.md is checked
@@ -116,6 +117,12 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "counter",
         "",
         "Input offsets rollbacks rewound: work since the last commit that is processed again.",
+    ),
+    (
+        COMMIT_BACKPRESSURE,
+        "counter",
+        "",
+        "Times fetching paused until the commit in flight settled: it held back over 64 MiB of output or took longer than ten commit intervals (at least 1 s).",
     ),
     (
         STALE_RECORDS_DROPPED,
