@@ -125,6 +125,14 @@ pub struct Config {
     /// How often records of repartition topics that this instance's tasks have committed past are
     /// deleted (Kafka Streams' `repartition.purge.interval.ms`); 0 keeps them until retention.
     pub repartition_purge_interval_ms: u64,
+    /// How long the state directory of a task this instance no longer runs is kept (Kafka
+    /// Streams' `state.cleanup.delay.ms`): a task that comes back within it restores only what
+    /// its checkpoint lacks.
+    pub state_cleanup_delay_ms: u64,
+    /// A checkpoint older than this is ignored and the store restored from scratch: it should be
+    /// the changelogs' `delete.retention.ms` (Kafka's default, 1 day), past which compaction may
+    /// have removed tombstones the local files never saw.
+    pub checkpoint_max_age_ms: u64,
     /// Bytes the write-back caches of all stores may keep after a commit (Kafka Streams'
     /// `statestore.cache.max.bytes`), shared evenly by the stores open; more spills to RocksDB.
     pub cache_max_bytes: u64,
@@ -158,6 +166,8 @@ impl Default for Config {
             task_timeout_ms: 300_000,
             wall_clock_close_ms: 0,
             repartition_purge_interval_ms: 30_000,
+            state_cleanup_delay_ms: 600_000,
+            checkpoint_max_age_ms: 86_400_000,
             cache_max_bytes: crate::task::DEFAULT_CACHE_MAX_BYTES as u64,
             http: HttpConfig::default(),
             log: LogConfig::default(),

@@ -124,6 +124,8 @@ impl Simulation {
                 num_threads: 1,
                 repartition_purge_interval_ms: 1,
                 task_timeout: Duration::from_secs(300),
+                state_cleanup_delay: Duration::from_secs(600),
+                checkpoint_max_age: Duration::from_secs(86_400),
             },
             clock: self.clock.clone(),
             health: Default::default(),

@@ -43,6 +43,27 @@ pub(crate) struct Core {
     pub task_timeout: Duration,
     /// What time it is (the simulator's own clock under simulation).
     pub clock: Arc<dyn Clock>,
+    /// `checkpoint_max_age_ms`.
+    pub checkpoint_max_age: Duration,
+}
+
+impl Core {
+    /// The directory names of the tasks this instance runs, restores or is about to restore.
+    pub fn task_dirs_in_use(&self) -> std::collections::BTreeSet<String> {
+        let pending = self.pending.iter().map(|(topic, partition)| {
+            TaskId {
+                topic: topic.clone(),
+                partition: *partition,
+            }
+            .to_string()
+        });
+        self.tasks
+            .keys()
+            .map(TaskId::to_string)
+            .chain(pending)
+            .chain(self.restoring.iter().map(|r| r.id.to_string()))
+            .collect()
+    }
 }
 
 /// A decision to stop, and whether the open transaction is aborted on the way out (not when the
@@ -165,6 +186,7 @@ impl Core {
                     id,
                     group,
                     self.clock.as_ref(),
+                    self.checkpoint_max_age,
                 )?);
             }
         }

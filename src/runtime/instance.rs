@@ -25,6 +25,7 @@ use super::purge::RepartitionPurge;
 use super::rebalance::{changelog_ends, Listener};
 use super::seek_clock::{is_stale, SeekClock};
 use super::setup::{instance_id, prepare_topics};
+use super::state_cleaner::StateCleaner;
 use super::worker_pool::{TaskWork, WorkerPool};
 use super::CommitCoordinator;
 use crate::config::{Config, ProcessingGuarantee};
@@ -134,6 +135,10 @@ pub struct LoopOptions {
     pub wall_clock_close_ms: u64,
     pub num_threads: usize,
     pub repartition_purge_interval_ms: u64,
+    /// `state_cleanup_delay_ms`.
+    pub state_cleanup_delay: Duration,
+    /// `checkpoint_max_age_ms`.
+    pub checkpoint_max_age: Duration,
     /// `task_timeout_ms`: how long retriable failures may last before the instance stops.
     pub task_timeout: Duration,
 }
@@ -147,6 +152,8 @@ impl LoopOptions {
             wall_clock_close_ms: config.wall_clock_close_ms,
             num_threads: config.num_threads,
             repartition_purge_interval_ms: config.repartition_purge_interval_ms,
+            state_cleanup_delay: Duration::from_millis(config.state_cleanup_delay_ms),
+            checkpoint_max_age: Duration::from_millis(config.checkpoint_max_age_ms),
             task_timeout: Duration::from_millis(config.task_timeout_ms),
         }
     }
@@ -199,7 +206,7 @@ impl<I: Input> Instance<I> {
         let core = Arc::new(Mutex::new(Core {
             compiled: compiled.clone(),
             partitions,
-            state,
+            state: state.clone(),
             tasks: BTreeMap::new(),
             pending: BTreeSet::new(),
             restoring: None,
@@ -211,6 +218,7 @@ impl<I: Input> Instance<I> {
             in_flight: None,
             unreachable_since: None,
             task_timeout: options.task_timeout,
+            checkpoint_max_age: options.checkpoint_max_age,
             clock: clock.clone(),
         }));
         let input = input(Arc::new(Listener { core: core.clone() }))?;
@@ -223,6 +231,14 @@ impl<I: Input> Instance<I> {
             )
         });
         let now = clock.now();
+        let cleaner = match &state {
+            StateLocation::Disk(dir) => Some(StateCleaner::new(
+                dir.join(&compiled.application_id),
+                options.state_cleanup_delay,
+                now,
+            )),
+            StateLocation::Memory => None,
+        };
         let steps = Steps {
             core,
             compiled,
@@ -237,6 +253,7 @@ impl<I: Input> Instance<I> {
             idle_timeout: options.idle_timeout,
             wall_clock_close_ms: options.wall_clock_close_ms,
             purge,
+            cleaner,
             paused_for_commit: false,
         };
         Ok(Instance { steps, input })
@@ -273,6 +290,8 @@ struct Steps {
     idle_timeout: Option<Duration>,
     wall_clock_close_ms: u64,
     purge: Option<RepartitionPurge>,
+    /// Deletes the state of tasks no longer run here, after `state_cleanup_delay_ms`.
+    cleaner: Option<StateCleaner>,
     /// Fetching is paused until the commit in flight settles.
     paused_for_commit: bool,
 }
@@ -643,6 +662,9 @@ impl Steps {
         }
         if let Some(purge) = &mut self.purge {
             purge.run_if_due(&core.tasks, now);
+        }
+        if let Some(cleaner) = &mut self.cleaner {
+            cleaner.run_if_due(&core.task_dirs_in_use(), now);
         }
         if now >= self.next_state_gauges {
             self.next_state_gauges = now + Duration::from_secs(10);

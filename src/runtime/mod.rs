@@ -13,6 +13,7 @@ mod rebalance;
 mod restore;
 mod seek_clock;
 mod setup;
+mod state_cleaner;
 mod task_slot;
 mod worker_pool;
 

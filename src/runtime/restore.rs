@@ -72,6 +72,7 @@ impl Restoration {
         id: TaskId,
         group: &dyn Group,
         clock: &dyn Clock,
+        checkpoint_max_age: Duration,
     ) -> Result<Restoration, crate::Error> {
         // Stable offsets first: the fetch waits until the previous owner's last transaction is
         // complete, so its markers are in the changelogs before their ends are read below.
@@ -82,7 +83,7 @@ impl Restoration {
         let dir = compiled.task_dir(state, &id);
         let checkpoint = dir
             .as_deref()
-            .and_then(Checkpoint::read)
+            .and_then(|dir| Checkpoint::read_fresh(dir, checkpoint_max_age))
             .filter(|checkpoint| {
                 // A checkpoint outside its changelog's offsets (the topic was recreated or truncated)
                 // describes files that no longer match it: wipe and restore instead.

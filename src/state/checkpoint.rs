@@ -33,6 +33,23 @@ impl Checkpoint {
             .filter(|c| c.version == Self::VERSION)
     }
 
+    /// Reads a checkpoint written less than `max_age` ago. An older one may describe files that
+    /// missed tombstones compaction has since removed from the changelog
+    /// (`delete.retention.ms`): replaying the suffix would leave those keys alive.
+    pub fn read_fresh(task_dir: &Path, max_age: std::time::Duration) -> Option<Checkpoint> {
+        let written = std::fs::metadata(Self::path(task_dir))
+            .and_then(|m| m.modified())
+            .ok()?;
+        let age = std::time::SystemTime::now()
+            .duration_since(written)
+            .unwrap_or_default();
+        if age > max_age {
+            tracing::info!(dir = %task_dir.display(), age_s = age.as_secs(), "checkpoint older than checkpoint_max_age_ms ignored; the stores are restored from scratch");
+            return None;
+        }
+        Self::read(task_dir)
+    }
+
     pub fn write(task_dir: &Path, changelog_offsets: BTreeMap<String, i64>) -> std::io::Result<()> {
         let checkpoint = Checkpoint {
             version: Self::VERSION,
@@ -67,6 +84,25 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_checkpoint_older_than_the_maximum_age_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        super::Checkpoint::write(dir.path(), [("s".to_string(), 5)].into()).unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert!(super::Checkpoint::read_fresh(dir.path(), day).is_some());
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(".checkpoint"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * day)
+            .unwrap();
+        assert!(super::Checkpoint::read_fresh(dir.path(), day).is_none());
+        assert!(
+            super::Checkpoint::read(dir.path()).is_some(),
+            "still on disk"
+        );
+    }
+
     #[test]
     fn a_checkpoint_fits_only_its_changelogs_offset_range() {
         let checkpoint = super::Checkpoint {
