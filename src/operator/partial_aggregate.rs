@@ -71,22 +71,15 @@ impl PartialAggregate {
         let Some(&new) = assigned.first() else {
             return;
         };
-        let bounds: Vec<Window> = windows.iter().map(|(w, _)| *w).collect();
-        let joined = sessions::overlapping(&bounds, new, gap_ms);
-        if let [only] = joined[..] {
-            let (existing, acc) = &mut windows[only];
-            if existing.start <= new.start && new.end <= existing.end {
-                delta.apply(spec, acc);
-                return;
-            }
-        }
-        let merged = sessions::span(&bounds, &joined, new);
-        let mut accumulators = delta.to_accumulators(spec);
-        for &i in joined.iter().rev() {
-            let (_, previous) = windows.swap_remove(i);
-            accumulators.merge(&previous);
-        }
-        windows.push((merged, accumulators));
+        let Ok(()) = sessions::add(
+            &mut PartialSessions {
+                windows,
+                spec,
+                delta,
+            },
+            new,
+            gap_ms,
+        );
     }
 
     fn send(
@@ -208,5 +201,35 @@ impl Operator for PartialAggregate {
 
     fn open_windows(&self) -> usize {
         self.partials.values().map(Vec::len).sum()
+    }
+}
+
+/// A group's partial sessions, in memory until the next flush.
+struct PartialSessions<'a, 'r, 'd> {
+    windows: &'a mut Vec<(Window, Accumulators)>,
+    spec: &'a CompiledAggregation,
+    delta: &'a Delta<'r, 'd>,
+}
+
+impl sessions::GroupSessions for PartialSessions<'_, '_, '_> {
+    type Error = std::convert::Infallible;
+
+    fn bounds(&mut self) -> Result<Vec<Window>, Self::Error> {
+        Ok(self.windows.iter().map(|(w, _)| *w).collect())
+    }
+
+    fn add_inside(&mut self, index: usize) -> Result<(), Self::Error> {
+        self.delta.apply(self.spec, &mut self.windows[index].1);
+        Ok(())
+    }
+
+    fn join(&mut self, indices: &[usize], merged: Window) -> Result<(), Self::Error> {
+        let mut accumulators = self.delta.to_accumulators(self.spec);
+        for &i in indices.iter().rev() {
+            let (_, previous) = self.windows.swap_remove(i);
+            accumulators.merge(&previous);
+        }
+        self.windows.push((merged, accumulators));
+        Ok(())
     }
 }

@@ -95,8 +95,8 @@ impl WindowAggregate {
         }
     }
 
-    /// Adds `new` to the sessions of `group`: it extends one, joins several into one, or starts
-    /// one. A session whose bounds change moves to its new key (and so to its new close time).
+    /// Adds `new` to the sessions of `group` ([`sessions::add`]). A session whose bounds change
+    /// moves to its new key (and so to its new close time).
     fn add_session(
         spec: &CompiledAggregation,
         store: &mut WindowStore,
@@ -107,39 +107,17 @@ impl WindowAggregate {
         delta: &Delta<'_, '_>,
     ) -> Result<(), StateError> {
         let open = sessions.of(group, store)?;
-        let joined = sessions::overlapping(open, new, gap_ms);
-        if let [only] = joined[..] {
-            let existing = open[only];
-            if existing.start <= new.start && new.end <= existing.end {
-                return store.update(
-                    group,
-                    existing,
-                    true,
-                    || Accumulators::new(&spec.aggregates),
-                    |acc| delta.apply(spec, acc),
-                );
-            }
-            // The common case: a record extends one session. Its accumulators move to the wider
-            // key.
-            let merged = sessions::span(open, &joined, new);
-            open[only] = merged;
-            let mut accumulators = store
-                .take(group, existing)?
-                .unwrap_or_else(|| Accumulators::new(&spec.aggregates));
-            delta.apply(spec, &mut accumulators);
-            return store.update(group, merged, false, || accumulators, |_| {});
-        }
-        let merged = sessions::span(open, &joined, new);
-        let mut accumulators = delta.to_accumulators(spec);
-        let old: Vec<Window> = joined.iter().map(|&i| open[i]).collect();
-        open.retain(|w| !old.contains(w));
-        open.push(merged);
-        for &window in &old {
-            if let Some(previous) = store.take(group, window)? {
-                accumulators.merge(&previous);
-            }
-        }
-        store.update(group, merged, false, || accumulators, |_| {})
+        sessions::add(
+            &mut StoredSessions {
+                spec,
+                store,
+                open,
+                group,
+                delta,
+            },
+            new,
+            gap_ms,
+        )
     }
 
     /// Closes the windows whose close time is in `(after, through]`, emitting finals into `out`,
@@ -438,5 +416,61 @@ fn aggregate_record(
         value: Some(serde_json::to_vec(&record).expect("serializable")),
         headers: Vec::new(),
         window_end_ms: is_final.then_some(key.window.end),
+    }
+}
+
+/// A group's sessions in the window store, with the bounds of its open ones.
+struct StoredSessions<'a, 'r, 'd> {
+    spec: &'a CompiledAggregation,
+    store: &'a mut WindowStore,
+    open: &'a mut Vec<Window>,
+    group: &'a [u8],
+    delta: &'a Delta<'r, 'd>,
+}
+
+impl sessions::GroupSessions for StoredSessions<'_, '_, '_> {
+    type Error = StateError;
+
+    fn bounds(&mut self) -> Result<Vec<Window>, StateError> {
+        Ok(self.open.clone())
+    }
+
+    fn add_inside(&mut self, index: usize) -> Result<(), StateError> {
+        let (spec, delta) = (self.spec, self.delta);
+        self.store.update(
+            self.group,
+            self.open[index],
+            true,
+            || Accumulators::new(&spec.aggregates),
+            |acc| delta.apply(spec, acc),
+        )
+    }
+
+    fn join(&mut self, indices: &[usize], merged: Window) -> Result<(), StateError> {
+        if let [only] = indices {
+            // The common case: a record extends one session. Its accumulators move to the wider
+            // key, with the record applied rather than merged in.
+            let existing = self.open[*only];
+            self.open[*only] = merged;
+            let mut accumulators = self
+                .store
+                .take(self.group, existing)?
+                .unwrap_or_else(|| Accumulators::new(&self.spec.aggregates));
+            self.delta.apply(self.spec, &mut accumulators);
+            return self
+                .store
+                .update(self.group, merged, false, || accumulators, |_| {});
+        }
+        let mut accumulators = self.delta.to_accumulators(self.spec);
+        let old: Vec<Window> = indices.iter().map(|&i| self.open[i]).collect();
+        self.open.retain(|w| !old.contains(w));
+        self.open.push(merged);
+        for &window in &old {
+            if let Some(previous) = self.store.take(self.group, window)? {
+                accumulators.merge(&previous);
+            }
+        }
+        self.store
+            .update(self.group, merged, false, || accumulators, |_| {})
     }
 }

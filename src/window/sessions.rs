@@ -13,6 +13,35 @@ pub fn overlapping(existing: &[Window], new: Window, gap_ms: i64) -> Vec<usize> 
         .collect()
 }
 
+/// A group's sessions wherever they live (partials in memory, or the window store), as
+/// [`add`] needs them.
+pub trait GroupSessions {
+    type Error;
+    /// The group's sessions' bounds, in the order the indices below refer to.
+    fn bounds(&mut self) -> Result<Vec<Window>, Self::Error>;
+    /// The record falls inside the session at `index`: add it to that session's accumulators.
+    fn add_inside(&mut self, index: usize) -> Result<(), Self::Error>;
+    /// The record joins the sessions at `indices` (ascending; none: it starts a session) into
+    /// `merged`: replace them by one session holding their accumulators and the record's.
+    fn join(&mut self, indices: &[usize], merged: Window) -> Result<(), Self::Error>;
+}
+
+/// Adds a record's window `new` to a group's sessions: it falls inside one, extends one, joins
+/// several, or starts one. The one place sessions are merged; the stored aggregation and the
+/// partial aggregation differ only in where accumulators live.
+pub fn add<S: GroupSessions>(sessions: &mut S, new: Window, gap_ms: i64) -> Result<(), S::Error> {
+    let bounds = sessions.bounds()?;
+    let joined = overlapping(&bounds, new, gap_ms);
+    if let [only] = joined[..] {
+        let existing = bounds[only];
+        if existing.start <= new.start && new.end <= existing.end {
+            return sessions.add_inside(only);
+        }
+    }
+    let merged = span(&bounds, &joined, new);
+    sessions.join(&joined, merged)
+}
+
 /// The session covering `new` and the sessions at `indices`.
 pub fn span(existing: &[Window], indices: &[usize], new: Window) -> Window {
     indices.iter().fold(new, |acc, &i| Window {
