@@ -422,12 +422,7 @@ impl Steps {
         poll_error: Option<KafkaClientError>,
     ) -> Result<(), crate::Error> {
         let group = input.group();
-        self.clock.enter(Phase::Process);
-        let finished = core.wait_batch();
-        self.clock.enter(Phase::Send);
-        if let Some(failure) = finished.and_then(|finished| core.hand_off(finished)) {
-            core.carry_out(group, failure)?;
-        }
+        self.finish_batch(core, group)?;
         let mut unreachable = false;
         if let Some(error) = poll_error {
             unreachable = matches!(error, KafkaClientError::Unreachable { .. });
@@ -452,6 +447,17 @@ impl Steps {
         }
         self.apply_backpressure(core, group);
         Ok(())
+    }
+
+    /// Waits for the batch on the workers and hands its output on, carrying out its failure.
+    fn finish_batch(&mut self, core: &mut Core, group: &dyn Group) -> Result<(), crate::Error> {
+        self.clock.enter(Phase::Process);
+        let finished = core.wait_batch();
+        self.clock.enter(Phase::Send);
+        match finished.and_then(|finished| core.hand_off(finished)) {
+            Some(failure) => core.carry_out(group, failure),
+            None => Ok(()),
+        }
     }
 
     /// Pauses fetching while the commit in flight holds back too much output or takes too long,
@@ -624,12 +630,7 @@ impl Steps {
         }
         let group = input.group();
         // A commit covers every task's work up to now.
-        self.clock.enter(Phase::Process);
-        let finished = core.wait_batch();
-        self.clock.enter(Phase::Send);
-        if let Some(failure) = finished.and_then(|finished| core.hand_off(finished)) {
-            core.carry_out(group, failure)?;
-        }
+        self.finish_batch(core, group)?;
         self.clock.enter(Phase::Commit);
         self.next_commit = now + self.commit_interval;
         if self.wall_clock_close_ms > 0 {

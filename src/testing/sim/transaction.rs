@@ -81,14 +81,9 @@ impl Transaction for SimTransaction {
             self.must_abort = true;
         }
         let mut cluster = self.broker.lock();
-        let txn = match self.txn {
-            Some(txn) => txn,
-            None => {
-                let txn = cluster.new_txn(&self.transactional_id);
-                self.txn = Some(txn);
-                txn
-            }
-        };
+        let txn = *self
+            .txn
+            .get_or_insert_with(|| cluster.new_txn(&self.transactional_id));
         let partitions = cluster
             .topics
             .get(&record.topic)
@@ -155,14 +150,9 @@ impl Transaction for SimTransaction {
                 ));
             }
         }
-        let txn = match self.txn {
-            Some(txn) => txn,
-            None => {
-                let txn = cluster.new_txn(&self.transactional_id);
-                self.txn = Some(txn);
-                txn
-            }
-        };
+        let txn = *self
+            .txn
+            .get_or_insert_with(|| cluster.new_txn(&self.transactional_id));
         if let Some(open) = cluster.open.get_mut(&txn) {
             open.offsets.extend(offsets.iter().cloned());
         }
