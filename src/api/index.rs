@@ -107,7 +107,8 @@ pub struct AggregationSeries {
     groups: BTreeMap<Arc<str>, GroupSeries>,
     /// Every held window as (start, group key): eviction takes the first.
     starts: BTreeSet<(i64, Arc<str>)>,
-    /// Output partition -> the end of the latest final window read from it.
+    /// Output partition -> the end of the latest final window read from it (`i64::MIN`: records
+    /// of this aggregation came from it, none final yet).
     final_ends: BTreeMap<i32, i64>,
     /// The output topic's partition count; `None` until the reader has seen it.
     partitions: Option<i32>,
@@ -241,8 +242,8 @@ impl AggregateIndex {
             }
         };
         self.records += 1;
+        let end = series.final_ends.entry(partition).or_insert(i64::MIN);
         if record.is_final {
-            let end = series.final_ends.entry(partition).or_insert(i64::MIN);
             *end = (*end).max(record.window.end);
         }
         series.put(record, accumulators);
@@ -251,15 +252,14 @@ impl AggregateIndex {
 }
 
 impl AggregationSeries {
-    /// The end of the latest window every output partition has made final: the slowest
-    /// partition's, since one partition can be far ahead while others catch up. `None` while the
-    /// partition count is unknown or a partition has no final window yet.
+    /// The end of the latest window every output partition carrying this aggregation has made
+    /// final: the slowest partition's, since one partition can be far ahead while others catch
+    /// up. Partitions that never carried a record of it are left out (an aggregation with few
+    /// groups writes to few partitions); `None` while one that did has no final window yet, or
+    /// none did.
     pub fn closed_until(&self) -> Option<i64> {
-        let partitions = self.partitions?;
-        (0..partitions)
-            .map(|p| self.final_ends.get(&p).copied())
-            .min()
-            .flatten()
+        let slowest = self.final_ends.values().copied().min()?;
+        (slowest > i64::MIN).then_some(slowest)
     }
 
     /// Every window starting at or after this is held; `None` while nothing was evicted.
