@@ -199,6 +199,25 @@ impl RecordProducer {
         }
     }
 
+    /// A record the producer would not queue. A delivery that already failed for good (the
+    /// record too large, say) is what to report: it put the transaction in the error state this
+    /// refusal (`__STATE`) comes from, and a rollback would replay it forever. Otherwise the
+    /// transaction is aborted and replayed with the same producer, which keeps the delivery
+    /// reports that may still name a permanent failure. (`produce` errors carry no transactional
+    /// flags; they are not the fatal unflagged errors of the transactional calls.)
+    fn send_failure(&self, error: KafkaError) -> CommitFailure {
+        if let Some(permanent) = self.producer.context().take_permanent() {
+            return permanent;
+        }
+        match error {
+            KafkaError::Transaction(_) => self.failure(error, false),
+            other => {
+                let code = KafkaErrorCode::of(&other);
+                CommitFailure::abortable(other.to_string()).with_code(code)
+            }
+        }
+    }
+
     pub fn is_transactional(&self) -> bool {
         self.transactional
     }
@@ -244,7 +263,7 @@ impl RecordProducer {
                     let bytes = record.value.as_ref().map_or(0, Vec::len);
                     return Err(permanent(&record.topic, bytes, code));
                 }
-                Err((error, _)) => return Err(self.failure(error, false)),
+                Err((error, _)) => return Err(self.send_failure(error)),
             }
         }
     }
