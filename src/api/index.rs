@@ -110,8 +110,6 @@ pub struct AggregationSeries {
     /// Output partition -> the end of the latest final window read from it (`i64::MIN`: records
     /// of this aggregation came from it, none final yet).
     final_ends: BTreeMap<i32, i64>,
-    /// The output topic's partition count; `None` until the reader has seen it.
-    partitions: Option<i32>,
     /// The latest start evicted: no window starting at or before it is held any more.
     evicted_through: Option<i64>,
     capacity: usize,
@@ -177,7 +175,6 @@ impl AggregateIndex {
                             groups: BTreeMap::new(),
                             starts: BTreeSet::new(),
                             final_ends: BTreeMap::new(),
-                            partitions: None,
                             evicted_through: None,
                             capacity: capacity.windows_per_aggregation.max(1),
                             rollups,
@@ -201,16 +198,6 @@ impl AggregateIndex {
 
     pub fn aggregation_names(&self) -> impl Iterator<Item = &str> {
         self.series.keys().map(String::as_str)
-    }
-
-    /// Records that `topic` has `partitions` partitions: an aggregation writing to it is final
-    /// only as far as every one of them is. Counts only grow, as Kafka's do.
-    pub fn set_partitions(&mut self, topic: &str, partitions: i32) {
-        for series in self.series.values_mut() {
-            if series.aggregation.output_topic == topic {
-                series.partitions = Some(series.partitions.unwrap_or(0).max(partitions));
-            }
-        }
     }
 
     /// [`AggregateIndex::insert_from_partition`] for a record of partition 0: for

@@ -87,11 +87,7 @@ fn follow(
                     if !partitions.is_empty() && counts != partitions {
                         tracing::info!(before = ?partitions, now = ?counts, "query API: output partitions added; reading them from the beginning");
                     }
-                    let mut index = index.lock().expect("index lock");
-                    for (topic, count) in &counts {
-                        index.set_partitions(topic, *count);
-                    }
-                    index.health.degraded = None;
+                    index.lock().expect("index lock").health.degraded = None;
                     partitions = counts;
                 }
                 Err(error) => read_failed(index, &error),

@@ -428,7 +428,6 @@ mod tests {
     #[test]
     fn complete_waits_for_the_slowest_output_partition() {
         let mut index = AggregateIndex::new(&topology());
-        index.set_partitions("out", 3);
         // Catching up: partition 0 is at minute 60, partition 1 at minute 5, partition 2 has
         // nothing final yet.
         index.insert_from_partition(0, &minute(59, true)).unwrap();
@@ -445,7 +444,6 @@ mod tests {
             format_rfc3339_ms(5 * 60_000)
         );
         // A partition added later holds nothing back until it carries the aggregation.
-        index.set_partitions("out", 4);
         assert_eq!(answer(&mut index, 0, 5)["complete"], true);
         index.insert_from_partition(3, &minute(1, false)).unwrap();
         assert_eq!(answer(&mut index, 0, 5)["complete"], false);
@@ -457,7 +455,6 @@ mod tests {
             windows_per_aggregation: 10,
         };
         let mut index = AggregateIndex::with_capacity(&topology(), capacity);
-        index.set_partitions("out", 1);
         for m in 0..30 {
             index.insert(&minute(m, true)).unwrap();
         }

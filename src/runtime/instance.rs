@@ -558,10 +558,18 @@ impl Steps {
                     .filter(move |(r, at)| !is_stale(*at, sought_at) && r.offset >= from)
                     .map(|(r, _)| r)
             };
-            let stale = records
-                .iter()
-                .filter(|(_, at)| is_stale(*at, sought_at))
-                .count();
+            // Stamps only grow along a batch: when the first record is not stale, none is.
+            let stale = if records
+                .first()
+                .is_some_and(|(_, at)| is_stale(*at, sought_at))
+            {
+                records
+                    .iter()
+                    .filter(|(_, at)| is_stale(*at, sought_at))
+                    .count()
+            } else {
+                0
+            };
             if stale > 0 {
                 StaleRecordsDropped {
                     task: id.to_string(),
