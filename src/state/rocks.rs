@@ -35,7 +35,15 @@ fn shared_write_buffer_manager() -> &'static WriteBufferManager {
     })
 }
 
+/// The options of every task database and column family: built once and copied, since each
+/// `Options::default()` makes a default table factory with its own 32 MiB block cache, which
+/// the shared one then replaces (a mapping made and unmapped at every open).
 fn options() -> Options {
+    static OPTIONS: OnceLock<Options> = OnceLock::new();
+    OPTIONS.get_or_init(build_options).clone()
+}
+
+fn build_options() -> Options {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -46,6 +54,16 @@ fn options() -> Options {
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     options.set_max_open_files(64);
     options.set_keep_log_file_num(2);
+    // eddy writes without a write-ahead log, yet RocksDB would preallocate (fallocate) a log of
+    // 1.1 write buffers and a 4 MiB manifest at every open: megabytes of zeroed pages per task on
+    // a tmpfs, extents on a disk, for files that stay nearly empty.
+    options.set_manifest_preallocation_size(64 << 10);
+    // A task's store holds a few files; opening them with 16 new threads per column family (the
+    // default) made every task open, restart and restore start spawn and join dozens of threads.
+    options.set_max_file_opening_threads(1);
+    // Each task store keeps its own LOG; at the default level every open writes the whole option
+    // set into it. Warnings and errors are what an operator looks there for.
+    options.set_log_level(rocksdb::LogLevel::Warn);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(shared_block_cache());
     // Most reads look for keys that do not exist yet (the first record of a window): bloom
@@ -81,9 +99,12 @@ impl TaskDb {
             path: path.into(),
             reason: e.to_string(),
         })?;
+        // "default" is named too: left out, the Rust binding opens it with `Options::default()`
+        // (a 64 MiB write buffer and a block cache of its own).
         let families = stores
             .iter()
             .flat_map(|s| [s.clone(), closing_family(s)])
+            .chain([rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()])
             .map(|name| ColumnFamilyDescriptor::new(name, options()));
         let db =
             DB::open_cf_descriptors(&options(), path, families).map_err(|e| StateError::Open {
@@ -227,6 +248,28 @@ impl StateBackend for RocksBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The options are built once and copied: every column family of a task database must get
+    /// them all (RocksDB writes what each one ran with into its OPTIONS file).
+    #[test]
+    fn every_column_family_opens_with_the_shared_options() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(TaskDb::open(dir.path(), &["a".into()]).unwrap());
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().starts_with("OPTIONS-"))
+            .expect("RocksDB writes its OPTIONS file");
+        let text = std::fs::read_to_string(file.path()).unwrap();
+        assert!(text.contains("max_file_opening_threads=1"), "{text}");
+        assert!(text.contains("manifest_preallocation_size=65536"));
+        let families: Vec<&str> = text.split("[CFOptions ").skip(1).collect();
+        assert_eq!(families.len(), 3, "default, a and its close-time index");
+        for section in families {
+            assert!(section.contains("write_buffer_size=4194304"), "{section}");
+            assert!(section.contains("compression=kLZ4Compression"), "{section}");
+        }
+    }
 
     #[test]
     fn writes_batches_and_scans_in_key_order() {
