@@ -255,11 +255,14 @@ fn run_seed(seed: u64) -> Outcome {
         Call::PollUnreachable,
         Call::SeekFails,
         Call::SlowRestore,
+        Call::OffsetFetchTimesOut,
     ] {
         if picker.pick(0..3) > 0 {
             let per_mille = match call {
                 Call::SendAbortable => 2 + picker.pick(0..6),
-                Call::PollUnreachable | Call::SlowRestore => 20 + picker.pick(0..200),
+                Call::PollUnreachable | Call::SlowRestore | Call::OffsetFetchTimesOut => {
+                    20 + picker.pick(0..200)
+                }
                 _ => 20 + picker.pick(0..150),
             };
             odds.push((call, per_mille as u32));

@@ -144,8 +144,10 @@ impl GroupHandle<'_> {
         timeout: Duration,
     ) -> Result<Vec<PartitionOffset>, KafkaClientError> {
         let list = super::with_retries("offset fetch", timeout, || {
-            self.consumer
-                .committed_offsets(list_of(partitions), Duration::from_secs(10))
+            self.consumer.committed_offsets(
+                list_of(partitions),
+                timeout.clamp(Duration::from_millis(100), Duration::from_secs(10)),
+            )
         })
         .map_err(|e| operation_error("offset fetch", e))?;
         Ok(list

@@ -50,9 +50,30 @@ pub struct ReadPosition {
     pub done: bool,
 }
 
-/// Reads assigned partitions until the end (the last stable offset under read_committed).
+/// Where a read stands when librdkafka reports the end of a partition (`reached`: the consumer's
+/// position). Under read_committed that end is the last stable offset, `stable`. Where it is
+/// short of the end the read was opened to (the log end), a transaction there is still open:
+/// typically the previous owner's last one, committed (its offsets are stable) with its markers
+/// not yet written to this changelog. Its records are part of the state those offsets describe,
+/// so the read goes on until the transaction completes. Once the stable offset is at the end,
+/// the read is done there, past any trailing transaction marker.
+pub(crate) fn at_partition_eof(position: &mut ReadPosition, reached: i64, stable: i64) {
+    if stable >= position.end {
+        position.next = position.next.max(reached).max(position.end);
+        position.done = true;
+    } else {
+        position.next = position.next.max(reached.min(stable));
+    }
+}
+
+/// Reads assigned partitions until the end: a changelog partition to its log end, with every
+/// transaction in it complete; other topics to their last stable offset under read_committed.
 pub struct ChangelogReader {
     consumer: BaseConsumer,
+    /// A read_uncommitted client for the log end: librdkafka lists offsets with the client's
+    /// isolation level, so the read_committed consumer's "high watermark" is the last stable
+    /// offset, short of a transaction whose markers are not written yet.
+    log_end: Option<BaseConsumer>,
 }
 
 impl ChangelogReader {
@@ -60,14 +81,23 @@ impl ChangelogReader {
         settings: &ClientSettings,
         read_committed: bool,
     ) -> Result<ChangelogReader, KafkaClientError> {
-        let consumer = settings
-            .assign_consumer(read_committed)
-            .create()
-            .map_err(|e| KafkaClientError::Create {
-                client: "restore consumer",
-                reason: e.to_string(),
-            })?;
-        Ok(ChangelogReader { consumer })
+        let create = |read_committed: bool| {
+            settings
+                .assign_consumer(read_committed)
+                .create()
+                .map_err(|e| KafkaClientError::Create {
+                    client: "restore consumer",
+                    reason: e.to_string(),
+                })
+        };
+        Ok(ChangelogReader {
+            consumer: create(read_committed)?,
+            log_end: if read_committed {
+                Some(create(false)?)
+            } else {
+                None
+            },
+        })
     }
 
     /// Reads `partitions` of `topic` from `from` (or the beginning) to their end, calling `visit` for
@@ -167,9 +197,12 @@ impl ChangelogReader {
         from: Option<i64>,
         patience: Duration,
     ) -> Result<ReadPosition, KafkaClientError> {
+        // The read goes to the log end, not to the last stable offset: a restore that follows a
+        // stable offset fetch must include the previous owner's last transaction even where its
+        // markers have not reached this changelog yet (see `at_partition_eof`).
+        let ends = self.log_end.as_ref().unwrap_or(&self.consumer);
         let (low, high) = super::with_retries("list offsets", patience, || {
-            self.consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            ends.fetch_watermarks(topic, partition, Duration::from_secs(10))
         })
         .map_err(|e| super::client_error(format!("list offsets of {topic}-{partition}"), e))?;
         let next = from.map_or(low, |f| f.max(low));
@@ -210,8 +243,7 @@ impl ChangelogReader {
             }
             match self.consumer.poll(left.min(Duration::from_millis(100))) {
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    // The end, past any transaction markers: where a later restore resumes.
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
                     let assigned = self
                         .consumer
                         .position()
@@ -224,8 +256,28 @@ impl ChangelogReader {
                             _ => None,
                         })
                         .unwrap_or(position.next);
-                    position.next = position.next.max(reached).max(position.end);
-                    position.done = true;
+                    // Under read_committed the consumer's offsets list the last stable offset.
+                    let stable = match self.consumer.fetch_watermarks(
+                        topic,
+                        partition,
+                        left.clamp(Duration::from_millis(500), Duration::from_secs(10)),
+                    ) {
+                        Ok((_, stable)) => stable,
+                        Err(error) if super::is_transient(&error) => break,
+                        Err(error) => {
+                            return Err(super::client_error(format!("reading {topic}"), error))
+                        }
+                    };
+                    at_partition_eof(position, reached, stable);
+                    if !position.done {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            stable,
+                            end = position.end,
+                            "an open transaction holds the changelog's end; waiting for it"
+                        );
+                    }
                 }
                 Some(Err(error)) if super::is_transient(&error) => {
                     tracing::warn!(%error, topic, "broker unreachable while restoring; waiting");
@@ -368,5 +420,43 @@ impl TopicTail {
     /// Like [`TopicTail::try_poll`], errors dropped: for tools that only wait for records.
     pub fn poll(&self, timeout: Duration) -> Option<ReadRecord> {
         self.try_poll(timeout).ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(next: i64, end: i64) -> ReadPosition {
+        ReadPosition {
+            next,
+            end,
+            done: false,
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_partition_below_an_open_transaction_is_not_the_end_of_the_read() {
+        // Records 0..10 committed, 10..20 the previous owner's last transaction: its offsets are
+        // stable, its marker not written here yet, so the last stable offset is 10.
+        let mut position = opened(0, 21);
+        at_partition_eof(&mut position, 10, 10);
+        assert!(
+            !position.done,
+            "the transaction's records are still to come"
+        );
+        assert_eq!(position.next, 10);
+        // The marker lands: the stable offset is the log end, past the marker.
+        at_partition_eof(&mut position, 20, 21);
+        assert!(position.done);
+        assert_eq!(position.next, 21, "a later restore resumes past the marker");
+    }
+
+    #[test]
+    fn a_read_ends_past_a_trailing_marker_the_consumer_never_delivers() {
+        let mut position = opened(0, 11);
+        at_partition_eof(&mut position, 10, 11);
+        assert!(position.done);
+        assert_eq!(position.next, 11);
     }
 }

@@ -98,12 +98,18 @@ pub(crate) enum CommitMode {
     Wait,
 }
 
+/// Records one task produced while a commit was in flight, in the order it produced them.
+struct HeldBack {
+    task: TaskId,
+    records: Vec<OutgoingRecord>,
+}
+
 pub struct CommitCoordinator {
     /// `None` while a commit holds it.
     producer: Option<Box<dyn Transaction>>,
     in_flight: Option<InFlight>,
-    /// Records produced while a commit was in flight: the next transaction's first.
-    held_back: Vec<OutgoingRecord>,
+    /// Records produced while a commit was in flight, by task: the next transaction's first.
+    held_back: Vec<HeldBack>,
     held_back_bytes: usize,
     transactions: std::sync::Arc<dyn Transactions>,
     settings: CommitSettings,
@@ -149,7 +155,11 @@ impl CommitCoordinator {
 
     /// Sends a task's records into the open transaction, or holds them back for the next one
     /// while a commit is in flight.
-    pub(crate) fn send(&mut self, output: &mut TaskOutput) -> Result<(), CommitFailure> {
+    pub(crate) fn send(
+        &mut self,
+        from: &TaskId,
+        output: &mut TaskOutput,
+    ) -> Result<(), CommitFailure> {
         for record in output.records.drain(..) {
             self.sent_since_commit = true;
             if matches!(record.kind, OutgoingKind::Aggregate { .. }) {
@@ -162,7 +172,13 @@ impl CommitCoordinator {
                 }
                 None => {
                     self.held_back_bytes += record_bytes(&record);
-                    self.held_back.push(record);
+                    match self.held_back.last_mut() {
+                        Some(last) if last.task == *from => last.records.push(record),
+                        _ => self.held_back.push(HeldBack {
+                            task: from.clone(),
+                            records: vec![record],
+                        }),
+                    }
                 }
             }
         }
@@ -209,14 +225,57 @@ impl CommitCoordinator {
         let (producer, result) = in_flight.commit.join();
         self.producer = Some(producer);
         self.commit_ended(result, in_flight.started, in_flight.oldest_append_ms, tasks)?;
-        let producer = self.producer.as_mut().expect("just handed back");
+        self.send_held_back()?;
+        if let Some(producer) = &self.producer {
+            producer.serve();
+        }
+        Ok(())
+    }
+
+    /// Starts the next transaction with the records held back while the last one committed.
+    fn send_held_back(&mut self) -> Result<(), CommitFailure> {
+        let producer = self.producer.as_mut().expect("no commit in flight");
         self.held_back_bytes = 0;
-        for record in self.held_back.drain(..) {
+        for record in self.held_back.drain(..).flat_map(|held| held.records) {
             producer.send(&record)?;
             count_emitted(&record);
         }
-        producer.serve();
         Ok(())
+    }
+
+    /// Waits up to `patience` for the commit in flight to end, and learns its outcome as
+    /// [`CommitCoordinator::settle`] does. Returns whether no commit is in flight any more.
+    pub(crate) fn settle_within(
+        &mut self,
+        tasks: &mut BTreeMap<TaskId, TaskSlot>,
+        patience: std::time::Duration,
+    ) -> Result<bool, CommitError> {
+        let deadline = Instant::now() + patience;
+        while self
+            .in_flight
+            .as_ref()
+            .is_some_and(|in_flight| !in_flight.commit.is_finished())
+        {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.settle(tasks, true)?;
+        Ok(true)
+    }
+
+    /// Forgets what `tasks` produced while the commit in flight completes: they are dropped
+    /// before it ended (a revocation that could not wait for it), their input offsets are not
+    /// committed past that commit's, so their held-back output must not reach a later one.
+    pub(crate) fn release(&mut self, tasks: &[TaskId]) {
+        self.held_back.retain(|held| !tasks.contains(&held.task));
+        self.held_back_bytes = self
+            .held_back
+            .iter()
+            .flat_map(|held| &held.records)
+            .map(record_bytes)
+            .sum();
     }
 
     /// Metrics, and on success the tasks' committed state.
@@ -309,12 +368,7 @@ impl CommitCoordinator {
                     oldest_append_ms: None,
                 }
                 .emit();
-                let producer = self.producer.as_mut().expect("created above");
-                self.held_back_bytes = 0;
-        for record in self.held_back.drain(..) {
-                    producer.send(&record)?;
-                    count_emitted(&record);
-                }
+                self.send_held_back()?;
                 Ok(true)
             }
             Some(false) => Ok(false),
@@ -339,13 +393,13 @@ impl CommitCoordinator {
         self.settle(tasks, true)?;
         let started = Instant::now();
         let mut offsets = Vec::with_capacity(tasks.len());
-        for slot in tasks.values_mut() {
+        for (id, slot) in tasks.iter_mut() {
             let mut output = TaskOutput::default();
             slot.task.flush(&mut output)?;
             slot.pending_state.append(&mut output.state);
             slot.flushed = true;
             slot.flushed_offset = slot.task.next_offset();
-            self.send(&mut output)?;
+            self.send(id, &mut output)?;
             if let Some(offset) = slot
                 .task
                 .next_offset()
@@ -796,7 +850,8 @@ mod tests {
             headers: Vec::new(),
             window_end_ms: None,
         });
-        w.coordinator.send(&mut output).unwrap();
+        let id = slot(&w).task.id.clone();
+        w.coordinator.send(&id, &mut output).unwrap();
         assert!(
             w.coordinator.needs_backpressure(1_000, long),
             "over the byte bound while the commit is in flight"
@@ -804,6 +859,137 @@ mod tests {
         assert!(w.coordinator.needs_backpressure(usize::MAX, Duration::ZERO));
         w.coordinator.settle(&mut w.tasks, true).unwrap();
         assert!(!w.coordinator.needs_backpressure(1_000, Duration::ZERO));
+    }
+
+    /// Commits that wait for a gate (the transaction coordinator unreachable) before the
+    /// simulated cluster's commit.
+    struct Gated {
+        inner: SimTransactions,
+        open: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    struct GatedTransaction {
+        inner: Box<dyn Transaction>,
+        open: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Transactions for Gated {
+        fn open(&self) -> Result<Box<dyn Transaction>, KafkaClientError> {
+            Ok(Box::new(GatedTransaction {
+                inner: self.inner.open()?,
+                open: self.open.clone(),
+            }))
+        }
+        fn transactional(&self) -> bool {
+            true
+        }
+    }
+
+    impl Transaction for GatedTransaction {
+        fn send(&mut self, record: &OutgoingRecord) -> Result<(), CommitFailure> {
+            self.inner.send(record)
+        }
+        fn serve(&self) {}
+        fn commit(
+            &mut self,
+            offsets: &[PartitionOffset],
+            membership: Option<&crate::runtime::ports::Membership>,
+        ) -> Result<(), CommitFailure> {
+            while !self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.inner.commit(offsets, membership)
+        }
+        fn abort(&mut self) -> Result<(), CommitFailure> {
+            self.inner.abort()
+        }
+        fn wait_delivered(&self) -> Result<(), KafkaClientError> {
+            Ok(())
+        }
+    }
+
+    fn aggregate_record(topic: &str, bytes: usize) -> OutgoingRecord {
+        OutgoingRecord {
+            kind: OutgoingKind::Aggregate { is_final: false },
+            topic: topic.into(),
+            partition: Some(0),
+            key: Some(vec![1]),
+            value: Some(vec![0; bytes]),
+            headers: Vec::new(),
+            window_end_ms: None,
+        }
+    }
+
+    /// A revocation cannot wait for a commit's whole retry budget. The coordinator reports the
+    /// commit still in flight after the wait it is given, and a task released meanwhile (dropped
+    /// uncommitted) leaves nothing of what it produced for the next transaction; the others'
+    /// held-back output goes on into it once the commit ends.
+    #[test]
+    fn a_commit_in_flight_is_waited_for_a_bounded_time_and_released_tasks_leave_no_output() {
+        let mut w = world(5);
+        for topic in ["released-out", "kept-out"] {
+            w.broker.create_topic(topic, 1);
+        }
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        w.coordinator = CommitCoordinator::new(
+            Arc::new(Gated {
+                inner: SimTransactions {
+                    broker: w.broker.clone(),
+                    faults: w.faults.clone(),
+                    transactional_id: "unit-gated".into(),
+                },
+                open: open.clone(),
+            }),
+            CommitSettings {
+                guarantee: ProcessingGuarantee::ExactlyOnce,
+                retry_deadline: Duration::from_secs(1),
+                background: true,
+            },
+        )
+        .unwrap();
+        w.coordinator
+            .commit(&mut w.tasks, w.input.group(), CommitMode::Background)
+            .unwrap();
+        let kept = slot(&w).task.id.clone();
+        let released = TaskId {
+            topic: "orders".into(),
+            partition: 7,
+        };
+        for (from, topic, bytes) in [
+            (&released, "released-out", 10_000),
+            (&kept, "kept-out", 100),
+        ] {
+            let mut output = crate::task::TaskOutput::default();
+            output.records.push(aggregate_record(topic, bytes));
+            w.coordinator.send(from, &mut output).unwrap();
+        }
+        let started = Instant::now();
+        assert!(!w
+            .coordinator
+            .settle_within(&mut w.tasks, Duration::from_millis(50))
+            .unwrap());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let hour = Duration::from_secs(3600);
+        assert!(w.coordinator.needs_backpressure(1_000, hour));
+        w.coordinator.release(std::slice::from_ref(&released));
+        assert!(
+            !w.coordinator.needs_backpressure(1_000, hour),
+            "the released task's held-back bytes are gone"
+        );
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(w
+            .coordinator
+            .settle_within(&mut w.tasks, Duration::from_secs(30))
+            .unwrap());
+        assert_eq!(slot(&w).committed_offset, Some(5));
+        w.coordinator
+            .commit(&mut w.tasks, w.input.group(), CommitMode::Wait)
+            .unwrap();
+        assert_eq!(w.broker.read_committed("kept-out").len(), 1);
+        assert!(
+            w.broker.read_committed("released-out").is_empty(),
+            "nothing the released task produced reaches a transaction"
+        );
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl Core {
             }
             item.slot.pending_state.append(&mut item.output.state);
             if failure.is_none() && !self.stopping() {
-                if let Err(error) = self.committer.send(&mut item.output) {
+                if let Err(error) = self.committer.send(&item.slot.task.id, &mut item.output) {
                     failure = Some(Failure::Commit(error));
                 }
             }
@@ -194,6 +194,7 @@ impl Core {
             return Ok(());
         };
         let done = restoration.step(
+            group,
             self.reader.as_ref(),
             &self.compiled.application_id,
             RESTORE_SLICE,

@@ -12,6 +12,11 @@ use crate::topology::changelog_topic;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+/// How long a revocation waits for a commit: `transaction.timeout.ms` (10 s), past which the
+/// coordinator aborts a transaction left open anyway. `max.poll.interval.ms` (300 s) bounds the
+/// whole rebalance.
+pub(crate) const REVOKE_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) struct Listener {
     pub core: Arc<Mutex<Core>>,
 }
@@ -70,20 +75,39 @@ impl Core {
     /// Partitions taken away in an orderly rebalance: every task's work is committed first (the
     /// batch on the workers included), then the revoked tasks close clean. If that fails, the
     /// failure is carried out for every task and the revoked ones are dropped with no checkpoint.
+    ///
+    /// The rebalance waits for this member, so the commit is waited for at most
+    /// [`REVOKE_COMMIT_WAIT`] at each of its two steps (the commit already in flight, then the
+    /// one covering the rest), not for a commit's whole retry budget. Past that the revoked tasks
+    /// are released uncommitted: dropped with no checkpoint and their held-back output
+    /// forgotten, while the commit goes on for the others. Whatever it does, the next owner
+    /// starts from the offsets it leaves stable, with the changelog records of the same
+    /// transaction.
     fn revoke(&mut self, group: &dyn Group, revoked: &[TaskId]) -> Result<(), crate::Error> {
         if self.stopping() {
             self.drop_tasks(revoked);
             return Ok(());
         }
-        let committed = match self.finish_batch() {
-            Some(failure) => Err(failure),
-            None => self
+        if let Some(failure) = self.finish_batch() {
+            let outcome = self.carry_out(group, failure);
+            self.drop_tasks(revoked);
+            return outcome;
+        }
+        let committed = match self
+            .committer
+            .settle_within(&mut self.tasks, REVOKE_COMMIT_WAIT)
+        {
+            Ok(true) => self
                 .committer
-                .commit(&mut self.tasks, group, CommitMode::Wait)
-                .map_err(Failure::from),
+                .commit(&mut self.tasks, group, CommitMode::Background)
+                .and_then(|()| {
+                    self.committer
+                        .settle_within(&mut self.tasks, REVOKE_COMMIT_WAIT)
+                }),
+            other => other,
         };
         match committed {
-            Ok(()) => {
+            Ok(true) => {
                 for id in revoked {
                     if let Some(slot) = self.tasks.remove(id) {
                         let ends = changelog_ends(&self.compiled, &slot, group);
@@ -92,8 +116,18 @@ impl Core {
                 }
                 Ok(())
             }
-            Err(failure) => {
-                let outcome = self.carry_out(group, failure);
+            Ok(false) => {
+                tracing::warn!(
+                    wait_s = REVOKE_COMMIT_WAIT.as_secs(),
+                    partitions = ?revoked,
+                    "a commit still in flight at a revocation; releasing the revoked tasks uncommitted"
+                );
+                self.committer.release(revoked);
+                self.drop_tasks(revoked);
+                Ok(())
+            }
+            Err(error) => {
+                let outcome = self.carry_out(group, Failure::from(error));
                 self.drop_tasks(revoked);
                 outcome
             }

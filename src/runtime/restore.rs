@@ -52,8 +52,9 @@ pub(crate) struct Restoration {
     /// When the last record was read (or the restore began): the stall clock.
     last_progress: Instant,
     last_checkpoint: Instant,
-    /// The partition's committed offset and metadata, fetched stable before the changelogs are read.
-    committed: Option<PartitionOffset>,
+    /// The partition's committed offset and metadata, fetched stable before any changelog is
+    /// opened (`None` until then).
+    committed: Option<Option<PartitionOffset>>,
 }
 
 /// `EDDY_FAILPOINT=slow_restore`: restores read 20 records per slice and pause 100 ms after
@@ -74,12 +75,6 @@ impl Restoration {
         clock: &dyn Clock,
         checkpoint_max_age: Duration,
     ) -> Result<Restoration, crate::Error> {
-        // Stable offsets first: the fetch waits until the previous owner's last transaction is
-        // complete, so its markers are in the changelogs before their ends are read below.
-        let committed = group
-            .committed(&[(id.topic.clone(), id.partition)], Duration::from_secs(30))?
-            .into_iter()
-            .next();
         let dir = compiled.task_dir(state, &id);
         let checkpoint = dir
             .as_deref()
@@ -112,7 +107,7 @@ impl Restoration {
             batch: Vec::new(),
             last_progress: clock.now(),
             last_checkpoint: clock.now(),
-            committed,
+            committed: None,
         })
     }
 
@@ -120,6 +115,7 @@ impl Restoration {
     /// changelog cannot be read, or nothing could be read for `patience` (the brokers gone).
     pub fn step(
         &mut self,
+        group: &dyn Group,
         reader: &dyn Changelog,
         application_id: &str,
         budget: Duration,
@@ -127,6 +123,9 @@ impl Restoration {
         clock: &dyn Clock,
     ) -> Result<bool, crate::Error> {
         let deadline = clock.now() + budget;
+        if self.committed.is_none() && !self.fetch_stable_offset(group, budget, patience, clock)? {
+            return Ok(false);
+        }
         loop {
             if self.current.is_none() {
                 let Some(store) = self.queue.pop_front() else {
@@ -201,6 +200,35 @@ impl Restoration {
         }
     }
 
+    /// Stable offsets first: the fetch waits until the previous owner's last transaction is
+    /// complete, so every record it wrote is in the changelogs before their ends are read (and
+    /// the read then waits for its markers, see `kafka::restore::at_partition_eof`). A fetch that
+    /// waits (an open transaction holds the offsets) is asked again at the next slice, so the
+    /// loop goes on polling and committing the running tasks meanwhile. Returns whether the
+    /// offset is known; fails once nothing came for `patience`.
+    fn fetch_stable_offset(
+        &mut self,
+        group: &dyn Group,
+        budget: Duration,
+        patience: Duration,
+        clock: &dyn Clock,
+    ) -> Result<bool, crate::Error> {
+        match group.committed(&[(self.id.topic.clone(), self.id.partition)], budget) {
+            Ok(committed) => {
+                self.committed = Some(committed.into_iter().next());
+                self.last_progress = clock.now();
+                Ok(true)
+            }
+            Err(error) if clock.now().saturating_duration_since(self.last_progress) > patience => {
+                Err(crate::Error::Kafka(error))
+            }
+            Err(error) => {
+                tracing::info!(task = %self.id, %error, "the committed offset is not stable yet; asking again");
+                Ok(false)
+            }
+        }
+    }
+
     fn store_mut(&mut self, store: &str) -> &mut crate::state::WindowStore {
         self.task.store_mut(store).expect("store of this task")
     }
@@ -270,7 +298,7 @@ impl Restoration {
     ) -> Result<TaskSlot, crate::Error> {
         let (topic, partition) = (self.id.topic.clone(), self.id.partition);
         self.task.reload()?;
-        let committed = self.committed.take();
+        let committed = self.committed.take().flatten();
         let committed_offset = committed.as_ref().and_then(|c| c.offset);
         if let Some(c) = &committed {
             self.task.restore_metadata(&c.metadata);

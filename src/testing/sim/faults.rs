@@ -24,6 +24,9 @@ pub enum Call {
     SeekFails,
     /// `Changelog::read_some` returns at most a few records (a slow restore).
     SlowRestore,
+    /// `Group::committed` times out: the stable offsets did not come within the call's timeout
+    /// (an open transaction holds them, or the coordinator is slow).
+    OffsetFetchTimesOut,
 }
 
 /// Odds per call, in thousandths.

@@ -406,6 +406,13 @@ impl Group for SimInput {
         partitions: &[(String, i32)],
         _timeout: Duration,
     ) -> Result<Vec<PartitionOffset>, KafkaClientError> {
+        if self.faults.fails(Call::OffsetFetchTimesOut) {
+            return Err(KafkaClientError::Operation {
+                operation: "offset fetch".into(),
+                reason: "simulated: the stable offsets did not come in time".into(),
+                code: None,
+            });
+        }
         let mut cluster = self.broker.lock();
         Ok(partitions
             .iter()
