@@ -21,6 +21,9 @@ pub enum Failpoint {
     FencedMidCommit,
     /// Restore slowly (20 records per slice, 100 ms apart), to outlast a transaction timeout.
     SlowRestore,
+    /// Stall one commit, between the offsets and the commit, for `EDDY_FAILPOINT_STALL_MS`
+    /// (20 s by default): the transaction coordinator unreachable under load. Fires once.
+    CoordinatorUnreachable,
 }
 
 impl Failpoint {
@@ -32,6 +35,7 @@ impl Failpoint {
             "commit_outcome_unknown" => Failpoint::CommitOutcomeUnknown,
             "fenced_mid_commit" => Failpoint::FencedMidCommit,
             "slow_restore" => Failpoint::SlowRestore,
+            "coordinator_unreachable" => Failpoint::CoordinatorUnreachable,
             _ => return None,
         })
     }
@@ -47,8 +51,18 @@ pub fn armed() -> Option<Failpoint> {
     })
 }
 
-/// Whether `point` fires at this pass: when armed, on every second pass, three times in all, so
-/// the run both fails repeatedly and makes progress.
+/// How long `coordinator_unreachable` stalls a commit.
+pub fn stall() -> std::time::Duration {
+    std::time::Duration::from_millis(
+        std::env::var("EDDY_FAILPOINT_STALL_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(20_000),
+    )
+}
+
+/// Whether `point` fires at this pass: when armed, on every second pass, three times in all (a
+/// stall once), so the run both fails repeatedly and makes progress.
 pub fn fire(point: Failpoint) -> bool {
     static PASSES: AtomicU32 = AtomicU32::new(0);
     static FIRED: AtomicU32 = AtomicU32::new(0);
@@ -56,7 +70,12 @@ pub fn fire(point: Failpoint) -> bool {
         return false;
     }
     let pass = PASSES.fetch_add(1, Ordering::Relaxed) + 1;
-    if !pass.is_multiple_of(2) || FIRED.load(Ordering::Relaxed) >= 3 {
+    let firings = if point == Failpoint::CoordinatorUnreachable {
+        1
+    } else {
+        3
+    };
+    if !pass.is_multiple_of(2) || FIRED.load(Ordering::Relaxed) >= firings {
         return false;
     }
     FIRED.fetch_add(1, Ordering::Relaxed);

@@ -14,10 +14,32 @@ mod common;
 use common::reference::reference;
 use std::time::Duration;
 
-/// Events in the backlog (plus one closing record per partition and topic).
-const BACKLOG: usize = 60_000;
+/// Events in the backlog (plus one closing record per partition and topic);
+/// `EDDY_FAULT_BACKLOG` makes it larger for a longer run.
+fn backlog() -> usize {
+    std::env::var("EDDY_FAULT_BACKLOG")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60_000)
+}
 
 fn exact_despite(failpoint: &str) {
+    exact_despite_with(failpoint, &[], |_, _| {});
+}
+
+/// Peak resident memory of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+        * 1024
+}
+
+/// `during(addr, pid)` runs once eddy started, before the output is awaited.
+fn exact_despite_with(failpoint: &str, env: &[(&str, &str)], during: impl FnOnce(&str, u32)) {
     let run = common::shipped(&failpoint.replace('_', "-"), 2);
     let config = eddy::events::GeneratorConfig {
         seed: 23,
@@ -25,22 +47,21 @@ fn exact_despite(failpoint: &str) {
         step_ms: 60.0,
         ..Default::default()
     };
-    let events = common::generate(BACKLOG, 2, &run.orders, &run.analytics, config);
+    let events = common::generate(backlog(), 2, &run.orders, &run.analytics, config);
     let expected = reference(&run.topology, &events);
     common::produce_partitioned(&events);
     let app = common::unique("faults");
     let addr = format!("127.0.0.1:{}", common::free_port());
-    let eddy = run.start(
-        &app,
-        "a",
-        vec![
-            ("EDDY_FAILPOINT".into(), failpoint.into()),
-            ("EDDY__HTTP__LISTEN".into(), addr.clone()),
-            // Short commit intervals: the failpoint fires on every second commit, so all three
-            // firings land while most of the backlog is still waiting.
-            ("EDDY__COMMIT_INTERVAL_MS".into(), "50".into()),
-        ],
-    );
+    let mut variables = vec![
+        ("EDDY_FAILPOINT".into(), failpoint.into()),
+        ("EDDY__HTTP__LISTEN".into(), addr.clone()),
+        // Short commit intervals: the failpoint fires on every second commit, so all three
+        // firings land while most of the backlog is still waiting.
+        ("EDDY__COMMIT_INTERVAL_MS".into(), "50".into()),
+    ];
+    variables.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let eddy = run.start(&app, "a", variables);
+    during(&addr, eddy.child.id());
     let outputs = run.outputs();
     common::wait_for_exact(&expected, &outputs, &eddy);
     let metric = |name: &str| common::counter_sum(&addr, name, "");
@@ -58,8 +79,9 @@ fn exact_despite(failpoint: &str) {
         })
         .sum();
     println!(
-        "{failpoint}: {aborted} transactions aborted, {rewound} offsets rewound, {stale} polled records dropped as stale, {consumed_input} input records consumed for {} events",
-        events.len()
+        "{failpoint}: {aborted} transactions aborted, {rewound} offsets rewound, {stale} polled records dropped as stale, {consumed_input} input records consumed for {} events; peak RSS {:.1} MB",
+        events.len(),
+        peak_rss(eddy.child.id()) as f64 / 1e6
     );
     assert!(
         aborted >= 1.0 && rewound >= 1.0,
@@ -86,4 +108,30 @@ fn commit_fault_the_commit_outcome_is_unknown() {
 #[test]
 fn commit_fault_the_producer_is_fenced_mid_commit() {
     exact_despite("fenced_mid_commit");
+}
+
+/// The transaction coordinator unreachable under load: one commit hangs for 15 s, its
+/// transaction open past `transaction.timeout.ms` (10 s), so the broker aborts it. Meanwhile the
+/// loop must stop fetching (backpressure) instead of holding back output and state for as long
+/// as the commit hangs: the consumed-records counter stands still while the commit is stalled.
+/// Then the commit fails, everything rolls back, and the output is still exact.
+#[test]
+fn commit_fault_the_coordinator_is_unreachable_past_the_transaction_timeout() {
+    exact_despite_with(
+        "coordinator_unreachable",
+        &[("EDDY_FAILPOINT_STALL_MS", "15000")],
+        |addr, pid| {
+            let engaged = || common::counter_sum(addr, "eddy_commit_backpressure_total", "");
+            common::wait_for("backpressure", Duration::from_secs(60), || engaged() >= 1.0);
+            let consumed = || common::counter_sum(addr, "eddy_records_consumed_total", "");
+            let before = consumed();
+            std::thread::sleep(Duration::from_secs(3));
+            let after = consumed();
+            println!(
+                "stalled commit: {before} records consumed when backpressure engaged, {after} 3 s later; peak RSS {:.1} MB",
+                peak_rss(pid) as f64 / 1e6
+            );
+            assert_eq!(before, after, "fetching pauses while the commit is stalled");
+        },
+    );
 }

@@ -431,6 +431,17 @@ impl RecordProducer {
                 "EDDY_FAILPOINT=commit_outcome_unknown",
             ))));
         }
+        if fire(Failpoint::CoordinatorUnreachable) {
+            // The commit hangs as it would with the transaction coordinator unreachable, the
+            // transaction open with its records and offsets, past `transaction.timeout.ms`: the
+            // broker then aborts it and the commit fails, while the loop goes on meanwhile.
+            let stall = crate::failpoint::stall();
+            tracing::warn!(
+                seconds = stall.as_secs_f64(),
+                "EDDY_FAILPOINT=coordinator_unreachable: the commit stalls"
+            );
+            std::thread::sleep(stall);
+        }
         if fire(Failpoint::FencedMidCommit) {
             // Another producer with this transactional id fences this one before it commits.
             let fencer = RecordProducer::new(&self.settings, self.transactional_id.as_deref());
