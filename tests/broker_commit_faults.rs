@@ -87,7 +87,13 @@ fn exact_despite_with(failpoint: &str, env: &[(&str, &str)], during: impl FnOnce
         aborted >= 1.0 && rewound >= 1.0,
         "the failpoint must roll back work in flight: {aborted} aborted, {rewound} offsets rewound"
     );
-    assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
+    let log = eddy.log.clone();
+    let code = eddy.stop(Duration::from_secs(60));
+    if let Ok(path) = std::env::var("EDDY_FAULT_LOG") {
+        // Keeps eddy's log of a long run (`EDDY_FAULT_LOG=<file>`).
+        std::fs::copy(&log, path).unwrap();
+    }
+    assert_eq!(code, 0);
 }
 
 #[test]
@@ -119,7 +125,11 @@ fn commit_fault_the_producer_is_fenced_mid_commit() {
 fn commit_fault_the_coordinator_is_unreachable_past_the_transaction_timeout() {
     exact_despite_with(
         "coordinator_unreachable",
-        &[("EDDY_FAILPOINT_STALL_MS", "15000")],
+        &[(
+            "EDDY_FAILPOINT_STALL_MS",
+            // `EDDY_FAULT_STALL_MS` stalls longer (the 60 s of the recovery-path issue).
+            &std::env::var("EDDY_FAULT_STALL_MS").unwrap_or_else(|_| "15000".into()),
+        )],
         |addr, pid| {
             let engaged = || common::counter_sum(addr, "eddy_commit_backpressure_total", "");
             common::wait_for("backpressure", Duration::from_secs(60), || engaged() >= 1.0);
