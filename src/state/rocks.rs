@@ -61,6 +61,8 @@ fn build_options() -> Options {
     // A task's store holds a few files; opening them with 16 new threads per column family (the
     // default) made every task open, restart and restore start spawn and join dozens of threads.
     options.set_max_file_opening_threads(1);
+    // Opening a task reads no SST just to refresh statistics.
+    options.set_skip_stats_update_on_db_open(true);
     // Each task store keeps its own LOG; at the default level every open writes the whole option
     // set into it. Warnings and errors are what an operator looks there for.
     options.set_log_level(rocksdb::LogLevel::Warn);
@@ -91,6 +93,8 @@ fn closing_family(store: &str) -> String {
 pub struct TaskDb {
     db: Arc<DB>,
     path: PathBuf,
+    /// Every column family opened (the stores' values and close-time indexes).
+    families: Vec<String>,
 }
 
 impl TaskDb {
@@ -101,19 +105,25 @@ impl TaskDb {
         })?;
         // "default" is named too: left out, the Rust binding opens it with `Options::default()`
         // (a 64 MiB write buffer and a block cache of its own).
-        let families = stores
+        let families: Vec<String> = stores
             .iter()
             .flat_map(|s| [s.clone(), closing_family(s)])
+            .collect();
+        let descriptors = families
+            .iter()
+            .cloned()
             .chain([rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()])
             .map(|name| ColumnFamilyDescriptor::new(name, options()));
-        let db =
-            DB::open_cf_descriptors(&options(), path, families).map_err(|e| StateError::Open {
+        let db = DB::open_cf_descriptors(&options(), path, descriptors).map_err(|e| {
+            StateError::Open {
                 path: path.into(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(TaskDb {
             db: Arc::new(db),
             path: path.into(),
+            families,
         })
     }
 
@@ -138,17 +148,22 @@ impl TaskDb {
 
     /// Flushes memtables so the files on disk hold every write (before writing a checkpoint).
     pub fn flush(&self) -> Result<(), StateError> {
-        let names: Vec<String> = DB::list_cf(&options(), &self.path).unwrap_or_default();
-        for name in names {
-            if let Some(cf) = self.db.cf_handle(&name) {
-                self.db.flush_cf(cf).map_err(|e| StateError::Io {
-                    store: name.clone(),
-                    operation: "flush",
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        Ok(())
+        // One flush of every family, waited for once.
+        let families: Vec<_> = self
+            .families
+            .iter()
+            .filter_map(|name| self.db.cf_handle(name))
+            .collect();
+        self.db
+            .flush_cfs_opt(
+                &families.iter().collect::<Vec<_>>(),
+                &rocksdb::FlushOptions::default(),
+            )
+            .map_err(|e| StateError::Io {
+                store: self.families.join(","),
+                operation: "flush",
+                reason: e.to_string(),
+            })
     }
 
     pub fn path(&self) -> &Path {
