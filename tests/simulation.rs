@@ -45,6 +45,8 @@ struct Simulation {
     topics: Vec<String>,
     partitions: HashMap<String, i32>,
     slots: Vec<Slot>,
+    /// How many turns a commit stays in flight before its outcome is learned.
+    commit_reported_after: u32,
     /// What happened, for the report of a failing seed.
     trace: Vec<String>,
     _dir: tempfile::TempDir,
@@ -90,6 +92,7 @@ impl Simulation {
             topics,
             partitions,
             slots,
+            commit_reported_after: 0,
             trace: Vec::new(),
             _dir: dir,
         }
@@ -116,6 +119,7 @@ impl Simulation {
                 guarantee: eddy::config::ProcessingGuarantee::ExactlyOnce,
                 retry_deadline: Duration::from_secs(5),
                 background: false,
+                inline_reported_after: self.commit_reported_after,
             },
             options: LoopOptions {
                 commit_interval: Duration::from_millis(100),
@@ -268,8 +272,12 @@ fn run_seed(seed: u64) -> Outcome {
             odds.push((call, per_mille as u32));
         }
     }
+    // Commits stay in flight for up to a few turns: output is held back, revocations and
+    // rollbacks meet a commit whose outcome is not known yet.
+    sim.commit_reported_after = picker.pick(0..4) as u32;
     sim.trace.push(format!(
-        "{instances} instances, {count} events, odds {odds:?}"
+        "{instances} instances, {count} events, commits reported after {} asks, odds {odds:?}",
+        sim.commit_reported_after
     ));
     sim.faults.arm(FaultOdds(odds));
     // Part of the input waits before anything starts: the first polls are full.

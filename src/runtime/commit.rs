@@ -53,17 +53,27 @@ struct InFlight {
 type Committed = (Box<dyn Transaction>, Result<(), CommitFailure>);
 
 /// Where a commit runs: on the commit thread, or (the simulator, for determinism) already done on
-/// the loop's thread, its outcome learned at the next settle like a background one.
+/// the loop's thread, its outcome reported once `is_finished` was asked `reported_after` times,
+/// like a background one still in flight for that many turns.
 enum CommitRun {
     Thread(JoinHandle<Committed>),
-    Done(Committed),
+    Done {
+        committed: Committed,
+        reported_after: std::sync::atomic::AtomicU32,
+    },
 }
 
 impl CommitRun {
     fn is_finished(&self) -> bool {
         match self {
             CommitRun::Thread(handle) => handle.is_finished(),
-            CommitRun::Done(_) => true,
+            CommitRun::Done { reported_after, .. } => reported_after
+                .fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |left| left.checked_sub(1),
+                )
+                .is_err(),
         }
     }
 
@@ -73,7 +83,7 @@ impl CommitRun {
                 Ok(done) => done,
                 Err(panic) => std::panic::resume_unwind(panic),
             },
-            CommitRun::Done(done) => done,
+            CommitRun::Done { committed, .. } => committed,
         }
     }
 }
@@ -87,6 +97,9 @@ pub struct CommitSettings {
     /// Whether exactly-once commits complete on a commit thread while the loop goes on (`false`:
     /// on the loop's thread, for deterministic simulation).
     pub background: bool,
+    /// Without `background`: how many times the outcome of a commit is asked for before it is
+    /// reported (the simulator's commits in flight across loop turns).
+    pub inline_reported_after: u32,
 }
 
 /// Whether [`CommitCoordinator::commit`] returns before the transaction completed.
@@ -197,8 +210,11 @@ impl CommitCoordinator {
         max_bytes: usize,
         max_time: std::time::Duration,
     ) -> bool {
+        // An inline commit (the simulator) is in flight for a number of turns, not of seconds:
+        // only its bytes count, so a seed replays the same whatever the machine's speed.
         self.in_flight.as_ref().is_some_and(|in_flight| {
-            self.held_back_bytes > max_bytes || in_flight.started.elapsed() > max_time
+            self.held_back_bytes > max_bytes
+                || (self.settings.background && in_flight.started.elapsed() > max_time)
         })
     }
 
@@ -251,12 +267,12 @@ impl CommitCoordinator {
         patience: std::time::Duration,
     ) -> Result<bool, CommitError> {
         let deadline = Instant::now() + patience;
-        while self
-            .in_flight
-            .as_ref()
-            .is_some_and(|in_flight| !in_flight.commit.is_finished())
-        {
-            if Instant::now() >= deadline {
+        while let Some(in_flight) = &self.in_flight {
+            if in_flight.commit.is_finished() {
+                break;
+            }
+            // An inline commit (the simulator) moves on only when asked again, at a later turn.
+            if !self.settings.background || Instant::now() >= deadline {
                 return Ok(false);
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -455,7 +471,10 @@ impl CommitCoordinator {
                     )
                 } else {
                     let result = producer.commit(&offsets, membership.as_ref());
-                    CommitRun::Done((producer, result))
+                    CommitRun::Done {
+                        committed: (producer, result),
+                        reported_after: self.settings.inline_reported_after.into(),
+                    }
                 };
                 self.in_flight = Some(InFlight {
                     commit,
@@ -682,6 +701,7 @@ mod tests {
                 guarantee: ProcessingGuarantee::ExactlyOnce,
                 retry_deadline: Duration::from_secs(1),
                 background: false,
+                inline_reported_after: 0,
             },
         )
         .unwrap();
@@ -944,6 +964,7 @@ mod tests {
                 guarantee: ProcessingGuarantee::ExactlyOnce,
                 retry_deadline: Duration::from_secs(1),
                 background: true,
+                inline_reported_after: 0,
             },
         )
         .unwrap();

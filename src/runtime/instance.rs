@@ -101,6 +101,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
             guarantee: config.processing_guarantee,
             retry_deadline: settings.retry_deadline,
             background: true,
+            inline_reported_after: 0,
         },
         options: LoopOptions::from_config(&config),
         clock: Arc::new(SystemClock),
