@@ -876,7 +876,10 @@ mod tests {
             w.coordinator.needs_backpressure(1_000, long),
             "over the byte bound while the commit is in flight"
         );
-        assert!(w.coordinator.needs_backpressure(usize::MAX, Duration::ZERO));
+        assert!(
+            !w.coordinator.needs_backpressure(usize::MAX, Duration::ZERO),
+            "an inline commit is in flight for turns, not seconds"
+        );
         w.coordinator.settle(&mut w.tasks, true).unwrap();
         assert!(!w.coordinator.needs_backpressure(1_000, Duration::ZERO));
     }
@@ -991,6 +994,10 @@ mod tests {
             .unwrap());
         assert!(started.elapsed() < Duration::from_secs(5));
         let hour = Duration::from_secs(3600);
+        assert!(
+            w.coordinator.needs_backpressure(usize::MAX, Duration::ZERO),
+            "a commit on the commit thread asks for backpressure past the time bound"
+        );
         assert!(w.coordinator.needs_backpressure(1_000, hour));
         w.coordinator.release(std::slice::from_ref(&released));
         assert!(
