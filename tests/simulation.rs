@@ -14,6 +14,7 @@
 mod common;
 
 use common::reference::{reference, verify, Produced};
+use eddy::runtime::ports::Clock;
 use eddy::runtime::{CommitSettings, Instance, InstanceParts, LoopOptions};
 use eddy::task::{CompiledTopology, StateLocation};
 use eddy::testing::sim::{
@@ -47,6 +48,8 @@ struct Simulation {
     slots: Vec<Slot>,
     /// How many turns a commit stays in flight before its outcome is learned.
     commit_reported_after: u32,
+    /// `task_timeout_ms` of the instances.
+    task_timeout: Duration,
     /// What happened, for the report of a failing seed.
     trace: Vec<String>,
     _dir: tempfile::TempDir,
@@ -93,6 +96,7 @@ impl Simulation {
             partitions,
             slots,
             commit_reported_after: 0,
+            task_timeout: Duration::from_secs(300),
             trace: Vec::new(),
             _dir: dir,
         }
@@ -127,7 +131,7 @@ impl Simulation {
                 wall_clock_close_ms: 0,
                 num_threads: 1,
                 repartition_purge_interval_ms: 1,
-                task_timeout: Duration::from_secs(300),
+                task_timeout: self.task_timeout,
                 state_cleanup_delay: Duration::from_secs(600),
                 checkpoint_max_age: Duration::from_secs(86_400),
             },
@@ -260,13 +264,15 @@ fn run_seed(seed: u64) -> Outcome {
         Call::SeekFails,
         Call::SlowRestore,
         Call::OffsetFetchTimesOut,
+        Call::ChangelogUnreachable,
     ] {
         if picker.pick(0..3) > 0 {
             let per_mille = match call {
                 Call::SendAbortable => 2 + picker.pick(0..6),
-                Call::PollUnreachable | Call::SlowRestore | Call::OffsetFetchTimesOut => {
-                    20 + picker.pick(0..200)
-                }
+                Call::PollUnreachable
+                | Call::SlowRestore
+                | Call::OffsetFetchTimesOut
+                | Call::ChangelogUnreachable => 20 + picker.pick(0..200),
                 _ => 20 + picker.pick(0..150),
             };
             odds.push((call, per_mille as u32));
@@ -531,5 +537,48 @@ fn a_stop_decided_while_revoking_commits_nothing_past_the_poison_record() {
         sim.broker.committed_offset(&poisoned.0, 0),
         before,
         "nothing committed past the poison record"
+    );
+}
+
+/// A restore that reads nothing (the changelog's broker away) is waited out by the failure
+/// executor, like unreachable brokers: the loop goes on turning for up to `task_timeout_ms` of
+/// it, then the instance stops naming what the restore was waiting for.
+#[test]
+fn a_restore_that_reads_nothing_is_waited_out_then_stops_naming_it() {
+    let mut sim = Simulation::new(41, 1);
+    sim.task_timeout = Duration::from_secs(5);
+    let config = eddy::events::GeneratorConfig {
+        seed: 41,
+        ..Default::default()
+    };
+    let events = common::generate(60, PARTITIONS, &sim.inputs[0], &sim.inputs[1], config);
+    sim.produce(&events);
+    sim.start(0);
+    for _ in 0..200 {
+        sim.turn(0);
+    }
+    assert!(sim.broker.committed_offset(&sim.inputs[0], 0).is_some());
+    // kill -9 without local state: every store is restored from its changelog on restart.
+    sim.crash(0, false);
+    sim.faults
+        .arm(FaultOdds(vec![(Call::ChangelogUnreachable, 1000)]));
+    sim.start(0);
+    let instance = sim.slots[0].running.as_mut().unwrap();
+    let started = sim.clock.now();
+    let error = loop {
+        sim.clock.advance(Duration::from_millis(100));
+        match instance.turn() {
+            Ok(()) => assert!(
+                sim.clock.now().saturating_duration_since(started) <= Duration::from_secs(6),
+                "still turning past the task timeout"
+            ),
+            Err(error) => break error,
+        }
+    };
+    let waited = sim.clock.now().saturating_duration_since(started);
+    assert!(waited > Duration::from_secs(5), "stopped after {waited:?}");
+    assert!(
+        error.to_string().contains("listing the offsets"),
+        "names what it waited for: {error}"
     );
 }

@@ -4,8 +4,9 @@
 
 use super::commit::CommitCoordinator;
 use super::failure::Failure;
+use super::failure::Waiting;
 use super::ports::{Changelog, Clock, Group};
-use super::restore::Restoration;
+use super::restore::{Restoration, Slice};
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
 use super::worker_pool::{InFlight, TaskWork};
@@ -37,8 +38,8 @@ pub(crate) struct Core {
     /// The batch the workers are processing while the loop polls the next one. Its tasks are out
     /// of `tasks` until [`Core::finish_batch`]; everything that needs every task finishes it first.
     pub in_flight: Option<BatchInFlight>,
-    /// Since when the consumer has found the brokers unreachable.
-    pub unreachable_since: Option<Instant>,
+    /// Since when each kind of transient trouble has lasted (see [`Core::carry_out`]).
+    pub waiting_since: BTreeMap<Waiting, Instant>,
     /// `task_timeout_ms`: how long retriable failures may last before the instance stops.
     pub task_timeout: Duration,
     /// What time it is (the simulator's own clock under simulation).
@@ -160,6 +161,7 @@ impl Core {
             if let Some(restoration) = self.restoring.take() {
                 restoration.suspend(self.reader.as_ref());
             }
+            self.recovered(Waiting::Restore);
         }
         self.export_restoring();
     }
@@ -171,11 +173,8 @@ impl Core {
     }
 
     /// Starts the next pending restore, and restores for a slice of time; a finished task starts.
-    pub fn restore_some(
-        &mut self,
-        group: &dyn Group,
-        patience: Duration,
-    ) -> Result<(), crate::Error> {
+    /// A slice that read nothing is handed to the failure executor to wait out.
+    pub fn restore_some(&mut self, group: &dyn Group) -> Result<(), crate::Error> {
         if self.restoring.is_none() {
             if let Some((topic, partition)) = self.pending.pop_first() {
                 let id = TaskId { topic, partition };
@@ -193,18 +192,24 @@ impl Core {
         let Some(restoration) = self.restoring.as_mut() else {
             return Ok(());
         };
-        let done = restoration.step(
+        let slice = restoration.step(
             group,
             self.reader.as_ref(),
             &self.compiled.application_id,
             RESTORE_SLICE,
-            patience,
             self.clock.as_ref(),
         )?;
-        if done {
-            let restoration = self.restoring.take().expect("checked above");
-            let slot = restoration.finish(group, &self.seeks, self.clock.as_ref())?;
-            self.tasks.insert(slot.task.id.clone(), slot);
+        match slice {
+            Slice::Done => {
+                self.recovered(Waiting::Restore);
+                let restoration = self.restoring.take().expect("checked above");
+                let slot = restoration.finish(group, &self.seeks, self.clock.as_ref())?;
+                self.tasks.insert(slot.task.id.clone(), slot);
+            }
+            Slice::Progressed => self.recovered(Waiting::Restore),
+            Slice::Stalled(waiting_for) => {
+                self.carry_out(group, Failure::RestoreStalled(waiting_for))?
+            }
         }
         self.export_restoring();
         Ok(())

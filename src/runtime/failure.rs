@@ -11,6 +11,7 @@
 //! | commit: outcome unknown (not retriable, not abortable, or retriable past `task_timeout_ms`) | fence with a new producer, read the committed offsets, apply or roll back |
 //! | commit or send: a record the broker never accepts (size, ACL, topic gone) | abort, stop |
 //! | consumer: brokers unreachable | wait (readiness false), stop past `task_timeout_ms` |
+//! | restore: a slice read nothing (a changelog's broker away, an offset not stable yet) | wait, stop past `task_timeout_ms` of it |
 //! | consumer: fatal (fenced static member) | abort, stop |
 //! | consumer: anything else | log and go on (librdkafka recovers) |
 //! | processing: a record that fails under `on_decode_error = "fail"` | abort, stop at once |
@@ -29,8 +30,18 @@ pub(crate) enum Failure {
     Consumer(KafkaClientError),
     Processing(TaskError),
     State(StateError),
+    /// A restore slice read nothing; what it waits for.
+    RestoreStalled(String),
     /// Anything that stops the instance outright (a restore that cannot go on).
     Other(crate::Error),
+}
+
+/// Transient trouble waited out, each with its own clock: the consumer finding no broker, a
+/// restore reading nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Waiting {
+    Consume,
+    Restore,
 }
 
 /// What to do about a [`Failure`].
@@ -63,7 +74,9 @@ pub(crate) fn decide(failure: &Failure) -> Decision {
             CommitFailureKind::Permanent => Decision::Stop { abort: true },
             CommitFailureKind::Unknown => Decision::LearnOutcome,
         },
-        Failure::Consumer(KafkaClientError::Unreachable { .. }) => Decision::Wait,
+        Failure::Consumer(KafkaClientError::Unreachable { .. }) | Failure::RestoreStalled(_) => {
+            Decision::Wait
+        }
         Failure::Consumer(KafkaClientError::Fatal { .. }) => Decision::Stop { abort: true },
         Failure::Consumer(_) => Decision::Ignore,
         Failure::Processing(_) | Failure::State(_) | Failure::Other(_) => {
@@ -104,10 +117,16 @@ impl Core {
                 tracing::warn!(?failure, "going on after a failure");
                 Ok(())
             }
-            Decision::Wait => {
-                tracing::warn!(?failure, "broker unreachable; waiting");
-                self.brokers_unreachable()
-            }
+            Decision::Wait => match failure {
+                Failure::RestoreStalled(waiting_for) => {
+                    tracing::debug!(waiting_for, "restore read nothing this slice; waiting");
+                    self.wait_out(Waiting::Restore, waiting_for)
+                }
+                failure => {
+                    tracing::warn!(?failure, "broker unreachable; waiting");
+                    self.wait_out(Waiting::Consume, "consume".into())
+                }
+            },
             Decision::RollBack { new_producer } => {
                 tracing::warn!(?failure, "rolling back to the last commit");
                 // A commit still in flight ends first. If it failed too, its failure is carried
@@ -176,18 +195,19 @@ impl Core {
         Err(error)
     }
 
-    /// The consumer reached the brokers again.
-    pub fn brokers_reachable(&mut self) {
-        self.unreachable_since = None;
+    /// The trouble `what` is over (the consumer reached a broker, a restore read again).
+    pub fn recovered(&mut self, what: Waiting) {
+        self.waiting_since.remove(&what);
     }
 
-    /// The brokers are unreachable: fine for up to `task_timeout_ms`, then stop.
-    fn brokers_unreachable(&mut self) -> Result<(), crate::Error> {
+    /// Transient trouble: fine for up to `task_timeout_ms` in a row, then stop, naming what
+    /// was being done.
+    fn wait_out(&mut self, what: Waiting, operation: String) -> Result<(), crate::Error> {
         let now = self.clock.now();
-        let since = *self.unreachable_since.get_or_insert(now);
+        let since = *self.waiting_since.entry(what).or_insert(now);
         if now.saturating_duration_since(since) > self.task_timeout {
             let error = crate::Error::Kafka(KafkaClientError::GaveUp {
-                operation: "consume".into(),
+                operation,
                 seconds: self.task_timeout.as_secs(),
             });
             return self.stop_with(error, true);
@@ -214,6 +234,10 @@ impl Failure {
                 offset,
                 reason,
             },
+            Failure::RestoreStalled(waiting_for) => crate::Error::Kafka(KafkaClientError::GaveUp {
+                operation: waiting_for,
+                seconds: 0,
+            }),
             Failure::Other(error) => error,
         }
     }

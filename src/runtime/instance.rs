@@ -14,7 +14,7 @@ use super::commit::CommitMode;
 use super::commit::CommitSettings;
 use super::copied_records::CopiedRecords;
 use super::core::{lock, BatchInFlight, Core, StopDecided};
-use super::failure::{abort_when_stopping, Failure};
+use super::failure::{abort_when_stopping, Failure, Waiting};
 use super::kafka_ports::{KafkaListener, KafkaTransactions};
 use super::loop_clock::{LoopClock, Phase};
 use super::ports::{
@@ -217,7 +217,7 @@ impl<I: Input> Instance<I> {
             seeks: seeks.clone(),
             stop: None,
             in_flight: None,
-            unreachable_since: None,
+            waiting_since: Default::default(),
             task_timeout: options.task_timeout,
             checkpoint_max_age: options.checkpoint_max_age,
             clock: clock.clone(),
@@ -359,9 +359,13 @@ impl Steps {
         let core = &mut *guard;
         let group = input.group();
         take_stop(core)?;
-        let patience = core.task_timeout;
-        if let Err(error) = core.restore_some(group, patience) {
-            core.carry_out(group, Failure::Other(error))?;
+        if let Err(error) = core.restore_some(group) {
+            // Stops (or, if a stop was decided meanwhile, is already the stop).
+            if !core.stopping() {
+                core.carry_out(group, Failure::Other(error))?;
+            } else {
+                return Err(error);
+            }
         }
         self.clock.enter(Phase::Other);
         for slot in core.tasks.values_mut() {
@@ -439,7 +443,7 @@ impl Steps {
             core.carry_out(group, Failure::Consumer(error))?;
         }
         if !unreachable {
-            core.brokers_reachable();
+            core.recovered(Waiting::Consume);
         }
         self.health.set_degraded(unreachable);
         self.clock.enter(Phase::Commit);

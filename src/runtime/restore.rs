@@ -13,7 +13,7 @@
 use super::ports::{Changelog, Clock, Group};
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
-use crate::kafka::{PartitionOffset, ReadPosition};
+use crate::kafka::{KafkaClientError, PartitionOffset, ReadPosition};
 use crate::state::{Checkpoint, StoreWrite, TaskDb};
 use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
 use crate::telemetry::events::StoreRestored;
@@ -26,6 +26,18 @@ use std::time::{Duration, Instant};
 const PROGRESS_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// Records written to RocksDB per batch.
 const WRITE_BATCH: usize = 10_000;
+
+/// What a restore slice did. A slice that read nothing is [`Slice::Stalled`]: the failure
+/// executor ([`super::failure`]) waits that out, up to `task_timeout_ms`, like unreachable brokers.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Slice {
+    /// Every store is restored.
+    Done,
+    /// Records were read (or a store finished), more to come.
+    Progressed,
+    /// Nothing came: what the restore is waiting for.
+    Stalled(String),
+}
 
 /// One store being read from its changelog.
 struct StoreRestore {
@@ -49,8 +61,6 @@ pub(crate) struct Restoration {
     /// Where each store's local files stand in its changelog: the progress checkpoint.
     positions: BTreeMap<String, i64>,
     batch: Vec<StoreWrite>,
-    /// When the last record was read (or the restore began): the stall clock.
-    last_progress: Instant,
     last_checkpoint: Instant,
     /// The partition's committed offset and metadata, fetched stable before any changelog is
     /// opened (`None` until then).
@@ -105,36 +115,52 @@ impl Restoration {
             current: None,
             positions,
             batch: Vec::new(),
-            last_progress: clock.now(),
             last_checkpoint: clock.now(),
             committed: None,
         })
     }
 
-    /// Restores for up to `budget`. Returns whether every store is restored. Fails when the
-    /// changelog cannot be read, or nothing could be read for `patience` (the brokers gone).
+    /// Restores for up to `budget`. Fails when a changelog cannot be read for a reason waiting
+    /// does not cure; a broker briefly away makes the slice [`Slice::Stalled`].
     pub fn step(
         &mut self,
         group: &dyn Group,
         reader: &dyn Changelog,
         application_id: &str,
         budget: Duration,
-        patience: Duration,
         clock: &dyn Clock,
-    ) -> Result<bool, crate::Error> {
+    ) -> Result<Slice, crate::Error> {
         let deadline = clock.now() + budget;
-        if self.committed.is_none() && !self.fetch_stable_offset(group, budget, patience, clock)? {
-            return Ok(false);
+        if self.committed.is_none() && !self.fetch_stable_offset(group, budget) {
+            return Ok(Slice::Stalled(format!(
+                "the stable committed offset of {}",
+                self.id
+            )));
         }
+        let mut progressed = false;
         loop {
             if self.current.is_none() {
                 let Some(store) = self.queue.pop_front() else {
-                    return Ok(true);
+                    return Ok(Slice::Done);
                 };
                 let changelog = changelog_topic(application_id, &store);
                 let resumed_from = self.positions.get(&store).copied();
-                let position =
-                    reader.open_partition(&changelog, self.id.partition, resumed_from, patience)?;
+                let position = match reader.open_partition(
+                    &changelog,
+                    self.id.partition,
+                    resumed_from,
+                    budget,
+                ) {
+                    Ok(position) => position,
+                    Err(error @ KafkaClientError::Unreachable { .. }) => {
+                        tracing::warn!(task = %self.id, %error, "could not open a changelog; trying again");
+                        self.queue.push_front(store);
+                        return Ok(Slice::Stalled(format!(
+                            "listing the offsets of {changelog}"
+                        )));
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 if let Some(offset) = resumed_from.filter(|o| *o > 0) {
                     tracing::info!(task = %self.id, store, offset, end = position.end, "store restore resumes from its checkpoint");
                 }
@@ -166,19 +192,8 @@ impl Restoration {
                 },
             )?;
             current.records += read as u64;
-            if read > 0 || current.position.done {
-                self.last_progress = clock.now();
-            } else if clock.now().saturating_duration_since(self.last_progress) > patience {
-                return Err(crate::Error::Kafka(
-                    crate::kafka::KafkaClientError::GaveUp {
-                        operation: format!(
-                            "restoring {} from {}",
-                            current.store, current.changelog
-                        ),
-                        seconds: patience.as_secs(),
-                    },
-                ));
-            }
+            progressed |= read > 0 || current.position.done;
+            let waiting_for = format!("restoring {} from {}", current.store, current.changelog);
             if self.batch.len() >= WRITE_BATCH || current.position.done {
                 self.write_batch()?;
             }
@@ -190,12 +205,16 @@ impl Restoration {
                 self.last_checkpoint = clock.now();
                 self.checkpoint_progress()?;
             }
+            let slice_over = slow_restore() || clock.now() >= deadline;
             if slow_restore() {
                 std::thread::sleep(Duration::from_millis(100));
-                return Ok(false);
             }
-            if clock.now() >= deadline {
-                return Ok(false);
+            if slice_over {
+                return Ok(if progressed {
+                    Slice::Progressed
+                } else {
+                    Slice::Stalled(waiting_for)
+                });
             }
         }
     }
@@ -205,26 +224,16 @@ impl Restoration {
     /// the read then waits for its markers, see `kafka::restore::at_partition_eof`). A fetch that
     /// waits (an open transaction holds the offsets) is asked again at the next slice, so the
     /// loop goes on polling and committing the running tasks meanwhile. Returns whether the
-    /// offset is known; fails once nothing came for `patience`.
-    fn fetch_stable_offset(
-        &mut self,
-        group: &dyn Group,
-        budget: Duration,
-        patience: Duration,
-        clock: &dyn Clock,
-    ) -> Result<bool, crate::Error> {
+    /// offset is known.
+    fn fetch_stable_offset(&mut self, group: &dyn Group, budget: Duration) -> bool {
         match group.committed(&[(self.id.topic.clone(), self.id.partition)], budget) {
             Ok(committed) => {
                 self.committed = Some(committed.into_iter().next());
-                self.last_progress = clock.now();
-                Ok(true)
-            }
-            Err(error) if clock.now().saturating_duration_since(self.last_progress) > patience => {
-                Err(crate::Error::Kafka(error))
+                true
             }
             Err(error) => {
                 tracing::info!(task = %self.id, %error, "the committed offset is not stable yet; asking again");
-                Ok(false)
+                false
             }
         }
     }

@@ -37,6 +37,13 @@ impl Changelog for SimChangelog {
         from: Option<i64>,
         _patience: Duration,
     ) -> Result<ReadPosition, KafkaClientError> {
+        if self.faults.fails(Call::ChangelogUnreachable) {
+            return Err(KafkaClientError::Unreachable {
+                operation: format!("list offsets of {topic}-{partition}"),
+                reason: "simulated: the broker is away".into(),
+                code: None,
+            });
+        }
         let (low, high) = self.broker.watermarks(topic, partition).ok_or_else(|| {
             KafkaClientError::Operation {
                 operation: "list offsets".into(),
@@ -62,6 +69,9 @@ impl Changelog for SimChangelog {
         visit: &mut dyn FnMut(ReadRecord),
     ) -> Result<usize, KafkaClientError> {
         let partition = self.partition_of(topic);
+        if self.faults.fails(Call::ChangelogUnreachable) {
+            return Ok(0);
+        }
         let max_records = if self.faults.fails(Call::SlowRestore) {
             self.clock.advance(Duration::from_millis(120));
             max_records.min(3)

@@ -27,6 +27,9 @@ pub enum Call {
     /// `Group::committed` times out: the stable offsets did not come within the call's timeout
     /// (an open transaction holds them, or the coordinator is slow).
     OffsetFetchTimesOut,
+    /// The changelog's broker is away: opening a changelog fails as unreachable, a read reads
+    /// nothing.
+    ChangelogUnreachable,
 }
 
 /// Odds per call, in thousandths.
