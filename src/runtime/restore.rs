@@ -13,7 +13,7 @@
 use super::ports::{Changelog, Clock, Group};
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
-use crate::kafka::{KafkaClientError, PartitionOffset, ReadPosition};
+use crate::kafka::{PartitionOffset, ReadPosition};
 use crate::state::{Checkpoint, StoreWrite, TaskDb};
 use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
 use crate::telemetry::events::StoreRestored;
@@ -152,14 +152,15 @@ impl Restoration {
                     budget,
                 ) {
                     Ok(position) => position,
-                    Err(error @ KafkaClientError::Unreachable { .. }) => {
+                    Err(error) => {
+                        // Leader elections right after a topic is created, a broker away: tried
+                        // again at the next slice, waited out for up to `task_timeout_ms`.
                         tracing::warn!(task = %self.id, %error, "could not open a changelog; trying again");
                         self.queue.push_front(store);
                         return Ok(Slice::Stalled(format!(
-                            "listing the offsets of {changelog}"
+                            "listing the offsets of {changelog} ({error})"
                         )));
                     }
-                    Err(error) => return Err(error.into()),
                 };
                 if let Some(offset) = resumed_from.filter(|o| *o > 0) {
                     tracing::info!(task = %self.id, store, offset, end = position.end, "store restore resumes from its checkpoint");
