@@ -48,21 +48,66 @@ pub struct ReadPosition {
     pub next: i64,
     pub end: i64,
     pub done: bool,
+    /// The last stable offset was seen at `end`: the end of partition reported by a fetch made
+    /// since then is the end of the read (see [`at_partition_eof`]).
+    pub stable_to_end: bool,
 }
 
-/// Where a read stands when librdkafka reports the end of a partition (`reached`: the consumer's
-/// position). Under read_committed that end is the last stable offset, `stable`. Where it is
-/// short of the end the read was opened to (the log end), a transaction there is still open:
-/// typically the previous owner's last one, committed (its offsets are stable) with its markers
-/// not yet written to this changelog. Its records are part of the state those offsets describe,
-/// so the read goes on until the transaction completes. Once the stable offset is at the end,
-/// the read is done there, past any trailing transaction marker.
-pub(crate) fn at_partition_eof(position: &mut ReadPosition, reached: i64, stable: i64) {
-    if stable >= position.end {
-        position.next = position.next.max(reached).max(position.end);
+impl ReadPosition {
+    pub fn new(next: i64, end: i64) -> ReadPosition {
+        ReadPosition {
+            next,
+            end,
+            done: next >= end,
+            stable_to_end: false,
+        }
+    }
+}
+
+/// What to do at an end of partition librdkafka reported.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AtEof {
+    Done,
+    /// Seek to this offset, so the next end of partition comes from a fetch made from now on.
+    FetchAgainFrom(i64),
+    /// A transaction is still open below the end: librdkafka reports a new end of partition once
+    /// the last stable offset moves.
+    Wait,
+}
+
+/// Where a read stands when librdkafka reports the end of a partition. `reached` is the
+/// consumer's position (past the last record delivered, not past transaction markers), `stable`
+/// the last stable offset listed just now (`None`: not listed, or the listing failed).
+///
+/// Under read_committed, librdkafka reports the end of a partition where a fetch found the last
+/// stable offset. Short of the end the read was opened to (the log end), a transaction there was
+/// still open: typically the previous owner's last one, committed (its offsets are stable) with
+/// its markers not yet written to this changelog. Its records are part of the state those
+/// offsets describe, so the read waits for it. The stable offset listed after the report may
+/// have moved since the fetch that reported it, so reaching the end is only believed from an end
+/// of partition reported by a fetch made after the stable offset was seen at the end: the read
+/// seeks back to where it is, and the fetch from there reports the end again (past trailing
+/// markers, which are never delivered).
+pub(crate) fn at_partition_eof(
+    position: &mut ReadPosition,
+    reached: i64,
+    stable: Option<i64>,
+) -> AtEof {
+    position.next = position.next.max(reached);
+    if reached >= position.end || position.stable_to_end {
+        position.next = position.next.max(position.end);
         position.done = true;
-    } else {
-        position.next = position.next.max(reached.min(stable));
+        return AtEof::Done;
+    }
+    match stable {
+        Some(stable) if stable >= position.end => {
+            position.stable_to_end = true;
+            AtEof::FetchAgainFrom(reached)
+        }
+        Some(_) => AtEof::Wait,
+        // The end of partition is reported once per offset: fetch again to have it reported
+        // again, and list the stable offset then.
+        None => AtEof::FetchAgainFrom(reached),
     }
 }
 
@@ -205,15 +250,10 @@ impl ChangelogReader {
             ends.fetch_watermarks(topic, partition, Duration::from_secs(10))
         })
         .map_err(|e| super::client_error(format!("list offsets of {topic}-{partition}"), e))?;
-        let next = from.map_or(low, |f| f.max(low));
-        let position = ReadPosition {
-            next,
-            end: high,
-            done: next >= high,
-        };
+        let position = ReadPosition::new(from.map_or(low, |f| f.max(low)), high);
         if !position.done {
             let mut list = TopicPartitionList::new();
-            list.add_partition_offset(topic, partition, Offset::Offset(next))
+            list.add_partition_offset(topic, partition, Offset::Offset(position.next))
                 .map_err(|e| operation_error("assign", e))?;
             self.consumer
                 .assign(&list)
@@ -257,26 +297,42 @@ impl ChangelogReader {
                         })
                         .unwrap_or(position.next);
                     // Under read_committed the consumer's offsets list the last stable offset.
-                    let stable = match self.consumer.fetch_watermarks(
-                        topic,
-                        partition,
-                        left.clamp(Duration::from_millis(500), Duration::from_secs(10)),
-                    ) {
-                        Ok((_, stable)) => stable,
-                        Err(error) if super::is_transient(&error) => break,
-                        Err(error) => {
-                            return Err(super::client_error(format!("reading {topic}"), error))
-                        }
-                    };
-                    at_partition_eof(position, reached, stable);
-                    if !position.done {
-                        tracing::info!(
+                    let stable = if reached >= position.end || position.stable_to_end {
+                        None
+                    } else {
+                        match self.consumer.fetch_watermarks(
                             topic,
                             partition,
-                            stable,
-                            end = position.end,
-                            "an open transaction holds the changelog's end; waiting for it"
-                        );
+                            left.clamp(Duration::from_millis(500), Duration::from_secs(10)),
+                        ) {
+                            Ok((_, stable)) => Some(stable),
+                            Err(error) => {
+                                tracing::warn!(topic, partition, %error, "could not list the last stable offset at the end of a changelog; fetching again");
+                                None
+                            }
+                        }
+                    };
+                    match at_partition_eof(position, reached, stable) {
+                        AtEof::Done => {}
+                        AtEof::Wait => {
+                            tracing::info!(
+                                topic,
+                                partition,
+                                ?stable,
+                                end = position.end,
+                                "an open transaction holds the changelog's end; waiting for it"
+                            );
+                        }
+                        AtEof::FetchAgainFrom(offset) => {
+                            // Assigned anew (a seek would do, but an assignment cannot fail
+                            // for a fetcher in an erroneous state): a new fetch from `offset`.
+                            let mut list = TopicPartitionList::new();
+                            list.add_partition_offset(topic, partition, Offset::Offset(offset))
+                                .map_err(|e| operation_error("assign", e))?;
+                            self.consumer
+                                .assign(&list)
+                                .map_err(|e| operation_error("assign", e))?;
+                        }
                     }
                 }
                 Some(Err(error)) if super::is_transient(&error) => {
@@ -428,11 +484,7 @@ mod tests {
     use super::*;
 
     fn opened(next: i64, end: i64) -> ReadPosition {
-        ReadPosition {
-            next,
-            end,
-            done: false,
-        }
+        ReadPosition::new(next, end)
     }
 
     #[test]
@@ -440,23 +492,59 @@ mod tests {
         // Records 0..10 committed, 10..20 the previous owner's last transaction: its offsets are
         // stable, its marker not written here yet, so the last stable offset is 10.
         let mut position = opened(0, 21);
-        at_partition_eof(&mut position, 10, 10);
+        assert_eq!(at_partition_eof(&mut position, 10, Some(10)), AtEof::Wait);
         assert!(
             !position.done,
             "the transaction's records are still to come"
         );
         assert_eq!(position.next, 10);
-        // The marker lands: the stable offset is the log end, past the marker.
-        at_partition_eof(&mut position, 20, 21);
-        assert!(position.done);
+        // The marker lands; its records come, then the end at 21, past the marker.
+        assert_eq!(
+            at_partition_eof(&mut position, 20, Some(21)),
+            AtEof::FetchAgainFrom(20)
+        );
+        assert!(!position.done);
+        assert_eq!(at_partition_eof(&mut position, 20, None), AtEof::Done);
         assert_eq!(position.next, 21, "a later restore resumes past the marker");
+    }
+
+    #[test]
+    fn a_stable_offset_listed_after_the_end_was_reported_does_not_end_the_read() {
+        // The end was reported at 10 (the transaction open); before the listing, its marker
+        // landed: the listing says 21, yet records 10..20 were never delivered.
+        let mut position = opened(0, 21);
+        assert_eq!(
+            at_partition_eof(&mut position, 10, Some(21)),
+            AtEof::FetchAgainFrom(10)
+        );
+        assert!(!position.done, "10..20 are fetched again first");
+        assert_eq!(position.next, 10);
     }
 
     #[test]
     fn a_read_ends_past_a_trailing_marker_the_consumer_never_delivers() {
         let mut position = opened(0, 11);
-        at_partition_eof(&mut position, 10, 11);
-        assert!(position.done);
+        assert_eq!(
+            at_partition_eof(&mut position, 10, Some(11)),
+            AtEof::FetchAgainFrom(10)
+        );
+        assert_eq!(at_partition_eof(&mut position, 10, None), AtEof::Done);
         assert_eq!(position.next, 11);
+    }
+
+    #[test]
+    fn a_failed_listing_fetches_again_so_the_end_is_reported_again() {
+        let mut position = opened(0, 21);
+        assert_eq!(
+            at_partition_eof(&mut position, 10, None),
+            AtEof::FetchAgainFrom(10)
+        );
+        assert!(!position.done && !position.stable_to_end);
+    }
+
+    #[test]
+    fn a_read_that_delivered_its_last_record_is_done() {
+        let mut position = opened(0, 10);
+        assert_eq!(at_partition_eof(&mut position, 10, None), AtEof::Done);
     }
 }

@@ -130,6 +130,8 @@ pub struct CommitCoordinator {
     oldest_uncommitted_ms: Option<i64>,
     sent_since_commit: bool,
     aggregates_since_commit: u64,
+    /// The input offsets of the last commit started: what tells its outcome when it is unknown.
+    committing: Vec<(String, i32, i64)>,
 }
 
 /// `EDDY_FAILPOINT=crash_before_commit` makes the process abort after a commit's records were
@@ -157,6 +159,7 @@ impl CommitCoordinator {
             oldest_uncommitted_ms: None,
             sent_since_commit: false,
             aggregates_since_commit: 0,
+            committing: Vec::new(),
         })
     }
 
@@ -343,14 +346,21 @@ impl CommitCoordinator {
                 format!("could not fence the commit with a new producer: {error}"),
             )
         })?);
-        let telling: Vec<(String, i32, i64)> = tasks
-            .values()
-            .filter(|slot| slot.flushed && slot.flushed_offset != slot.committed_offset)
-            .filter_map(|slot| {
-                let offset = slot.flushed_offset?;
-                Some((slot.task.id.topic.clone(), slot.task.id.partition, offset))
+        // The offsets the commit carried. Those of partitions still owned tell the outcome
+        // best (no one else commits them); when the commit carried only those of tasks released
+        // since (a revocation that could not wait for it), theirs tell it, unless their new
+        // owner has committed past them already.
+        let carried = std::mem::take(&mut self.committing);
+        let owned: Vec<(String, i32, i64)> = carried
+            .iter()
+            .filter(|(topic, partition, _)| {
+                tasks
+                    .keys()
+                    .any(|id| &id.topic == topic && id.partition == *partition)
             })
+            .cloned()
             .collect();
+        let telling = if owned.is_empty() { carried } else { owned };
         if telling.is_empty() {
             return Ok(false);
         }
@@ -451,6 +461,10 @@ impl CommitCoordinator {
         self.aggregates_since_commit = 0;
         self.sent_since_commit = false;
         let oldest_append_ms = self.oldest_uncommitted_ms.take();
+        self.committing = offsets
+            .iter()
+            .filter_map(|o| Some((o.topic.clone(), o.partition, o.offset?)))
+            .collect();
         match self.settings.guarantee {
             ProcessingGuarantee::ExactlyOnce => {
                 let membership = group.membership();

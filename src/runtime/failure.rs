@@ -98,11 +98,15 @@ pub(crate) fn abort_when_stopping(failure: &Failure) -> bool {
 impl Core {
     /// Carries out what [`decide`] chose for `failure`. `Err` means: stop with this error (the
     /// decision is also kept in [`Core::stop`], so a stop decided inside a rebalance callback
-    /// takes effect before anything else is committed). A batch on the workers is finished first
-    /// (its own failure carried out too), since a rollback or a stop concerns every task.
+    /// takes effect before anything else is committed). Unless the decision is to wait or go on,
+    /// a batch on the workers is finished first (its own failure carried out too), since a
+    /// rollback or a stop concerns every task.
     pub fn carry_out(&mut self, group: &dyn Group, failure: Failure) -> Result<(), crate::Error> {
-        if let Some(unfinished) = self.finish_batch() {
-            self.carry_out_now(group, unfinished)?;
+        // Waiting and going on concern no task: the batch stays on the workers.
+        if !matches!(decide(&failure), Decision::Wait | Decision::Ignore) {
+            if let Some(unfinished) = self.finish_batch() {
+                self.carry_out_now(group, unfinished)?;
+            }
         }
         self.carry_out_now(group, failure)
     }

@@ -137,7 +137,8 @@ impl WindowStore {
         &self.name
     }
 
-    /// Windows the backend holds as of the last commit (closed ones kept for retention included).
+    /// Windows the backend holds as of the last commit (closed ones kept for retention included);
+    /// after a restore, starting from the backend's estimate.
     pub fn live_windows(&self) -> u64 {
         self.live
     }
@@ -519,8 +520,9 @@ impl WindowStore {
     /// takes the backend's count of committed windows.
     pub fn reopen(&mut self) -> Result<(), StateError> {
         self.discard_uncommitted();
-        // The backend's own count (RocksDB's key estimate), not a scan of every key: a task
-        // starts right after its restore, between two polls. Commits keep it exact from here.
+        // The backend's own count (RocksDB's key estimate, which counts overwrites still in the
+        // memtable), not a scan of every key: a task starts right after its restore, between two
+        // polls. It only feeds the open-windows figures; commits move it by what they change.
         self.live = self.backend.size_estimate().0;
         Ok(())
     }

@@ -52,12 +52,7 @@ impl Changelog for SimChangelog {
             }
         })?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = partition;
-        let next = from.map_or(low, |f| f.max(low));
-        Ok(ReadPosition {
-            next,
-            end: high,
-            done: next >= high,
-        })
+        Ok(ReadPosition::new(from.map_or(low, |f| f.max(low)), high))
     }
 
     fn read_some(
