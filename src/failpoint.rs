@@ -27,6 +27,14 @@ pub enum Failpoint {
 }
 
 impl Failpoint {
+    /// How many times it fires in a run: a stall once (it lasts long), the others three times.
+    fn firings(self) -> u32 {
+        match self {
+            Failpoint::CoordinatorUnreachable => 1,
+            _ => 3,
+        }
+    }
+
     fn parse(name: &str) -> Option<Failpoint> {
         Some(match name {
             "crash_before_commit" => Failpoint::CrashBeforeCommit,
@@ -61,8 +69,8 @@ pub fn stall() -> std::time::Duration {
     )
 }
 
-/// Whether `point` fires at this pass: when armed, on every second pass, three times in all (a
-/// stall once), so the run both fails repeatedly and makes progress.
+/// Whether `point` fires at this pass: when armed, on every second pass, as many times as
+/// [`Failpoint::firings`] says, so the run both fails repeatedly and makes progress.
 pub fn fire(point: Failpoint) -> bool {
     static PASSES: AtomicU32 = AtomicU32::new(0);
     static FIRED: AtomicU32 = AtomicU32::new(0);
@@ -70,12 +78,7 @@ pub fn fire(point: Failpoint) -> bool {
         return false;
     }
     let pass = PASSES.fetch_add(1, Ordering::Relaxed) + 1;
-    let firings = if point == Failpoint::CoordinatorUnreachable {
-        1
-    } else {
-        3
-    };
-    if !pass.is_multiple_of(2) || FIRED.load(Ordering::Relaxed) >= firings {
+    if !pass.is_multiple_of(2) || FIRED.load(Ordering::Relaxed) >= point.firings() {
         return false;
     }
     FIRED.fetch_add(1, Ordering::Relaxed);

@@ -24,7 +24,31 @@ fn backlog() -> usize {
 }
 
 fn exact_despite(failpoint: &str) {
-    exact_despite_with(failpoint, &[], |_, _| {});
+    exact_despite_with(failpoint, backlog(), &[], |_| {});
+}
+
+/// What `during` can look at while eddy runs.
+struct Running<'a> {
+    addr: &'a str,
+    pid: u32,
+    events: usize,
+    inputs: [&'a str; 2],
+}
+
+impl Running<'_> {
+    /// Input records (not repartition records) eddy has consumed.
+    fn consumed_input(&self) -> f64 {
+        self.inputs
+            .iter()
+            .map(|topic| {
+                common::counter_sum(
+                    self.addr,
+                    "eddy_records_consumed_total",
+                    &format!("topic=\"{topic}\""),
+                )
+            })
+            .sum()
+    }
 }
 
 /// Peak resident memory of a process (`VmHWM`), in bytes.
@@ -38,8 +62,13 @@ fn peak_rss(pid: u32) -> u64 {
         * 1024
 }
 
-/// `during(addr, pid)` runs once eddy started, before the output is awaited.
-fn exact_despite_with(failpoint: &str, env: &[(&str, &str)], during: impl FnOnce(&str, u32)) {
+/// `during` runs once eddy started, before the output is awaited.
+fn exact_despite_with(
+    failpoint: &str,
+    backlog: usize,
+    env: &[(&str, &str)],
+    during: impl FnOnce(&Running<'_>),
+) {
     let run = common::shipped(&failpoint.replace('_', "-"), 2);
     let config = eddy::events::GeneratorConfig {
         seed: 23,
@@ -47,7 +76,7 @@ fn exact_despite_with(failpoint: &str, env: &[(&str, &str)], during: impl FnOnce
         step_ms: 60.0,
         ..Default::default()
     };
-    let events = common::generate(backlog(), 2, &run.orders, &run.analytics, config);
+    let events = common::generate(backlog, 2, &run.orders, &run.analytics, config);
     let expected = reference(&run.topology, &events);
     common::produce_partitioned(&events);
     let app = common::unique("faults");
@@ -61,7 +90,12 @@ fn exact_despite_with(failpoint: &str, env: &[(&str, &str)], during: impl FnOnce
     ];
     variables.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let eddy = run.start(&app, "a", variables);
-    during(&addr, eddy.child.id());
+    during(&Running {
+        addr: &addr,
+        pid: eddy.child.id(),
+        events: events.len(),
+        inputs: [&run.orders, &run.analytics],
+    });
     let outputs = run.outputs();
     common::wait_for_exact(&expected, &outputs, &eddy);
     let metric = |name: &str| common::counter_sum(&addr, name, "");
@@ -119,27 +153,35 @@ fn commit_fault_the_producer_is_fenced_mid_commit() {
 /// The transaction coordinator unreachable under load: one commit hangs for 15 s, its
 /// transaction open past `transaction.timeout.ms` (10 s), so the broker aborts it. Meanwhile the
 /// loop must stop fetching (backpressure) instead of holding back output and state for as long
-/// as the commit hangs: the consumed-records counter stands still while the commit is stalled.
-/// Then the commit fails, everything rolls back, and the output is still exact.
+/// as the commit hangs: with input still waiting, the consumed-records counter stands still while
+/// the commit is stalled. Then the commit fails, everything rolls back, and the output is exact.
+/// The backlog is large enough (at least 1M events) that the pause engages with input waiting.
 #[test]
 fn commit_fault_the_coordinator_is_unreachable_past_the_transaction_timeout() {
     exact_despite_with(
         "coordinator_unreachable",
+        backlog().max(1_000_000),
         &[(
             "EDDY_FAILPOINT_STALL_MS",
             // `EDDY_FAULT_STALL_MS` stalls longer (the 60 s of the recovery-path issue).
             &std::env::var("EDDY_FAULT_STALL_MS").unwrap_or_else(|_| "15000".into()),
         )],
-        |addr, pid| {
-            let engaged = || common::counter_sum(addr, "eddy_commit_backpressure_total", "");
+        |running| {
+            let engaged =
+                || common::counter_sum(running.addr, "eddy_commit_backpressure_total", "");
             common::wait_for("backpressure", Duration::from_secs(60), || engaged() >= 1.0);
-            let consumed = || common::counter_sum(addr, "eddy_records_consumed_total", "");
-            let before = consumed();
+            let before = running.consumed_input();
             std::thread::sleep(Duration::from_secs(3));
-            let after = consumed();
+            let after = running.consumed_input();
             println!(
-                "stalled commit: {before} records consumed when backpressure engaged, {after} 3 s later; peak RSS {:.1} MB",
-                peak_rss(pid) as f64 / 1e6
+                "stalled commit: {before} of {} input records consumed when backpressure engaged, {after} 3 s later; peak RSS {:.1} MB",
+                running.events,
+                peak_rss(running.pid) as f64 / 1e6
+            );
+            assert!(
+                before < running.events as f64,
+                "input must still be waiting when the pause is checked ({before} of {} consumed)",
+                running.events
             );
             assert_eq!(before, after, "fetching pauses while the commit is stalled");
         },

@@ -76,8 +76,8 @@ pub(crate) enum AtEof {
 }
 
 /// Where a read stands when librdkafka reports the end of a partition. `reached` is the
-/// consumer's position (past the last record delivered, not past transaction markers), `stable`
-/// the last stable offset listed just now (`None`: not listed, or the listing failed).
+/// consumer's position (past the last record delivered, not past transaction markers);
+/// `list_stable` lists the last stable offset now, when it is needed (`None`: the listing failed).
 ///
 /// Under read_committed, librdkafka reports the end of a partition where a fetch found the last
 /// stable offset. Short of the end the read was opened to (the log end), a transaction there was
@@ -91,7 +91,7 @@ pub(crate) enum AtEof {
 pub(crate) fn at_partition_eof(
     position: &mut ReadPosition,
     reached: i64,
-    stable: Option<i64>,
+    list_stable: impl FnOnce() -> Option<i64>,
 ) -> AtEof {
     position.next = position.next.max(reached);
     if reached >= position.end || position.stable_to_end {
@@ -99,7 +99,7 @@ pub(crate) fn at_partition_eof(
         position.done = true;
         return AtEof::Done;
     }
-    match stable {
+    match list_stable() {
         Some(stable) if stable >= position.end => {
             position.stable_to_end = true;
             AtEof::FetchAgainFrom(reached)
@@ -252,12 +252,7 @@ impl ChangelogReader {
         .map_err(|e| super::client_error(format!("list offsets of {topic}-{partition}"), e))?;
         let position = ReadPosition::new(from.map_or(low, |f| f.max(low)), high);
         if !position.done {
-            let mut list = TopicPartitionList::new();
-            list.add_partition_offset(topic, partition, Offset::Offset(position.next))
-                .map_err(|e| operation_error("assign", e))?;
-            self.consumer
-                .assign(&list)
-                .map_err(|e| operation_error("assign", e))?;
+            self.assign_at(topic, partition, position.next)?;
         }
         Ok(position)
     }
@@ -297,14 +292,10 @@ impl ChangelogReader {
                         })
                         .unwrap_or(position.next);
                     // Under read_committed the consumer's offsets list the last stable offset.
-                    let stable = if reached >= position.end || position.stable_to_end {
-                        None
-                    } else {
-                        match self.consumer.fetch_watermarks(
-                            topic,
-                            partition,
-                            left.clamp(Duration::from_millis(500), Duration::from_secs(10)),
-                        ) {
+                    let list_stable = || {
+                        let timeout =
+                            left.clamp(Duration::from_millis(500), Duration::from_secs(10));
+                        match self.consumer.fetch_watermarks(topic, partition, timeout) {
                             Ok((_, stable)) => Some(stable),
                             Err(error) => {
                                 tracing::warn!(topic, partition, %error, "could not list the last stable offset at the end of a changelog; fetching again");
@@ -312,26 +303,20 @@ impl ChangelogReader {
                             }
                         }
                     };
-                    match at_partition_eof(position, reached, stable) {
+                    match at_partition_eof(position, reached, list_stable) {
                         AtEof::Done => {}
                         AtEof::Wait => {
                             tracing::info!(
                                 topic,
                                 partition,
-                                ?stable,
                                 end = position.end,
                                 "an open transaction holds the changelog's end; waiting for it"
                             );
                         }
+                        // Assigned anew (a seek would do, but an assignment cannot fail for a
+                        // fetcher in an erroneous state): a new fetch from `offset`.
                         AtEof::FetchAgainFrom(offset) => {
-                            // Assigned anew (a seek would do, but an assignment cannot fail
-                            // for a fetcher in an erroneous state): a new fetch from `offset`.
-                            let mut list = TopicPartitionList::new();
-                            list.add_partition_offset(topic, partition, Offset::Offset(offset))
-                                .map_err(|e| operation_error("assign", e))?;
-                            self.consumer
-                                .assign(&list)
-                                .map_err(|e| operation_error("assign", e))?;
+                            self.assign_at(topic, partition, offset)?
                         }
                     }
                 }
@@ -358,6 +343,16 @@ impl ChangelogReader {
                 .map_err(|e| operation_error("unassign", e))?;
         }
         Ok(read)
+    }
+
+    /// Reads `partition` of `topic` alone, fetching from `offset`.
+    fn assign_at(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaClientError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|e| operation_error("assign", e))?;
+        self.consumer
+            .assign(&list)
+            .map_err(|e| operation_error("assign", e))
     }
 
     /// Stops reading what [`ChangelogReader::open_partition`] started (the task was revoked).
@@ -483,16 +478,15 @@ impl TopicTail {
 mod tests {
     use super::*;
 
-    fn opened(next: i64, end: i64) -> ReadPosition {
-        ReadPosition::new(next, end)
-    }
-
     #[test]
     fn the_end_of_a_partition_below_an_open_transaction_is_not_the_end_of_the_read() {
         // Records 0..10 committed, 10..20 the previous owner's last transaction: its offsets are
         // stable, its marker not written here yet, so the last stable offset is 10.
-        let mut position = opened(0, 21);
-        assert_eq!(at_partition_eof(&mut position, 10, Some(10)), AtEof::Wait);
+        let mut position = ReadPosition::new(0, 21);
+        assert_eq!(
+            at_partition_eof(&mut position, 10, || Some(10)),
+            AtEof::Wait
+        );
         assert!(
             !position.done,
             "the transaction's records are still to come"
@@ -500,11 +494,11 @@ mod tests {
         assert_eq!(position.next, 10);
         // The marker lands; its records come, then the end at 21, past the marker.
         assert_eq!(
-            at_partition_eof(&mut position, 20, Some(21)),
+            at_partition_eof(&mut position, 20, || Some(21)),
             AtEof::FetchAgainFrom(20)
         );
         assert!(!position.done);
-        assert_eq!(at_partition_eof(&mut position, 20, None), AtEof::Done);
+        assert_eq!(at_partition_eof(&mut position, 20, || None), AtEof::Done);
         assert_eq!(position.next, 21, "a later restore resumes past the marker");
     }
 
@@ -512,9 +506,9 @@ mod tests {
     fn a_stable_offset_listed_after_the_end_was_reported_does_not_end_the_read() {
         // The end was reported at 10 (the transaction open); before the listing, its marker
         // landed: the listing says 21, yet records 10..20 were never delivered.
-        let mut position = opened(0, 21);
+        let mut position = ReadPosition::new(0, 21);
         assert_eq!(
-            at_partition_eof(&mut position, 10, Some(21)),
+            at_partition_eof(&mut position, 10, || Some(21)),
             AtEof::FetchAgainFrom(10)
         );
         assert!(!position.done, "10..20 are fetched again first");
@@ -523,20 +517,20 @@ mod tests {
 
     #[test]
     fn a_read_ends_past_a_trailing_marker_the_consumer_never_delivers() {
-        let mut position = opened(0, 11);
+        let mut position = ReadPosition::new(0, 11);
         assert_eq!(
-            at_partition_eof(&mut position, 10, Some(11)),
+            at_partition_eof(&mut position, 10, || Some(11)),
             AtEof::FetchAgainFrom(10)
         );
-        assert_eq!(at_partition_eof(&mut position, 10, None), AtEof::Done);
+        assert_eq!(at_partition_eof(&mut position, 10, || None), AtEof::Done);
         assert_eq!(position.next, 11);
     }
 
     #[test]
     fn a_failed_listing_fetches_again_so_the_end_is_reported_again() {
-        let mut position = opened(0, 21);
+        let mut position = ReadPosition::new(0, 21);
         assert_eq!(
-            at_partition_eof(&mut position, 10, None),
+            at_partition_eof(&mut position, 10, || None),
             AtEof::FetchAgainFrom(10)
         );
         assert!(!position.done && !position.stable_to_end);
@@ -544,7 +538,8 @@ mod tests {
 
     #[test]
     fn a_read_that_delivered_its_last_record_is_done() {
-        let mut position = opened(0, 10);
-        assert_eq!(at_partition_eof(&mut position, 10, None), AtEof::Done);
+        let mut position = ReadPosition::new(0, 10);
+        let no_listing = || -> Option<i64> { panic!("nothing to list at the end") };
+        assert_eq!(at_partition_eof(&mut position, 10, no_listing), AtEof::Done);
     }
 }

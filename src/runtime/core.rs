@@ -3,8 +3,7 @@
 //! step; a rebalance callback, which runs inside the consumer's poll, locks it for its duration.
 
 use super::commit::CommitCoordinator;
-use super::failure::Failure;
-use super::failure::Waiting;
+use super::failure::{Failure, Waiting};
 use super::ports::{Changelog, Clock, Group};
 use super::restore::{Restoration, Slice};
 use super::seek_clock::SeekClock;

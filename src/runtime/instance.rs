@@ -360,12 +360,11 @@ impl Steps {
         let group = input.group();
         take_stop(core)?;
         if let Err(error) = core.restore_some(group) {
-            // Stops (or, if a stop was decided meanwhile, is already the stop).
-            if !core.stopping() {
-                core.carry_out(group, Failure::Other(error))?;
-            } else {
+            // Already the stop when one was decided in the slice.
+            if core.stopping() {
                 return Err(error);
             }
+            core.carry_out(group, Failure::Other(error))?;
         }
         self.clock.enter(Phase::Other);
         for slot in core.tasks.values_mut() {

@@ -194,7 +194,6 @@ impl Restoration {
             )?;
             current.records += read as u64;
             progressed |= read > 0 || current.position.done;
-            let waiting_for = format!("restoring {} from {}", current.store, current.changelog);
             if self.batch.len() >= WRITE_BATCH || current.position.done {
                 self.write_batch()?;
             }
@@ -211,10 +210,12 @@ impl Restoration {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if slice_over {
-                return Ok(if progressed {
-                    Slice::Progressed
-                } else {
-                    Slice::Stalled(waiting_for)
+                return Ok(match (&self.current, progressed) {
+                    (Some(current), false) => Slice::Stalled(format!(
+                        "restoring {} from {}",
+                        current.store, current.changelog
+                    )),
+                    _ => Slice::Progressed,
                 });
             }
         }

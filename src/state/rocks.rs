@@ -54,9 +54,9 @@ fn build_options() -> Options {
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     options.set_max_open_files(64);
     options.set_keep_log_file_num(2);
-    // eddy writes without a write-ahead log, yet RocksDB would preallocate (fallocate) a log of
-    // 1.1 write buffers and a 4 MiB manifest at every open: megabytes of zeroed pages per task on
-    // a tmpfs, extents on a disk, for files that stay nearly empty.
+    // RocksDB preallocates (fallocate) a 4 MiB manifest at every open: zeroed pages per task on a
+    // tmpfs, extents on a disk, for a file that stays nearly empty. (The write-ahead log, which
+    // eddy does not write to, is still preallocated: the Rust binding has no `allow_fallocate`.)
     options.set_manifest_preallocation_size(64 << 10);
     // A task's store holds a few files; opening them with 16 new threads per column family (the
     // default) made every task open, restart and restore start spawn and join dozens of threads.
