@@ -44,6 +44,15 @@ fn shipped_topologies_produce_exactly_the_reference_aggregates() {
     let outputs = common::shipped_outputs(&suffix);
     common::wait_for_exact(&expected, &outputs, &eddy);
 
+    // The ClickHouse recipe (docker/clickhouse/) on the records this run wrote, as the Kafka
+    // engine would read them: the seed 002 queries answer the reference's counts and unique users.
+    let analytics_records: Vec<String> = common::read_committed(&outputs[0])
+        .into_iter()
+        .filter_map(|r| r.value)
+        .map(|v| String::from_utf8(v).unwrap())
+        .collect();
+    common::clickhouse::check_recipe(&analytics_records, &expected);
+
     // Consumed repartition records are deleted, as Kafka Streams does: every repartition topic's
     // log start moved past records its merge tasks committed.
     let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()

@@ -66,6 +66,21 @@ for name in replicas:
     assert "/health/ready" in " ".join(services[name]["healthcheck"]["test"]), name
 assert any(v.startswith("kafka-data:") for v in services["kafka"]["volumes"]), "Kafka keeps its data in a volume"
 assert "kafka-data" in compose["volumes"]
+# ClickHouse: the recipe runs on its first start, and every file it mounts exists.
+import os
+clickhouse = services["clickhouse"]
+mounts = {v.split(":")[1]: v.split(":")[0] for v in clickhouse["volumes"] if v.startswith("./")}
+assert mounts["/docker-entrypoint-initdb.d/init.sql"] == "./clickhouse/init.sql", mounts
+assert any(target.startswith("/etc/clickhouse-server/config.d/") for target in mounts), mounts
+for source in mounts.values():
+    assert os.path.isfile(os.path.join(os.path.dirname(sys.argv[1]), source)), source
+assert clickhouse["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+import xml.etree.ElementTree as ET
+config = [s for t, s in mounts.items() if t.startswith("/etc/clickhouse-server/config.d/")][0]
+kafka = ET.parse(os.path.join(os.path.dirname(sys.argv[1]), config)).getroot().find("kafka")
+assert kafka.find("isolation_level").text == "read_committed", "the Kafka engine reads committed records only"
+init = open(os.path.join(os.path.dirname(sys.argv[1]), "clickhouse/init.sql")).read()
+assert "kafka_broker_list = 'kafka:9092'" in init and "'analytics-aggregates'" in init, "the recipe reads the stack's broker and topic"
 print("ok", sorted(services))
 "#;
     let out = run(Command::new(python())

@@ -1,11 +1,12 @@
 //! For random event streams, partitionings and commit points, eddy's final aggregates equal a
-//! naive reference computed from the same events: exact counts and sums, equal HLL sketches.
+//! naive reference computed from the same events: exact counts and sums, equal HLL sketches,
+//! Theta sketches holding exactly the window's users.
 
 use eddy::aggregate::{ExactSum, HllSketch};
 use eddy::testing::TopologyTestDriver;
 use eddy::topology::*;
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug)]
 struct Event {
@@ -41,6 +42,7 @@ struct Reference {
     sum: ExactSum,
     max: Option<f64>,
     users: Option<HllSketch>,
+    user_ids: BTreeSet<u8>,
 }
 
 fn window_starts(spec: &WindowSpec, ts: i64) -> Vec<(i64, i64)> {
@@ -69,6 +71,7 @@ fn reference(events: &[Event], spec: &WindowSpec, grace: i64) -> BTreeMap<(i64, 
             r.users
                 .get_or_insert_with(|| HllSketch::new(12))
                 .update_str(&format!("user-{}", e.user));
+            r.user_ids.insert(e.user);
         }
     }
     out
@@ -104,6 +107,8 @@ fn run_with_cache(
             AggregateKind::Distinct {
                 field: "user".into(),
                 lg_k: 12,
+                // Theta bytes, like everything else, must not depend on commits or the cache.
+                theta_lg_k: Some(12),
             },
         )
         .build();
@@ -182,6 +187,15 @@ fn check(
             record.values["users"].as_u64().unwrap(),
             reference_sketch.canonical().estimate().round() as u64
         );
+        // At most 40 users: the Theta sketch is in exact mode and counts them exactly.
+        let theta = eddy::aggregate::ThetaSketch::from_bytes(
+            &base64::engine::general_purpose::STANDARD
+                .decode(record.theta_sketches["users"].as_str().unwrap())
+                .unwrap(),
+            12,
+        )
+        .unwrap();
+        prop_assert_eq!(theta.estimate(), r.user_ids.len() as f64);
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ fn python_datasketches_reads_and_unions_emitted_sketches() {
                     AggregateKind::Distinct {
                         field: "userId".into(),
                         lg_k: 12,
+                        theta_lg_k: None,
                     },
                 )
                 .build(),
@@ -106,5 +107,101 @@ print(json.dumps({"union": union.get_estimate(), "direct": direct.get_estimate()
     assert!(
         (union - direct).abs() / 9000.0 < 0.03,
         "eddy's sketches hash like DataSketches' own update(str)"
+    );
+}
+
+/// eddy's Theta sketches are the bytes ClickHouse's `uniqTheta` state holds (after its length):
+/// the C++ DataSketches library, which ClickHouse embeds, builds the same bytes from the same ids,
+/// and unions eddy's sketches (exact and estimation mode) to the true count within its bounds.
+#[test]
+fn python_datasketches_builds_the_same_theta_bytes_and_unions_emitted_theta_sketches() {
+    use base64::Engine;
+    use eddy::aggregate::{ThetaSketch, THETA_LG_K};
+    let python = std::env::var("EDDY_PYTHON").unwrap_or_else(|_| panic!("EDDY_PYTHON is not set: run `scripts/setup` and set EDDY_PYTHON=.venv/bin/python, or use `scripts/test`"));
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut one = ThetaSketch::new(THETA_LG_K);
+    one.update_str("user-1");
+    let mut twenty = ThetaSketch::new(THETA_LG_K);
+    for i in 1..=20 {
+        twenty.update_str(&format!("user-{i}"));
+    }
+    // Minute sketches as eddy emits them: 0..3000 (exact mode) and 2000..9000 (estimation mode).
+    let mut minutes = Vec::new();
+    for users in [0..3000u32, 2000..9000] {
+        let mut sketch = ThetaSketch::new(THETA_LG_K);
+        for user in users {
+            sketch.update_str(&format!("user-{user}"));
+        }
+        minutes.push(base64::engine::general_purpose::STANDARD.encode(sketch.to_bytes()));
+    }
+    let script = r#"
+import base64, json, sys
+from datasketches import update_theta_sketch, compact_theta_sketch, theta_union
+def built(ids):
+    sketch = update_theta_sketch(lg_k=12, seed=9001)
+    for i in ids:
+        sketch.update(i)
+    return sketch.compact(True).serialize().hex()
+request = json.loads(sys.stdin.read())
+union = theta_union(lg_k=12, seed=9001)
+for m in request["minutes"]:
+    union.update(compact_theta_sketch.deserialize(base64.b64decode(m), 9001))
+    union.update(compact_theta_sketch.deserialize(base64.b64decode(m), 9001))  # redelivered
+result = union.get_result()
+print(json.dumps({
+    "one": built(["user-1"]),
+    "twenty": built(["user-%d" % i for i in range(1, 21)]),
+    "union": result.get_estimate(),
+    "lower": result.get_lower_bound(2),
+    "upper": result.get_upper_bound(2),
+}))
+"#;
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            serde_json::json!({ "minutes": minutes })
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "python check failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(hex(&one.to_bytes()), "01030300001acc933b21164f2189467e");
+    assert_eq!(result["one"], hex(&one.to_bytes()), "one id");
+    let twenty_hex = hex(&twenty.to_bytes());
+    assert_eq!(twenty.to_bytes().len(), 176);
+    assert!(
+        twenty_hex.starts_with("02030300001acc9314000000"),
+        "{twenty_hex}"
+    );
+    assert_eq!(
+        result["twenty"], twenty_hex,
+        "user-1..user-20, byte for byte"
+    );
+    let (union, lower, upper) = (
+        result["union"].as_f64().unwrap(),
+        result["lower"].as_f64().unwrap(),
+        result["upper"].as_f64().unwrap(),
+    );
+    println!("python: union of eddy's Theta sketches = {union:.1} (95% bounds {lower:.1}..{upper:.1}), true 9000");
+    assert!(
+        lower <= 9000.0 && 9000.0 <= upper,
+        "{lower} <= 9000 <= {upper}"
     );
 }

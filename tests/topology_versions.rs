@@ -32,6 +32,7 @@ fn topology() -> Topology {
                     AggregateKind::Distinct {
                         field: "country".into(),
                         lg_k: 12,
+                        theta_lg_k: None,
                     },
                 )
                 .build(),

@@ -2,9 +2,11 @@
 
 mod exact_sum;
 mod hll;
+mod theta;
 
 pub use exact_sum::{ExactSum, SUM_SCALE};
 pub use hll::{Coupon, HllSketch};
+pub use theta::{ThetaSketch, THETA_LG_K, THETA_SEED};
 
 use crate::record::{DecodePlan, DecodedRecord, FieldRef, FieldValue};
 use crate::topology::AggregateKind;
@@ -47,7 +49,8 @@ pub enum Accumulator {
     Sum(ExactSum),
     Min(Option<f64>),
     Max(Option<f64>),
-    Distinct(HllSketch),
+    /// The HLL sketch, and the Theta sketch when the aggregate asks for one.
+    Distinct(HllSketch, Option<Box<ThetaSketch>>),
 }
 
 /// The accumulators of one (group, window), in the aggregation's declared order.
@@ -70,9 +73,12 @@ impl Accumulators {
                     }
                     AggregateKind::Min(_) => Accumulator::Min(None),
                     AggregateKind::Max(_) => Accumulator::Max(None),
-                    AggregateKind::Distinct { lg_k, .. } => {
-                        Accumulator::Distinct(HllSketch::new(*lg_k))
-                    }
+                    AggregateKind::Distinct {
+                        lg_k, theta_lg_k, ..
+                    } => Accumulator::Distinct(
+                        HllSketch::new(*lg_k),
+                        theta_lg_k.map(|k| Box::new(ThetaSketch::new(k))),
+                    ),
                 })
                 .collect(),
         )
@@ -95,7 +101,8 @@ impl Accumulators {
             .zip(aggregates)
             .zip(coupons.iter().chain(std::iter::repeat(&None)))
         {
-            if let (Accumulator::Distinct(sketch), Some(coupon)) = (&mut *accumulator, coupon) {
+            if let (Accumulator::Distinct(sketch, None), Some(coupon)) = (&mut *accumulator, coupon)
+            {
                 sketch.update_coupon(*coupon);
                 continue;
             }
@@ -131,13 +138,24 @@ impl Accumulators {
                         *max = Some(max.map_or(x, |m| m.max(x)));
                     }
                 }
-                (Accumulator::Distinct(sketch), Some(v)) => match v {
-                    FieldValue::Str(s) => sketch.update_str(s),
-                    FieldValue::Int(i) => sketch.update_str(itoa::Buffer::new().format(*i)),
-                    FieldValue::Float(f) => sketch.update_str(&f.to_string()),
-                    FieldValue::Bool(b) => sketch.update_str(if *b { "true" } else { "false" }),
-                    FieldValue::Null => {}
-                },
+                (Accumulator::Distinct(sketch, theta), Some(v)) => {
+                    let mut add = |text: &str| {
+                        match coupon {
+                            Some(coupon) => sketch.update_coupon(*coupon),
+                            None => sketch.update_str(text),
+                        }
+                        if let Some(theta) = theta {
+                            theta.update_str(text);
+                        }
+                    };
+                    match v {
+                        FieldValue::Str(s) => add(s),
+                        FieldValue::Int(i) => add(itoa::Buffer::new().format(*i)),
+                        FieldValue::Float(f) => add(&f.to_string()),
+                        FieldValue::Bool(b) => add(if *b { "true" } else { "false" }),
+                        FieldValue::Null => {}
+                    }
+                }
                 _ => {}
             }
         }
@@ -180,7 +198,16 @@ impl Accumulators {
                 (Accumulator::Sum(a), Accumulator::Sum(b)) => a.merge(b),
                 (Accumulator::Min(a), Accumulator::Min(b)) => *a = merge_option(*a, *b, f64::min),
                 (Accumulator::Max(a), Accumulator::Max(b)) => *a = merge_option(*a, *b, f64::max),
-                (Accumulator::Distinct(a), Accumulator::Distinct(b)) => a.merge(b),
+                (Accumulator::Distinct(a, a_theta), Accumulator::Distinct(b, b_theta)) => {
+                    a.merge(b);
+                    // Only accumulators read back from output records may lack the Theta
+                    // sketch (the query API leaves it out); a merge keeps whichever is there.
+                    match (a_theta, b_theta) {
+                        (Some(a), Some(b)) => a.merge(b),
+                        (mine @ None, Some(b)) => *mine = Some(b.clone()),
+                        (_, None) => {}
+                    }
+                }
                 (mine, theirs) => {
                     debug_assert!(false, "accumulator shapes differ: {mine:?} vs {theirs:?}")
                 }
@@ -193,8 +220,9 @@ impl Accumulators {
         self.0
             .iter()
             .map(|a| match a {
-                Accumulator::Distinct(s) => {
+                Accumulator::Distinct(s, theta) => {
                     64 + (1usize << s.lg_k()).min(s.to_bytes().len().max(64))
+                        + theta.as_ref().map_or(0, |t| t.approximate_bytes())
                 }
                 _ => 24,
             })
@@ -217,13 +245,17 @@ impl Accumulators {
         self.sketches_json_named(aggregates.iter().map(|a| a.name.as_str()))
     }
 
-    /// Reads back the accumulators an output record carries (`values` and `sketches`): the inverse
-    /// of [`Accumulators::values_json`] and [`Accumulators::sketches_json`], exact for counts,
-    /// sums (to six decimals), min, max and sketches.
+    /// Reads back the accumulators an output record carries (`values`, `sketches` and
+    /// `theta_sketches`): the inverse of [`Accumulators::values_json`],
+    /// [`Accumulators::sketches_json`] and [`Accumulators::theta_sketches_json_named`], exact for
+    /// counts, sums (to six decimals), min, max and sketches. A Theta sketch missing from
+    /// `theta_sketches` is left out (`None`), not an error: records written before an aggregate
+    /// asked for one, and readers that do not keep them, pass an empty map.
     pub fn from_output(
         aggregates: &[(String, AggregateKind)],
         values: &serde_json::Map<String, serde_json::Value>,
         sketches: &serde_json::Map<String, serde_json::Value>,
+        theta_sketches: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Accumulators, String> {
         let number = |name: &str| -> Result<Option<f64>, String> {
             match values.get(name) {
@@ -256,15 +288,18 @@ impl Accumulators {
                     }
                     AggregateKind::Min(_) => Accumulator::Min(number(name)?),
                     AggregateKind::Max(_) => Accumulator::Max(number(name)?),
-                    AggregateKind::Distinct { .. } => {
-                        let text = sketches
-                            .get(name)
-                            .and_then(|v| v.as_str())
-                            .ok_or_else(|| format!("sketch `{name}` is missing"))?;
-                        let bytes = base64::engine::general_purpose::STANDARD
-                            .decode(text)
-                            .map_err(|e| format!("sketch `{name}` is not base64: {e}"))?;
-                        Accumulator::Distinct(HllSketch::from_bytes(&bytes)?)
+                    AggregateKind::Distinct { theta_lg_k, .. } => {
+                        let hll = HllSketch::from_bytes(&base64_of(sketches, name, "sketch")?)?;
+                        let theta = match theta_lg_k {
+                            Some(k) if theta_sketches.contains_key(name) => {
+                                Some(Box::new(ThetaSketch::from_bytes(
+                                    &base64_of(theta_sketches, name, "theta sketch")?,
+                                    *k,
+                                )?))
+                            }
+                            _ => None,
+                        };
+                        Accumulator::Distinct(hll, theta)
                     }
                 })
             })
@@ -285,7 +320,7 @@ impl Accumulators {
                 Accumulator::Min(v) | Accumulator::Max(v) => {
                     v.map_or(serde_json::Value::Null, serde_json::Value::from)
                 }
-                Accumulator::Distinct(sketch) => {
+                Accumulator::Distinct(sketch, _) => {
                     serde_json::Value::from(sketch.canonical().estimate().round() as u64)
                 }
             };
@@ -301,7 +336,7 @@ impl Accumulators {
     ) -> serde_json::Map<String, serde_json::Value> {
         let mut sketches = serde_json::Map::new();
         for (accumulator, name) in self.0.iter().zip(names) {
-            if let Accumulator::Distinct(sketch) = accumulator {
+            if let Accumulator::Distinct(sketch, _) = accumulator {
                 let bytes = sketch.canonical().to_bytes();
                 sketches.insert(
                     name.to_string(),
@@ -313,6 +348,42 @@ impl Accumulators {
         }
         sketches
     }
+
+    /// `theta_sketches` keyed by the given aggregate names: base64 of the compact, ordered Theta
+    /// sketch of each distinct aggregate that keeps one (the bytes of a ClickHouse `uniqTheta`
+    /// state after its length).
+    pub fn theta_sketches_json_named<'n>(
+        &self,
+        names: impl Iterator<Item = &'n str>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut sketches = serde_json::Map::new();
+        for (accumulator, name) in self.0.iter().zip(names) {
+            if let Accumulator::Distinct(_, Some(theta)) = accumulator {
+                sketches.insert(
+                    name.to_string(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(theta.to_bytes())
+                        .into(),
+                );
+            }
+        }
+        sketches
+    }
+}
+
+/// The base64 bytes under `name` in an output record's `sketches` or `theta_sketches`.
+fn base64_of(
+    sketches: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let text = sketches
+        .get(name)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("{what} `{name}` is missing"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("{what} `{name}` is not base64: {e}"))
 }
 
 fn merge_option(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {

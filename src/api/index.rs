@@ -221,6 +221,9 @@ impl AggregateIndex {
             &series.aggregation.aggregates,
             &record.values,
             &record.sketches,
+            // Unique counts are answered from the HLL sketches; the Theta ones (up to 32 KB per
+            // window) are left to ClickHouse.
+            &serde_json::Map::new(),
         ) {
             Ok(a) => a,
             Err(e) => {
@@ -494,6 +497,7 @@ mod tests {
                         AggregateKind::Distinct {
                             field: "user".into(),
                             lg_k: 12,
+                            theta_lg_k: None,
                         },
                     )
                     .build(),
@@ -507,7 +511,10 @@ mod tests {
         for u in users {
             sketch.update_str(&format!("u{u}"));
         }
-        let accumulators = Accumulators(vec![Accumulator::Count(n), Accumulator::Distinct(sketch)]);
+        let accumulators = Accumulators(vec![
+            Accumulator::Count(n),
+            Accumulator::Distinct(sketch, None),
+        ]);
         AggregateRecord {
             aggregation: "per_minute".into(),
             window: WindowBounds {
@@ -517,6 +524,7 @@ mod tests {
             group: serde_json::json!({ "t": t }).as_object().unwrap().clone(),
             values: accumulators.values_json_named(["n", "u"].into_iter()),
             sketches: accumulators.sketches_json_named(["n", "u"].into_iter()),
+            theta_sketches: serde_json::Map::new(),
             is_final: true,
         }
     }
@@ -629,6 +637,7 @@ mod tests {
                 .clone(),
             values: serde_json::json!({ "n": n }).as_object().unwrap().clone(),
             sketches: serde_json::Map::new(),
+            theta_sketches: serde_json::Map::new(),
             is_final: false,
         }
     }

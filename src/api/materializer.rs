@@ -250,6 +250,7 @@ mod tests {
             group: serde_json::Map::new(),
             values: serde_json::json!({ "n": 1 }).as_object().unwrap().clone(),
             sketches: serde_json::Map::new(),
+            theta_sketches: serde_json::Map::new(),
             is_final: true,
         };
         read(

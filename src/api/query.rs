@@ -241,7 +241,7 @@ pub fn metrics(
         if let Accumulator::Count(n) = answer.accumulators.0[count_at] {
             counts.insert(name.to_string(), n.into());
         }
-        if let Some(Accumulator::Distinct(s)) = users_at.map(|i| &answer.accumulators.0[i]) {
+        if let Some(Accumulator::Distinct(s, _)) = users_at.map(|i| &answer.accumulators.0[i]) {
             type_users
                 .get_or_insert_with(|| HllSketch::new(s.lg_k()))
                 .merge(s);
@@ -253,11 +253,11 @@ pub fn metrics(
     let overall = index.aggregation_mut(&plan.overall).expect("planned");
     let users_at = position(overall, &plan.users);
     let mut users = match &empty_like(&overall.aggregation.aggregates).0[users_at] {
-        Accumulator::Distinct(s) => s.clone(),
+        Accumulator::Distinct(s, _) => s.clone(),
         _ => unreachable!("planned as distinct"),
     };
     for answer in overall.query(range.from, range.to, &|_| true) {
-        if let Accumulator::Distinct(s) = &answer.accumulators.0[users_at] {
+        if let Accumulator::Distinct(s, _) = &answer.accumulators.0[users_at] {
             users.merge(s);
         }
     }
@@ -412,6 +412,7 @@ mod tests {
             group: Map::new(),
             values: json!({ "n": 1 }).as_object().unwrap().clone(),
             sketches: Map::new(),
+            theta_sketches: Map::new(),
             is_final,
         }
     }

@@ -51,6 +51,10 @@ pub struct AggregateRecord {
     pub group: serde_json::Map<String, serde_json::Value>,
     pub values: serde_json::Map<String, serde_json::Value>,
     pub sketches: serde_json::Map<String, serde_json::Value>,
+    /// Compact Theta sketches of the distinct aggregates that keep one (`distinct(f, theta)`),
+    /// base64; absent when none does.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub theta_sketches: serde_json::Map<String, serde_json::Value>,
     #[serde(rename = "final")]
     pub is_final: bool,
 }
@@ -84,6 +88,8 @@ impl AggregateRecord {
             group: group.to_json(&spec.group_names),
             values: accumulators.values_json(&spec.aggregates),
             sketches: accumulators.sketches_json(&spec.aggregates),
+            theta_sketches: accumulators
+                .theta_sketches_json_named(spec.aggregates.iter().map(|a| a.name.as_str())),
             is_final,
         }
     }

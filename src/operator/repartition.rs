@@ -5,7 +5,6 @@
 //! partition. Stage 2 closes a window only when every upstream partition's watermark passed it,
 //! so results do not depend on how fast each partition happens to be processed.
 
-use crate::state::FORMAT_VERSION;
 use crate::window::Window;
 use serde::{Deserialize, Serialize};
 
@@ -29,9 +28,13 @@ pub enum RepartitionMessage {
     },
 }
 
+/// The first byte of every repartition message. A `Partial`'s accumulators carry their own
+/// version (`state::FORMAT_VERSION`) inside.
+pub const REPARTITION_FORMAT_VERSION: u8 = 1;
+
 impl RepartitionMessage {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_VERSION];
+        let mut out = vec![REPARTITION_FORMAT_VERSION];
         bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
             .expect("Vec write");
         out
@@ -39,7 +42,7 @@ impl RepartitionMessage {
 
     pub fn decode(bytes: &[u8]) -> Result<RepartitionMessage, String> {
         match bytes.split_first() {
-            Some((&FORMAT_VERSION, body)) => {
+            Some((&REPARTITION_FORMAT_VERSION, body)) => {
                 bincode::serde::decode_from_slice(body, bincode::config::standard())
                     .map(|(m, _)| m)
                     .map_err(|e| format!("bad repartition message: {e}"))

@@ -666,6 +666,7 @@ mod tests {
                         AggregateKind::Distinct {
                             field: "userId".into(),
                             lg_k: 12,
+                            theta_lg_k: None,
                         },
                     )
                     .build(),

@@ -1,61 +1,95 @@
 //! Persisted bytes: state keys and versioned accumulator values, shared by RocksDB, changelogs
 //! and repartition topics.
 
-use crate::aggregate::{Accumulator, Accumulators, ExactSum, HllSketch};
+use crate::aggregate::{Accumulator, Accumulators, ExactSum, HllSketch, ThetaSketch};
 use crate::record::GroupKey;
 use crate::window::Window;
 use serde::{Deserialize, Serialize};
 
-/// The first byte of every persisted value. Bump it when the layout changes and keep a decoder
-/// (and a committed fixture) for each older version.
-pub const FORMAT_VERSION: u8 = 1;
+/// The first byte of every persisted accumulator value: the newest layout this eddy reads.
+/// Bump it when the layout changes and keep a decoder (and a committed fixture) for each older
+/// version.
+///
+/// - 1: counts, sums, min, max and HLL sketches.
+/// - 2: adds `DistinctTheta` (an HLL and a Theta sketch), appended last, so version 1 bytes are
+///   version 2 bytes without it. Values without a Theta sketch are still written as version 1,
+///   which an older eddy reads: only topologies that ask for `theta` need every instance upgraded.
+pub const FORMAT_VERSION: u8 = 2;
 
+/// Stored accumulators, versions 1 and 2 (variants are only ever appended).
 #[derive(Serialize, Deserialize)]
-enum StoredAccumulatorV1 {
+enum StoredAccumulator {
     Count(u64),
     Sum(ExactSum),
     Min(Option<f64>),
     Max(Option<f64>),
     /// DataSketches compact HLL bytes.
     Distinct(Vec<u8>),
+    /// Version 2: DataSketches compact HLL bytes and compact Theta bytes, with the Theta
+    /// sketch's nominal `lg_k`.
+    DistinctTheta {
+        hll: Vec<u8>,
+        theta: Vec<u8>,
+        theta_lg_k: u8,
+    },
 }
 
-/// Encodes accumulators as `[FORMAT_VERSION] ++ bincode`.
+/// Encodes accumulators as `[version] ++ bincode`: version 1 unless one carries a Theta sketch.
 pub fn encode_accumulators(accumulators: &Accumulators, out: &mut Vec<u8>) {
-    let stored: Vec<StoredAccumulatorV1> = accumulators
+    let mut version = 1;
+    let stored: Vec<StoredAccumulator> = accumulators
         .0
         .iter()
         .map(|a| match a {
-            Accumulator::Count(n) => StoredAccumulatorV1::Count(*n),
-            Accumulator::Sum(s) => StoredAccumulatorV1::Sum(*s),
-            Accumulator::Min(v) => StoredAccumulatorV1::Min(*v),
-            Accumulator::Max(v) => StoredAccumulatorV1::Max(*v),
-            Accumulator::Distinct(s) => StoredAccumulatorV1::Distinct(s.to_bytes()),
+            Accumulator::Count(n) => StoredAccumulator::Count(*n),
+            Accumulator::Sum(s) => StoredAccumulator::Sum(*s),
+            Accumulator::Min(v) => StoredAccumulator::Min(*v),
+            Accumulator::Max(v) => StoredAccumulator::Max(*v),
+            Accumulator::Distinct(s, None) => StoredAccumulator::Distinct(s.to_bytes()),
+            Accumulator::Distinct(s, Some(theta)) => {
+                version = 2;
+                StoredAccumulator::DistinctTheta {
+                    hll: s.to_bytes(),
+                    theta: theta.to_bytes(),
+                    theta_lg_k: theta.lg_k(),
+                }
+            }
         })
         .collect();
-    out.push(FORMAT_VERSION);
+    out.push(version);
     bincode::serde::encode_into_std_write(&stored, out, bincode::config::standard())
         .expect("writing to a Vec cannot fail");
 }
 
 pub fn decode_accumulators(bytes: &[u8]) -> Result<Accumulators, String> {
     let (&version, body) = bytes.split_first().ok_or("empty value")?;
-    if version != FORMAT_VERSION {
-        return Err(format!("format version {version} is not one this eddy reads (it reads {FORMAT_VERSION}); was it written by a newer eddy?"));
+    if !(1..=FORMAT_VERSION).contains(&version) {
+        return Err(format!("format version {version} is not one this eddy reads (it reads 1 to {FORMAT_VERSION}); was it written by a newer eddy?"));
     }
-    let (stored, _): (Vec<StoredAccumulatorV1>, _) =
+    let (stored, _): (Vec<StoredAccumulator>, _) =
         bincode::serde::decode_from_slice(body, bincode::config::standard())
             .map_err(|e| e.to_string())?;
     stored
         .into_iter()
         .map(|s| {
             Ok(match s {
-                StoredAccumulatorV1::Count(n) => Accumulator::Count(n),
-                StoredAccumulatorV1::Sum(s) => Accumulator::Sum(s),
-                StoredAccumulatorV1::Min(v) => Accumulator::Min(v),
-                StoredAccumulatorV1::Max(v) => Accumulator::Max(v),
-                StoredAccumulatorV1::Distinct(bytes) => {
-                    Accumulator::Distinct(HllSketch::from_bytes(&bytes)?)
+                StoredAccumulator::Count(n) => Accumulator::Count(n),
+                StoredAccumulator::Sum(s) => Accumulator::Sum(s),
+                StoredAccumulator::Min(v) => Accumulator::Min(v),
+                StoredAccumulator::Max(v) => Accumulator::Max(v),
+                StoredAccumulator::Distinct(bytes) => {
+                    Accumulator::Distinct(HllSketch::from_bytes(&bytes)?, None)
+                }
+                StoredAccumulator::DistinctTheta {
+                    hll,
+                    theta,
+                    theta_lg_k,
+                } if version >= 2 => Accumulator::Distinct(
+                    HllSketch::from_bytes(&hll)?,
+                    Some(Box::new(ThetaSketch::from_bytes(&theta, theta_lg_k)?)),
+                ),
+                StoredAccumulator::DistinctTheta { .. } => {
+                    return Err(format!("a Theta sketch in format version {version}"))
                 }
             })
         })
@@ -131,10 +165,13 @@ impl StateKey {
 mod tests {
     use super::*;
 
-    fn sample() -> Accumulators {
+    /// Accumulators of every kind; with `theta`, the distinct one keeps a Theta sketch too.
+    fn sample(theta: bool) -> Accumulators {
         let mut sketch = HllSketch::new(12);
+        let mut theta_sketch = ThetaSketch::new(12);
         for user in ["u1", "u2", "u3"] {
             sketch.update_str(user);
+            theta_sketch.update_str(user);
         }
         Accumulators(vec![
             Accumulator::Count(3),
@@ -144,32 +181,42 @@ mod tests {
             }),
             Accumulator::Min(Some(1.5)),
             Accumulator::Max(None),
-            Accumulator::Distinct(sketch),
+            Accumulator::Distinct(sketch, theta.then(|| Box::new(theta_sketch))),
         ])
     }
 
     #[test]
-    fn round_trips() {
-        let mut bytes = Vec::new();
-        encode_accumulators(&sample(), &mut bytes);
-        assert_eq!(bytes[0], FORMAT_VERSION);
-        assert_eq!(decode_accumulators(&bytes).unwrap(), sample());
+    fn round_trips_as_the_oldest_version_that_holds_them() {
+        for (theta, version) in [(false, 1), (true, 2)] {
+            let mut bytes = Vec::new();
+            encode_accumulators(&sample(theta), &mut bytes);
+            assert_eq!(bytes[0], version);
+            assert_eq!(decode_accumulators(&bytes).unwrap(), sample(theta));
+        }
     }
 
-    /// The committed fixture was written by format version 1; it must keep decoding.
+    /// Each committed fixture was written by its format version; all must keep decoding.
+    /// `EDDY_WRITE_FIXTURES=1` rewrites the newest one.
     #[test]
-    fn decodes_the_committed_version_1_fixture() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/accumulators-v1.bin"
-        );
-        if std::env::var_os("EDDY_WRITE_FIXTURES").is_some() {
-            let mut fresh = Vec::new();
-            encode_accumulators(&sample(), &mut fresh);
-            std::fs::write(path, fresh).unwrap();
+    fn decodes_the_committed_fixtures_of_every_version() {
+        for (version, theta) in [(1u8, false), (2, true)] {
+            let path = format!(
+                "{}/tests/fixtures/accumulators-v{version}.bin",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            if version == FORMAT_VERSION && std::env::var_os("EDDY_WRITE_FIXTURES").is_some() {
+                let mut fresh = Vec::new();
+                encode_accumulators(&sample(theta), &mut fresh);
+                std::fs::write(&path, fresh).unwrap();
+            }
+            let bytes = std::fs::read(&path).expect("committed fixture");
+            assert_eq!(bytes[0], version, "{path}");
+            assert_eq!(
+                decode_accumulators(&bytes).unwrap(),
+                sample(theta),
+                "{path}"
+            );
         }
-        let bytes = std::fs::read(path).expect("committed fixture");
-        assert_eq!(decode_accumulators(&bytes).unwrap(), sample());
     }
 
     #[test]

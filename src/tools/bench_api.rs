@@ -39,7 +39,7 @@ fn window(
                     for u in users.clone() {
                         sketch.update_str(&format!("user-{u}"));
                     }
-                    Accumulator::Distinct(sketch)
+                    Accumulator::Distinct(sketch, None)
                 }
                 _ => Accumulator::Count(0),
             })
@@ -55,6 +55,7 @@ fn window(
         group,
         values: accumulators.values_json_named(names.clone()),
         sketches: accumulators.sketches_json_named(names),
+        theta_sketches: serde_json::Map::new(),
         is_final: true,
     }
 }

@@ -488,7 +488,8 @@ buyers = "distinct(user_id, 11)"
             aggregation.aggregates[1].1,
             AggregateKind::Distinct {
                 field: "user_id".into(),
-                lg_k: 11
+                lg_k: 11,
+                theta_lg_k: None
             }
         );
     }

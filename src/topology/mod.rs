@@ -164,10 +164,13 @@ pub enum AggregateKind {
     SumProduct(String, String),
     Min(String),
     Max(String),
-    /// Unique values as an Apache DataSketches HLL sketch with `2^lg_k` registers.
+    /// Unique values as an Apache DataSketches HLL sketch with `2^lg_k` registers and, when
+    /// `theta_lg_k` is set, also as a Theta sketch of nominal `2^theta_lg_k` entries (the state
+    /// ClickHouse's `uniqTheta` merges).
     Distinct {
         field: String,
         lg_k: u8,
+        theta_lg_k: Option<u8>,
     },
 }
 
@@ -184,7 +187,9 @@ impl AggregateKind {
         }
     }
 
-    /// Parses `count`, `sum(total_amount)`, `min(f)`, `max(f)`, `distinct(userId)` or `distinct(userId, 14)`.
+    /// Parses `count`, `sum(total_amount)`, `min(f)`, `max(f)`, `distinct(userId)`,
+    /// `distinct(userId, 14)`, or either distinct with a Theta sketch beside the HLL one:
+    /// `distinct(userId, theta)`, `distinct(userId, 14, theta)`, `distinct(userId, theta(14))`.
     ///
     /// # Examples
     /// ```
@@ -193,10 +198,12 @@ impl AggregateKind {
     /// assert_eq!(AggregateKind::parse("sum(items.quantity * items.unit_price)"),
     ///            Ok(AggregateKind::SumProduct("items.quantity".into(), "items.unit_price".into())));
     /// assert_eq!(AggregateKind::parse("distinct(userId, 14)"),
-    ///            Ok(AggregateKind::Distinct { field: "userId".into(), lg_k: 14 }));
+    ///            Ok(AggregateKind::Distinct { field: "userId".into(), lg_k: 14, theta_lg_k: None }));
+    /// assert_eq!(AggregateKind::parse("distinct(userId, theta)"),
+    ///            Ok(AggregateKind::Distinct { field: "userId".into(), lg_k: 12, theta_lg_k: Some(12) }));
     /// ```
     pub fn parse(text: &str) -> Result<AggregateKind, String> {
-        let allowed = "`count`, `sum(FIELD)`, `min(FIELD)`, `max(FIELD)` or `distinct(FIELD[, PRECISION 4..=21])`";
+        let allowed = "`count`, `sum(FIELD)`, `min(FIELD)`, `max(FIELD)` or `distinct(FIELD[, PRECISION 4..=21][, theta[(PRECISION 5..=26)]])`";
         let text = text.trim();
         if text == "count" || text == "count()" {
             return Ok(AggregateKind::Count);
@@ -213,8 +220,9 @@ impl AggregateKind {
             .filter(|f| !f.is_empty())
             .ok_or_else(|| format!("`{text}` names no field: expected {allowed}"))?;
         let field = field.to_string();
-        let precision = args.next();
-        if args.next().is_some() || (precision.is_some() && function.trim() != "distinct") {
+        let extra: Vec<&str> = args.collect();
+        let distinct = function.trim() == "distinct";
+        if extra.len() > if distinct { 2 } else { 0 } {
             return Err(format!(
                 "`{text}` has too many arguments: expected {allowed}"
             ));
@@ -228,15 +236,39 @@ impl AggregateKind {
             "min" => Ok(AggregateKind::Min(field)),
             "max" => Ok(AggregateKind::Max(field)),
             "distinct" => {
-                let lg_k = match precision {
-                    None => Self::DEFAULT_LG_K,
-                    Some(p) => p
-                        .parse::<u8>()
-                        .ok()
-                        .filter(|k| (4..=21).contains(k))
-                        .ok_or_else(|| format!("`{text}`: precision `{p}` must be a whole number from 4 to 21"))?,
-                };
-                Ok(AggregateKind::Distinct { field, lg_k })
+                let (mut lg_k, mut theta_lg_k) = (None, None);
+                for arg in extra {
+                    if let Some(theta) = arg.strip_prefix("theta") {
+                        let precision = theta.trim();
+                        let k = if precision.is_empty() {
+                            Self::DEFAULT_LG_K
+                        } else {
+                            precision
+                                .strip_prefix('(')
+                                .and_then(|p| p.strip_suffix(')'))
+                                .and_then(|p| p.trim().parse::<u8>().ok())
+                                .filter(|k| (5..=26).contains(k))
+                                .ok_or_else(|| format!("`{text}`: `{arg}` must be `theta` or `theta(N)` with N from 5 to 26"))?
+                        };
+                        if theta_lg_k.replace(k).is_some() {
+                            return Err(format!("`{text}` names `theta` twice"));
+                        }
+                    } else if lg_k.is_none() && theta_lg_k.is_none() {
+                        lg_k = Some(
+                            arg.parse::<u8>()
+                                .ok()
+                                .filter(|k| (4..=21).contains(k))
+                                .ok_or_else(|| format!("`{text}`: precision `{arg}` must be a whole number from 4 to 21"))?,
+                        );
+                    } else {
+                        return Err(format!("`{text}`: `{arg}` is not `theta`: expected {allowed}"));
+                    }
+                }
+                Ok(AggregateKind::Distinct {
+                    field,
+                    lg_k: lg_k.unwrap_or(Self::DEFAULT_LG_K),
+                    theta_lg_k,
+                })
             }
             other => Err(format!("`{text}` uses unknown function `{other}`: expected {allowed}")),
         }
@@ -251,7 +283,15 @@ impl std::fmt::Display for AggregateKind {
             AggregateKind::SumProduct(a, b) => write!(f, "sum({a} * {b})"),
             AggregateKind::Min(x) => write!(f, "min({x})"),
             AggregateKind::Max(x) => write!(f, "max({x})"),
-            AggregateKind::Distinct { field, lg_k } => write!(f, "distinct({field}, {lg_k})"),
+            AggregateKind::Distinct {
+                field,
+                lg_k,
+                theta_lg_k,
+            } => match theta_lg_k {
+                None => write!(f, "distinct({field}, {lg_k})"),
+                Some(Self::DEFAULT_LG_K) => write!(f, "distinct({field}, {lg_k}, theta)"),
+                Some(theta) => write!(f, "distinct({field}, {lg_k}, theta({theta}))"),
+            },
         }
     }
 }
@@ -370,5 +410,54 @@ impl Topology {
             }
         }
         topics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AggregateKind;
+
+    #[test]
+    fn distinct_takes_a_precision_and_theta_in_either_form_and_prints_back() {
+        let distinct = |lg_k, theta_lg_k| AggregateKind::Distinct {
+            field: "userId".into(),
+            lg_k,
+            theta_lg_k,
+        };
+        for (text, kind) in [
+            ("distinct(userId)", distinct(12, None)),
+            ("distinct(userId, 14)", distinct(14, None)),
+            ("distinct(userId, theta)", distinct(12, Some(12))),
+            ("distinct(userId, 10, theta)", distinct(10, Some(12))),
+            ("distinct(userId, theta(16))", distinct(12, Some(16))),
+            (
+                "distinct( userId , 11 , theta( 9 ) )",
+                distinct(11, Some(9)),
+            ),
+        ] {
+            assert_eq!(AggregateKind::parse(text), Ok(kind.clone()), "{text}");
+            assert_eq!(
+                AggregateKind::parse(&kind.to_string()),
+                Ok(kind.clone()),
+                "{kind} round-trips"
+            );
+        }
+    }
+
+    #[test]
+    fn distinct_rejects_misplaced_or_out_of_range_arguments_with_the_reason() {
+        for (text, reason) in [
+            ("distinct(userId, theta, 12)", "is not `theta`"),
+            ("distinct(userId, theta(4))", "from 5 to 26"),
+            ("distinct(userId, theta(27))", "from 5 to 26"),
+            ("distinct(userId, thetas)", "`theta` or `theta(N)`"),
+            ("distinct(userId, theta, theta)", "twice"),
+            ("distinct(userId, 22)", "from 4 to 21"),
+            ("distinct(userId, 12, theta, 3)", "too many arguments"),
+            ("sum(amount, theta)", "too many arguments"),
+        ] {
+            let error = AggregateKind::parse(text).unwrap_err();
+            assert!(error.contains(reason), "{text}: {error}");
+        }
     }
 }

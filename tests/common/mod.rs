@@ -199,7 +199,11 @@ impl EddyProcess {
             ])
             .args(["--processing-guarantee", options.guarantee])
             .args(["--num-threads", "2"])
-            .env("RUST_LOG", "eddy=info,warn")
+            // EDDY_TEST_RUST_LOG raises the level when chasing a failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("EDDY_TEST_RUST_LOG").unwrap_or_else(|_| "eddy=info,warn".into()),
+            )
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
         for topology in options.topologies {
@@ -255,6 +259,34 @@ impl EddyProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// This instance's log and those of every other instance sharing its state directory, each
+    /// under its file name: a test with several instances needs all of them to see which stalled.
+    pub fn all_logs_text(&self) -> String {
+        let dir = self
+            .log
+            .parent()
+            .expect("the log lives in the state directory");
+        let mut logs: Vec<_> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        let name = p.file_name().unwrap_or_default().to_string_lossy();
+                        name.starts_with("eddy-") && name.ends_with(".log")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        logs.sort();
+        logs.iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                format!("==> {} <==\n{text}", p.display())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Drop for EddyProcess {
@@ -289,6 +321,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+pub mod clickhouse;
 pub mod reference;
 
 use reference::Produced;
@@ -485,7 +518,7 @@ pub fn wait_for_exact(
     }
     let (checked, mismatches, duplicates, missing) = result;
     if missing > 0 || mismatches > 0 || duplicates > 0 {
-        eprintln!("eddy log:\n{}", eddy.log_text());
+        eprintln!("eddy logs:\n{}", eddy.all_logs_text());
     }
     println!("windows checked: {checked}, mismatches: {mismatches}, duplicates: {duplicates}, missing: {missing}");
     assert_eq!((mismatches, duplicates, missing), (0, 0, 0));

@@ -5,7 +5,7 @@
 //! emitted as `[first event, last event]` (Kafka Streams' session windows).
 #![allow(dead_code)]
 
-use eddy::aggregate::{ExactSum, HllSketch};
+use eddy::aggregate::{ExactSum, HllSketch, ThetaSketch};
 use eddy::task::AggregateRecord;
 use eddy::topology::{AggregateKind, EventTime, TimeFormat, Topology, WindowSpec};
 use serde_json::Value;
@@ -46,7 +46,8 @@ enum Acc {
     Sum(ExactSum),
     Max(Option<f64>),
     Min(Option<f64>),
-    Distinct(HllSketch),
+    /// The HLL sketch, and the Theta one when the aggregate keeps it.
+    Distinct(HllSketch, Option<ThetaSketch>),
 }
 
 #[derive(Clone, Debug)]
@@ -230,9 +231,9 @@ impl Expected {
                         }
                         AggregateKind::Min(_) => Acc::Min(None),
                         AggregateKind::Max(_) => Acc::Max(None),
-                        AggregateKind::Distinct { lg_k, .. } => {
-                            Acc::Distinct(HllSketch::new(*lg_k))
-                        }
+                        AggregateKind::Distinct {
+                            lg_k, theta_lg_k, ..
+                        } => Acc::Distinct(HllSketch::new(*lg_k), theta_lg_k.map(ThetaSketch::new)),
                     };
                     (name.clone(), acc)
                 })
@@ -273,9 +274,12 @@ impl Expected {
                         *m = Some(m.map_or(x, |m| m.min(x)));
                     }
                 }
-                (Acc::Distinct(s), AggregateKind::Distinct { field: f, .. }) => {
+                (Acc::Distinct(s, theta), AggregateKind::Distinct { field: f, .. }) => {
                     if let Some(v) = get(f) {
                         s.update_str(&text(v));
+                        if let Some(theta) = theta {
+                            theta.update_str(&text(v));
+                        }
                     }
                 }
                 _ => unreachable!(),
@@ -287,6 +291,14 @@ impl Expected {
     pub fn count(&self, name: &str) -> Option<u64> {
         self.accs.iter().find_map(|(n, acc)| match acc {
             Acc::Count(c) if n == name => Some(*c),
+            _ => None,
+        })
+    }
+
+    /// The expected Theta sketch of distinct aggregate `name`, where it keeps one.
+    pub fn theta(&self, name: &str) -> Option<&ThetaSketch> {
+        self.accs.iter().find_map(|(n, acc)| match acc {
+            Acc::Distinct(_, theta) if n == name => theta.as_ref(),
             _ => None,
         })
     }
@@ -309,13 +321,29 @@ pub fn compare(record: &AggregateRecord, expected: &Expected) -> Option<String> 
             Acc::Count(n) => got.as_u64() == Some(*n),
             Acc::Sum(sum) => *got == sum.to_json(),
             Acc::Max(m) | Acc::Min(m) => got.as_f64() == *m,
-            Acc::Distinct(sketch) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(record.sketches[name].as_str().unwrap_or_default())
-                    .unwrap_or_default();
-                let emitted = HllSketch::from_bytes(&bytes);
+            Acc::Distinct(sketch, theta) => {
+                let bytes = |sketches: &serde_json::Map<String, Value>| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(
+                            sketches
+                                .get(name)
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        )
+                        .unwrap_or_default()
+                };
+                let emitted = HllSketch::from_bytes(&bytes(&record.sketches));
+                // The Theta sketch, where kept, must hold exactly the reference's entries.
+                let theta_ok = match theta {
+                    None => !record.theta_sketches.contains_key(name),
+                    Some(theta) => {
+                        ThetaSketch::from_bytes(&bytes(&record.theta_sketches), theta.lg_k())
+                            .is_ok_and(|e| e == *theta)
+                    }
+                };
                 got.as_u64() == Some(sketch.canonical().estimate().round() as u64)
                     && emitted.is_ok_and(|e| e == *sketch)
+                    && theta_ok
             }
         };
         if !ok {
