@@ -2,7 +2,7 @@
 //! Run: `cargo bench --bench hot_path`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use eddy::aggregate::HllSketch;
+use eddy::aggregate::{HllSketch, ThetaSketch};
 use eddy::events::{EventGenerator, GeneratorConfig};
 use eddy::record::DecodePlan;
 use eddy::task::{CompiledTopology, InputRecord, StateLocation, TaskId, TaskOutput};
@@ -127,6 +127,47 @@ fn hll(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same as `hll` for Theta sketches (ClickHouse's uniqTheta state), at the same sizes.
+fn theta(c: &mut Criterion) {
+    let users: Vec<String> = (0..100_000).map(|i| format!("user-{i}")).collect();
+    let mut group = c.benchmark_group("theta");
+    group.throughput(Throughput::Elements(users.len() as u64));
+    group.bench_function("update_lg12", |b| {
+        b.iter(|| {
+            let mut sketch = ThetaSketch::new(12);
+            users.iter().for_each(|u| sketch.update_str(u));
+            sketch
+        })
+    });
+    group.finish();
+    let mut full = ThetaSketch::new(12);
+    users.iter().for_each(|u| full.update_str(u));
+    let full = full.clone(); // compacted, as state holds it after a merge
+    let mut other = ThetaSketch::new(12);
+    users
+        .iter()
+        .take(50_000)
+        .for_each(|u| other.update_str(&format!("{u}-b")));
+    let mut group = c.benchmark_group("theta");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("merge_lg12", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut s| {
+                s.merge(&other);
+                s
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("serialize_lg12", |b| b.iter(|| full.to_bytes()));
+    let bytes = full.to_bytes();
+    group.bench_function("deserialize_lg12", |b| {
+        b.iter(|| ThetaSketch::from_bytes(&bytes, 12).unwrap())
+    });
+    group.finish();
+}
+
 fn state_flush(c: &mut Criterion) {
     let events = analytics_events(20_000);
     let compiled = CompiledTopology::new("bench", topology());
@@ -179,5 +220,5 @@ fn state_flush(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, window_update, hll, state_flush);
+criterion_group!(benches, decode, window_update, hll, theta, state_flush);
 criterion_main!(benches);

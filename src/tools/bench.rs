@@ -201,8 +201,7 @@ fn pipeline(count: usize, commit_every: usize, files: &[PathBuf]) -> anyhow::Res
         tasks.insert(topic.clone(), task);
     }
     let started = Instant::now();
-    let mut emitted = 0usize;
-    let mut repartitioned = 0usize;
+    let mut totals = CommitTotals::default();
     let mut output = TaskOutput::default();
     for (i, event) in events.iter().enumerate() {
         let task = tasks.get_mut(event.topic).expect("input task");
@@ -216,9 +215,7 @@ fn pipeline(count: usize, commit_every: usize, files: &[PathBuf]) -> anyhow::Res
             &mut output,
         )?;
         if (i + 1) % commit_every == 0 || i + 1 == events.len() {
-            let (e, r) = commit(&mut tasks, &topics, &mut output)?;
-            emitted += e;
-            repartitioned += r;
+            commit(&mut tasks, &topics, &mut output, &mut totals)?;
         }
     }
     let pipeline_secs = started.elapsed().as_secs_f64();
@@ -231,7 +228,20 @@ fn pipeline(count: usize, commit_every: usize, files: &[PathBuf]) -> anyhow::Res
         bytes as f64 / 1e6
     );
     println!("decode-only:       {decode_rate:>12.0} events/s");
+    let CommitTotals {
+        emitted,
+        repartitioned,
+        output_bytes,
+        repartition_bytes,
+        state_bytes,
+    } = totals;
     println!("pipeline:          {pipeline_rate:>12.0} events/s  ({emitted} aggregates emitted, {repartitioned} repartition partials)");
+    println!(
+        "bytes written:     {:>12.1} MB to stores and changelogs, {:.1} MB of repartition partials, {:.1} MB of output records",
+        state_bytes as f64 / 1e6,
+        repartition_bytes as f64 / 1e6,
+        output_bytes as f64 / 1e6
+    );
     println!(
         "pipeline / decode: {:>12.1}%",
         100.0 * pipeline_rate / decode_rate
@@ -242,23 +252,43 @@ fn pipeline(count: usize, commit_every: usize, files: &[PathBuf]) -> anyhow::Res
     Ok(())
 }
 
+/// What the pipeline's commits wrote: records, and the bytes of their keys and values (state
+/// writes are what the changelogs carry).
+#[derive(Default)]
+struct CommitTotals {
+    emitted: usize,
+    repartitioned: usize,
+    output_bytes: usize,
+    repartition_bytes: usize,
+    state_bytes: usize,
+}
+
 /// One commit of the in-process pipeline: flush input tasks, hand partials to their merge tasks
 /// (what the repartition topic does between instances), flush those, apply state to RocksDB.
 fn commit(
     tasks: &mut HashMap<String, StreamTask>,
     topics: &[String],
     output: &mut TaskOutput,
-) -> anyhow::Result<(usize, usize)> {
-    let mut emitted = 0;
-    let mut repartitioned = 0;
+    totals: &mut CommitTotals,
+) -> anyhow::Result<()> {
+    let bytes = |record: &crate::task::OutgoingRecord| {
+        record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len)
+    };
     for topic in topics {
         let task = tasks.get_mut(topic).expect("task");
         task.flush(output)?;
-        task.apply_committed(std::mem::take(&mut output.state))?;
+        let state = std::mem::take(&mut output.state);
+        totals.state_bytes += state
+            .iter()
+            .flat_map(|pending| &pending.writes)
+            .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len))
+            .sum::<usize>();
+        task.apply_committed(state)?;
         for record in std::mem::take(&mut output.records) {
             match record.kind {
                 crate::task::OutgoingKind::Repartition => {
-                    repartitioned += 1;
+                    totals.repartitioned += 1;
+                    totals.repartition_bytes += bytes(&record);
                     let target = tasks.get_mut(&record.topic).expect("repartition task");
                     target.process(
                         InputRecord {
@@ -270,12 +300,15 @@ fn commit(
                         output,
                     )?;
                 }
-                crate::task::OutgoingKind::Aggregate { .. } => emitted += 1,
+                crate::task::OutgoingKind::Aggregate { .. } => {
+                    totals.emitted += 1;
+                    totals.output_bytes += bytes(&record);
+                }
                 _ => {}
             }
         }
     }
-    Ok((emitted, repartitioned))
+    Ok(())
 }
 
 /// One task, every key live: what memory does with `keys` open (group, window) entries.
