@@ -88,84 +88,99 @@ fn window_update(c: &mut Criterion) {
     group.finish();
 }
 
-fn hll(c: &mut Criterion) {
+/// What the sketch benches need of a sketch: HLL and Theta are measured the same way.
+trait BenchedSketch: Clone {
+    fn empty() -> Self;
+    fn add(&mut self, value: &str);
+    fn merge_in(&mut self, other: &Self);
+    /// The bytes eddy emits (after canonicalizing, where the sketch needs it).
+    fn emitted_bytes(&self) -> Vec<u8>;
+    fn read(bytes: &[u8]) -> Self;
+}
+
+impl BenchedSketch for HllSketch {
+    fn empty() -> Self {
+        HllSketch::new(12)
+    }
+    fn add(&mut self, value: &str) {
+        self.update_str(value)
+    }
+    fn merge_in(&mut self, other: &Self) {
+        self.merge(other)
+    }
+    fn emitted_bytes(&self) -> Vec<u8> {
+        self.canonical().to_bytes()
+    }
+    fn read(bytes: &[u8]) -> Self {
+        HllSketch::from_bytes(bytes).unwrap()
+    }
+}
+
+impl BenchedSketch for ThetaSketch {
+    fn empty() -> Self {
+        ThetaSketch::new(12)
+    }
+    fn add(&mut self, value: &str) {
+        self.update_str(value)
+    }
+    fn merge_in(&mut self, other: &Self) {
+        self.merge(other)
+    }
+    fn emitted_bytes(&self) -> Vec<u8> {
+        self.to_bytes()
+    }
+    fn read(bytes: &[u8]) -> Self {
+        ThetaSketch::from_bytes(bytes, 12).unwrap()
+    }
+}
+
+/// Update (100k ids), merge (100k into 50k others), serialize and deserialize, at lg_k 12.
+fn sketch<S: BenchedSketch>(c: &mut Criterion, name: &str) {
     let users: Vec<String> = (0..100_000).map(|i| format!("user-{i}")).collect();
-    let mut group = c.benchmark_group("hll");
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(users.len() as u64));
     group.bench_function("update_lg12", |b| {
         b.iter(|| {
-            let mut sketch = HllSketch::new(12);
-            users.iter().for_each(|u| sketch.update_str(u));
+            let mut sketch = S::empty();
+            users.iter().for_each(|u| sketch.add(u));
             sketch
         })
     });
     group.finish();
-    let mut full = HllSketch::new(12);
-    users.iter().for_each(|u| full.update_str(u));
-    let mut other = HllSketch::new(12);
+    let mut full = S::empty();
+    users.iter().for_each(|u| full.add(u));
+    // Cloned as state holds it (a Theta sketch compacts on clone).
+    let full = full.clone();
+    let mut other = S::empty();
     users
         .iter()
         .take(50_000)
-        .for_each(|u| other.update_str(&format!("{u}-b")));
-    let mut group = c.benchmark_group("hll");
+        .for_each(|u| other.add(&format!("{u}-b")));
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     group.bench_function("merge_lg12", |b| {
         b.iter_batched(
             || full.clone(),
             |mut s| {
-                s.merge(&other);
+                s.merge_in(&other);
                 s
             },
             BatchSize::SmallInput,
         )
     });
-    group.bench_function("serialize_lg12", |b| b.iter(|| full.canonical().to_bytes()));
-    let bytes = full.to_bytes();
-    group.bench_function("deserialize_lg12", |b| {
-        b.iter(|| HllSketch::from_bytes(&bytes).unwrap())
-    });
+    group.bench_function("serialize_lg12", |b| b.iter(|| full.emitted_bytes()));
+    let bytes = full.emitted_bytes();
+    group.bench_function("deserialize_lg12", |b| b.iter(|| S::read(&bytes)));
     group.finish();
 }
 
-/// The same as `hll` for Theta sketches (ClickHouse's uniqTheta state), at the same sizes.
+fn hll(c: &mut Criterion) {
+    sketch::<HllSketch>(c, "hll");
+}
+
+/// Theta sketches (ClickHouse's uniqTheta state), measured as HLL is.
 fn theta(c: &mut Criterion) {
-    let users: Vec<String> = (0..100_000).map(|i| format!("user-{i}")).collect();
-    let mut group = c.benchmark_group("theta");
-    group.throughput(Throughput::Elements(users.len() as u64));
-    group.bench_function("update_lg12", |b| {
-        b.iter(|| {
-            let mut sketch = ThetaSketch::new(12);
-            users.iter().for_each(|u| sketch.update_str(u));
-            sketch
-        })
-    });
-    group.finish();
-    let mut full = ThetaSketch::new(12);
-    users.iter().for_each(|u| full.update_str(u));
-    let full = full.clone(); // compacted, as state holds it after a merge
-    let mut other = ThetaSketch::new(12);
-    users
-        .iter()
-        .take(50_000)
-        .for_each(|u| other.update_str(&format!("{u}-b")));
-    let mut group = c.benchmark_group("theta");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("merge_lg12", |b| {
-        b.iter_batched(
-            || full.clone(),
-            |mut s| {
-                s.merge(&other);
-                s
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("serialize_lg12", |b| b.iter(|| full.to_bytes()));
-    let bytes = full.to_bytes();
-    group.bench_function("deserialize_lg12", |b| {
-        b.iter(|| ThetaSketch::from_bytes(&bytes, 12).unwrap())
-    });
-    group.finish();
+    sketch::<ThetaSketch>(c, "theta");
 }
 
 fn state_flush(c: &mut Criterion) {

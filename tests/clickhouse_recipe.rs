@@ -139,20 +139,13 @@ fn check_sql_is_generated_from_the_recipe() {
     );
     // It runs in chDB, but for the uniqThetaMerge assertion, which the script makes on the stored
     // states: the statements, the redelivery and the FINAL count hold.
-    let python = std::env::var("EDDY_PYTHON").unwrap_or_else(|_| panic!("EDDY_PYTHON is not set: run `scripts/setup` and set EDDY_PYTHON=.venv/bin/python, or use `scripts/test`"));
-    let output = std::process::Command::new(python)
-        .arg(root().join("tests/common/clickhouse_recipe.py"))
-        .arg(root())
-        .arg("check-sql")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "check.sql failed in chDB:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let result = common::python_json(
+        &[
+            root().join("tests/common/clickhouse_recipe.py").as_os_str(),
+            root().as_os_str(),
+            "check-sql".as_ref(),
+        ],
+        &serde_json::Value::Null,
     );
-    println!(
-        "check.sql in chDB: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    println!("check.sql in chDB: {result}");
 }

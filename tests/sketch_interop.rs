@@ -1,13 +1,13 @@
 //! eddy's emitted sketches are standard Apache DataSketches HLL sketches: the Python library
 //! deserializes them, reports the estimate eddy reported, and unions them.
 
+mod common;
+
 use eddy::testing::TopologyTestDriver;
 use eddy::topology::*;
-use std::process::Command;
 
 #[test]
 fn python_datasketches_reads_and_unions_emitted_sketches() {
-    let python = std::env::var("EDDY_PYTHON").unwrap_or_else(|_| panic!("EDDY_PYTHON is not set: run `scripts/setup` and set EDDY_PYTHON=.venv/bin/python, or use `scripts/test`"));
     let topology = Topology::builder()
         .source(
             SourceBuilder::new("a", "analytics", Schema::AnalyticsEvent)
@@ -73,28 +73,10 @@ for u in range(9000):
     direct.update("user-%d" % u)
 print(json.dumps({"union": union.get_estimate(), "direct": direct.get_estimate()}))
 "#;
-    let mut child = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&records).unwrap().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "python check failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let result = common::python_json(
+        &["-c".as_ref(), script.as_ref()],
+        &serde_json::to_value(&records).unwrap(),
     );
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let (union, direct) = (
         result["union"].as_f64().unwrap(),
         result["direct"].as_f64().unwrap(),
@@ -117,7 +99,6 @@ print(json.dumps({"union": union.get_estimate(), "direct": direct.get_estimate()
 fn python_datasketches_builds_the_same_theta_bytes_and_unions_emitted_theta_sketches() {
     use base64::Engine;
     use eddy::aggregate::{ThetaSketch, THETA_LG_K};
-    let python = std::env::var("EDDY_PYTHON").unwrap_or_else(|_| panic!("EDDY_PYTHON is not set: run `scripts/setup` and set EDDY_PYTHON=.venv/bin/python, or use `scripts/test`"));
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let mut one = ThetaSketch::new(THETA_LG_K);
     one.update_str("user-1");
@@ -156,32 +137,10 @@ print(json.dumps({
     "upper": result.get_upper_bound(2),
 }))
 "#;
-    let mut child = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            serde_json::json!({ "minutes": minutes })
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "python check failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let result = common::python_json(
+        &["-c".as_ref(), script.as_ref()],
+        &serde_json::json!({ "minutes": minutes }),
     );
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(hex(&one.to_bytes()), "01030300001acc933b21164f2189467e");
     assert_eq!(result["one"], hex(&one.to_bytes()), "one id");
     let twenty_hex = hex(&twenty.to_bytes());

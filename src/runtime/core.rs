@@ -39,6 +39,8 @@ pub(crate) struct Core {
     pub in_flight: Option<BatchInFlight>,
     /// Since when each kind of transient trouble has lasted (see [`Core::carry_out`]).
     pub waiting_since: BTreeMap<Waiting, Instant>,
+    /// Restore slices in a row that read nothing (for the log).
+    pub stalled_slices: u64,
     /// `task_timeout_ms`: how long retriable failures may last before the instance stops.
     pub task_timeout: Duration,
     /// What time it is (the simulator's own clock under simulation).

@@ -123,7 +123,21 @@ impl Core {
             }
             Decision::Wait => match failure {
                 Failure::RestoreStalled(waiting_for) => {
-                    tracing::debug!(waiting_for, "restore read nothing this slice; waiting");
+                    // Said at the 16th stalled slice in a row (about 3 s), then at powers of two:
+                    // a restore that reads nothing holds its partition and every restore behind it.
+                    let stalls = self.stalled_slices.saturating_add(1);
+                    self.stalled_slices = stalls;
+                    if stalls >= 16 && stalls.is_power_of_two() {
+                        let since = self.waiting_since.get(&Waiting::Restore).copied();
+                        tracing::warn!(
+                            waiting_for,
+                            slices = stalls,
+                            seconds = since.map_or(0.0, |s| self.clock.now().saturating_duration_since(s).as_secs_f64()),
+                            "a restore has read nothing for a while; waiting, up to task_timeout_ms (logged at powers of two)"
+                        );
+                    } else {
+                        tracing::debug!(waiting_for, "restore read nothing this slice; waiting");
+                    }
                     self.wait_out(Waiting::Restore, waiting_for)
                 }
                 failure => {
@@ -202,6 +216,9 @@ impl Core {
     /// The trouble `what` is over (the consumer reached a broker, a restore read again).
     pub fn recovered(&mut self, what: Waiting) {
         self.waiting_since.remove(&what);
+        if what == Waiting::Restore {
+            self.stalled_slices = 0;
+        }
     }
 
     /// Transient trouble: fine for up to `task_timeout_ms` in a row, then stop, naming what

@@ -218,6 +218,7 @@ impl<I: Input> Instance<I> {
             stop: None,
             in_flight: None,
             waiting_since: Default::default(),
+            stalled_slices: 0,
             task_timeout: options.task_timeout,
             checkpoint_max_age: options.checkpoint_max_age,
             clock: clock.clone(),

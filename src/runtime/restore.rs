@@ -335,7 +335,7 @@ impl Restoration {
         if let Err(error) = group.seek(&topic, partition, committed_offset) {
             // A partition paused since its assignment was never fetched and cannot be sought
             // yet; the consumer starts it at the committed offset by itself.
-            tracing::debug!(task = %slot.task.id, %error, "seek to the committed offset deferred");
+            tracing::info!(task = %slot.task.id, %error, offset = ?slot.committed_offset, "seek to the committed offset deferred: the consumer starts the partition there by itself");
         }
         group.resume(&[(topic, partition)])?;
         Ok(slot)

@@ -8,8 +8,6 @@ use super::reference::{Expected, Identity};
 use eddy::aggregate::{ThetaSketch, THETA_LG_K};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// What the recipe's queries answered for one period `[from, to)`.
 struct Answer {
@@ -54,31 +52,14 @@ pub fn check_recipe(records: &[String], expected: &BTreeMap<Identity, Expected>)
         "periods": periods.iter().map(|(from, to)| serde_json::json!({"from": from, "to": to})).collect::<Vec<_>>(),
         "event_type": event_type,
     });
-    let python = std::env::var("EDDY_PYTHON").unwrap_or_else(|_| panic!("EDDY_PYTHON is not set: run `scripts/setup` (it makes .venv with chdb-core and datasketches) and set EDDY_PYTHON=.venv/bin/python, or use `scripts/test`"));
-    let mut child = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/common/clickhouse_recipe.py"
-        ))
-        .arg(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "the recipe failed in chDB:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/common/clickhouse_recipe.py"
     );
-    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let result = super::python_json(
+        &[script.as_ref(), env!("CARGO_MANIFEST_DIR").as_ref()],
+        &request,
+    );
     let stored = result["rows_final"].as_u64().unwrap() as usize;
     let theta_minutes = expected
         .iter()

@@ -290,11 +290,29 @@ impl EddyProcess {
 }
 
 impl Drop for EddyProcess {
-    /// A failing test must not leave eddy running.
+    /// A failing test must not leave eddy running. With `EDDY_TEST_LOG_DIR` set, the log is kept
+    /// there (the state directory is a temporary one), passing or not.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if let Some(dir) = std::env::var_os("EDDY_TEST_LOG_DIR") {
+            let name = self
+                .log
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                &self.log,
+                Path::new(&dir).join(format!(
+                    "{}-{name}-{}",
+                    std::process::id(),
+                    self.log.file_name().unwrap_or_default().to_string_lossy()
+                )),
+            );
         }
     }
 }
@@ -322,6 +340,38 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
 }
 
 pub mod clickhouse;
+
+/// Runs `.venv`'s Python (`EDDY_PYTHON`) with `args`, `input` as JSON on stdin, and returns the
+/// JSON it prints; fails the test with Python's stderr if it fails.
+pub fn python_json(args: &[&std::ffi::OsStr], input: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let python = std::env::var("EDDY_PYTHON").unwrap_or_else(|_| panic!("EDDY_PYTHON is not set: run `scripts/setup` (it makes .venv with datasketches, pyyaml and chdb-core) and set EDDY_PYTHON=.venv/bin/python, or use `scripts/test`"));
+    let mut child = Command::new(python)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "python {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "python printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
 pub mod reference;
 
 use reference::Produced;
