@@ -225,8 +225,11 @@ fn state_flush(c: &mut Criterion) {
             |(mut task, db)| {
                 let mut out = TaskOutput::default();
                 task.flush(&mut out).unwrap();
-                task.apply_committed(std::mem::take(&mut out.state))
-                    .unwrap();
+                task.apply_committed(
+                    std::mem::take(&mut out.state),
+                    &eddy::state::ChangelogEnds::new(),
+                )
+                .unwrap();
                 (task, db, out)
             },
             BatchSize::PerIteration,

@@ -21,6 +21,11 @@ pub enum Failpoint {
     FencedMidCommit,
     /// Restore slowly (20 records per slice, 100 ms apart), to outlast a transaction timeout.
     SlowRestore,
+    /// Abort the process after a commit succeeded, before its writes reach RocksDB.
+    CrashBeforeApply,
+    /// Abort the process after the first task's writes of a commit reached RocksDB, before the
+    /// other tasks' (a crash in the middle of applying a commit).
+    CrashMidApply,
     /// Stall one commit, between the offsets and the commit, for `EDDY_FAILPOINT_STALL_MS`
     /// (20 s by default): the transaction coordinator unreachable under load. Fires once.
     CoordinatorUnreachable,
@@ -44,6 +49,8 @@ impl Failpoint {
             "fenced_mid_commit" => Failpoint::FencedMidCommit,
             "slow_restore" => Failpoint::SlowRestore,
             "coordinator_unreachable" => Failpoint::CoordinatorUnreachable,
+            "crash_before_apply" => Failpoint::CrashBeforeApply,
+            "crash_mid_apply" => Failpoint::CrashMidApply,
             _ => return None,
         })
     }

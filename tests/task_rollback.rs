@@ -69,7 +69,8 @@ fn rollback_restores_the_merge_sides_upstream_watermarks() {
         );
     }
     task.flush(&mut TaskOutput::default()).unwrap();
-    task.apply_committed(Vec::new()).unwrap();
+    task.apply_committed(Vec::new(), &eddy::state::ChangelogEnds::new())
+        .unwrap();
     assert_eq!(task.commit_metadata(), "eddy1;wm=60000,60000;closed=60000");
 
     // An uncommitted transaction moves both upstreams (one of them idle) and is aborted.
@@ -123,7 +124,8 @@ fn a_commit_applies_what_its_flush_covered_not_what_was_processed_meanwhile() {
     task.flush(&mut TaskOutput::default()).unwrap();
     // Processed while the flushed transaction commits: belongs to the next one.
     deliver(&mut task, watermark(120_000));
-    task.apply_committed(Vec::new()).unwrap();
+    task.apply_committed(Vec::new(), &eddy::state::ChangelogEnds::new())
+        .unwrap();
     deliver(&mut task, watermark(180_000));
     task.rollback(Some(1)).unwrap();
     assert_eq!(
@@ -156,7 +158,8 @@ fn a_commit_applies_what_its_flush_covered_not_what_was_processed_meanwhile() {
     pipe(&mut task, 0, 1_000);
     task.flush(&mut TaskOutput::default()).unwrap();
     pipe(&mut task, 1, 9_000);
-    task.apply_committed(Vec::new()).unwrap();
+    task.apply_committed(Vec::new(), &eddy::state::ChangelogEnds::new())
+        .unwrap();
     task.rollback(Some(1)).unwrap();
     assert_eq!(task.stream_time(), 1_000);
     assert_eq!(task.next_offset(), Some(1));

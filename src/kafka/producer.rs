@@ -58,6 +58,9 @@ pub(crate) struct DeliveryCounter {
     /// The topic the broker refused to add to a transaction for lack of authorization, which
     /// librdkafka names only in its log.
     denied_topic: std::sync::Mutex<Option<String>>,
+    /// Per changelog partition, the offset after the last record delivered there (see
+    /// [`RecordProducer::take_changelog_ends`]).
+    changelog_ends: std::sync::Mutex<crate::state::ChangelogEnds>,
 }
 
 impl DeliveryCounter {
@@ -111,6 +114,18 @@ fn authorization_fix(
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(message) = result {
+            use rdkafka::message::Message;
+            // Only changelog records: a lock per record of every kind would cost the hot path.
+            if message.topic().ends_with(crate::topology::CHANGELOG_SUFFIX) {
+                if let Ok(mut ends) = self.changelog_ends.lock() {
+                    let end = ends
+                        .entry((message.topic().to_string(), message.partition()))
+                        .or_insert(0);
+                    *end = (*end).max(message.offset() + 1);
+                }
+            }
+        }
         if let Err((error, _)) = result {
             // Records purged by an abort were meant to vanish with their transaction.
             if matches!(
@@ -493,8 +508,21 @@ impl RecordProducer {
         }
     }
 
+    /// Per changelog partition, the offset after the last record delivered there since the last
+    /// call. Taken right after a commit, it says how far into each changelog the committed
+    /// transaction reached. An abort clears it.
+    pub fn take_changelog_ends(&mut self) -> crate::state::ChangelogEnds {
+        self.producer
+            .context()
+            .changelog_ends
+            .lock()
+            .map(|mut ends| std::mem::take(&mut *ends))
+            .unwrap_or_default()
+    }
+
     /// Aborts the open transaction, if any; its records never become visible to read_committed readers.
     pub fn abort(&mut self) -> Result<(), CommitFailure> {
+        self.take_changelog_ends();
         if self.transactional && self.in_transaction {
             // abort_transaction purges the queued records and waits until their delivery reports
             // are served, which on a BaseProducer happens only by polling: call it with a short

@@ -110,7 +110,9 @@ mod tests {
         let b = Window { start: 50, end: 51 };
         sessions.of(b"v", &store).unwrap().push(b);
         store.update(b"v", b, false, count, |_| {}).unwrap();
-        store.apply(&writes).unwrap();
+        store
+            .apply(&writes, &crate::state::ChangelogEnds::new())
+            .unwrap();
         sessions.committed(0);
         assert_eq!(sessions.groups.len(), 1, "u evicted, v kept");
         assert_eq!(

@@ -25,8 +25,9 @@ use super::ports::{Group, Transaction, Transactions};
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
 use crate::config::ProcessingGuarantee;
+use crate::failpoint::Failpoint;
 use crate::kafka::{CommitFailure, CommitFailureKind, KafkaClientError, PartitionOffset};
-use crate::state::StateError;
+use crate::state::{ChangelogEnds, StateError};
 use crate::task::{OutgoingKind, OutgoingRecord, TaskId, TaskOutput};
 use crate::telemetry::events::{CommitEnded, RecordSent, RolledBack, TransactionAborted};
 use std::collections::BTreeMap;
@@ -317,7 +318,16 @@ impl CommitCoordinator {
         }
         .emit();
         result?;
-        apply_flushed(tasks)
+        let ends = self.take_changelog_ends();
+        apply_flushed(tasks, &ends)
+    }
+
+    /// How far into each changelog the transaction that just committed reached.
+    fn take_changelog_ends(&mut self) -> ChangelogEnds {
+        self.producer
+            .as_mut()
+            .map(|producer| producer.take_changelog_ends())
+            .unwrap_or_default()
     }
 
     /// After a commit whose outcome is unknown ([`CommitFailureKind::Unknown`]): fences it with a
@@ -339,6 +349,8 @@ impl CommitCoordinator {
         if let Err(failure) = self.wait_in_flight() {
             tracing::warn!(%failure, "the commit in flight failed too");
         }
+        // What the fenced producer's records reached, should its transaction prove committed.
+        let ends = self.take_changelog_ends();
         self.producer = None;
         self.producer = Some(self.transactions.open().map_err(|error| {
             CommitFailure::new(
@@ -386,7 +398,7 @@ impl CommitCoordinator {
             .count();
         match classify_outcome(landed, telling.len()) {
             Some(true) => {
-                apply_flushed(tasks)?;
+                apply_flushed(tasks, &ends)?;
                 CommitEnded {
                     committed: true,
                     transactional: true,
@@ -592,15 +604,40 @@ impl CommitCoordinator {
     }
 }
 
-/// Applies what the committed flush covered to every task that took part in it.
-fn apply_flushed(tasks: &mut BTreeMap<TaskId, TaskSlot>) -> Result<(), CommitError> {
+/// Applies what the committed flush covered to every task that took part in it, each store with
+/// how far into its changelog the transaction reached (`ends`).
+fn apply_flushed(
+    tasks: &mut BTreeMap<TaskId, TaskSlot>,
+    ends: &ChangelogEnds,
+) -> Result<(), CommitError> {
+    let mut applied_stores = 0;
     for slot in tasks.values_mut().filter(|slot| slot.flushed) {
         let pending = std::mem::take(&mut slot.pending_state);
-        slot.task.apply_committed(pending)?;
+        let stores = pending.len();
+        crash_at(
+            Failpoint::CrashBeforeApply,
+            applied_stores == 0 && stores > 0,
+        );
+        slot.task.apply_committed(pending, ends)?;
+        applied_stores += stores;
+        crash_at(Failpoint::CrashMidApply, stores > 0);
         slot.committed_offset = slot.flushed_offset;
         slot.flushed = false;
     }
     Ok(())
+}
+
+/// `EDDY_FAILPOINT=crash_before_apply` / `crash_mid_apply`: the process aborts, as kill -9 would,
+/// at that point of applying a committed flush to RocksDB (when `here` holds and the failpoint
+/// fires), so the broker tests can restart on the state it leaves.
+fn crash_at(point: Failpoint, here: bool) {
+    if here && crate::failpoint::fire(point) {
+        tracing::error!(
+            ?point,
+            "EDDY_FAILPOINT: aborting the process while applying a commit"
+        );
+        std::process::abort();
+    }
 }
 
 /// What a record weighs in memory while held back.
@@ -942,6 +979,9 @@ mod tests {
         }
         fn wait_delivered(&self) -> Result<(), KafkaClientError> {
             Ok(())
+        }
+        fn take_changelog_ends(&mut self) -> crate::state::ChangelogEnds {
+            self.inner.take_changelog_ends()
         }
     }
 

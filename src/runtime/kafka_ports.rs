@@ -10,6 +10,7 @@ use crate::kafka::{
     GroupConsumer, GroupHandle, GroupMetadata, KafkaClientError, PartitionOffset, ReadPosition,
     ReadRecord, RecordProducer, TopicAdmin,
 };
+use crate::state::ChangelogEnds;
 use crate::task::OutgoingRecord;
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,6 +168,9 @@ impl Transaction for RecordProducer {
     }
     fn abort(&mut self) -> Result<(), CommitFailure> {
         RecordProducer::abort(self)
+    }
+    fn take_changelog_ends(&mut self) -> ChangelogEnds {
+        RecordProducer::take_changelog_ends(self)
     }
     fn wait_delivered(&self) -> Result<(), KafkaClientError> {
         RecordProducer::wait_delivered(self)

@@ -11,6 +11,7 @@
 //! - [`Changelog`] reads a partition range read_committed, [`Admin`] deletes records.
 
 use crate::kafka::{CommitFailure, KafkaClientError, PartitionOffset, ReadPosition, ReadRecord};
+use crate::state::ChangelogEnds;
 use crate::task::OutgoingRecord;
 use std::time::Duration;
 
@@ -97,6 +98,11 @@ pub trait Transaction: Send {
     ) -> Result<(), CommitFailure>;
     /// Aborts the open transaction, if any.
     fn abort(&mut self) -> Result<(), CommitFailure>;
+    /// Per changelog partition, the offset after the last record delivered there since the last
+    /// call (an abort forgets them). Taken right after a commit: how far into each changelog the
+    /// committed transaction reached, which the stores record beside the writes they apply.
+    /// Missing or late reports only leave a store's position behind its files (a longer restore).
+    fn take_changelog_ends(&mut self) -> ChangelogEnds;
     /// Waits until every queued record is acknowledged, without committing.
     fn wait_delivered(&self) -> Result<(), KafkaClientError>;
 }

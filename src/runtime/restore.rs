@@ -19,7 +19,7 @@ use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
 use crate::telemetry::events::StoreRestored;
 use crate::topology::changelog_topic;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How often an ongoing restore checkpoints its progress.
@@ -67,6 +67,30 @@ pub(crate) struct Restoration {
     committed: Option<Option<PartitionOffset>>,
 }
 
+/// Where each store's files stand in its changelog, as recorded with their last write: all of
+/// them, or `None` when one has none (files an older eddy wrote, or a store never written),
+/// or when one is older than `max_age` (compaction may since have removed tombstones its files
+/// missed).
+fn store_positions(
+    task: &mut StreamTask,
+    stores: &[String],
+    max_age: Duration,
+) -> Result<Option<BTreeMap<String, i64>>, crate::Error> {
+    let mut positions = BTreeMap::new();
+    for store in stores {
+        let Some(window_store) = task.store_mut(store) else {
+            return Ok(None);
+        };
+        match window_store.position()? {
+            Some(position) if position.age() <= max_age => {
+                positions.insert(store.clone(), position.next_offset);
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(positions))
+}
+
 /// `EDDY_FAILPOINT=slow_restore`: restores read 20 records per slice and pause 100 ms after
 /// each, so the broker tests can make a restore outlast a transaction timeout and interrupt it.
 fn slow_restore() -> bool {
@@ -74,8 +98,10 @@ fn slow_restore() -> bool {
 }
 
 impl Restoration {
-    /// Opens the task's stores, keeping the local files when a checkpoint vouches for them (and
-    /// fits the changelogs' current offsets), wiping them otherwise.
+    /// Opens the task's stores, keeping the local files when something vouches for them, and
+    /// wiping them otherwise. What vouches, first found: the checkpoint file of a clean close, or
+    /// else the position every store recorded with its last write (which survives a crash). Either
+    /// must fit the changelogs' current offsets and be younger than `checkpoint_max_age_ms`.
     pub fn begin(
         compiled: &CompiledTopology,
         state: &StateLocation,
@@ -86,26 +112,53 @@ impl Restoration {
         checkpoint_max_age: Duration,
     ) -> Result<Restoration, crate::Error> {
         let dir = compiled.task_dir(state, &id);
+        let stores = compiled.store_names_of(&id);
+        // A changelog offset outside its changelog's offsets (the topic was recreated or
+        // truncated) describes files that no longer match it: wipe and restore instead.
+        let fits = |offsets: &BTreeMap<String, i64>| {
+            stores.iter().all(|store| {
+                let changelog = changelog_topic(&compiled.application_id, store);
+                match (
+                    offsets.get(store),
+                    group.watermarks(&changelog, id.partition),
+                ) {
+                    (None, _) => true,
+                    (Some(offset), Ok((low, high))) => (low..=high).contains(offset),
+                    (Some(_), Err(_)) => false,
+                }
+            })
+        };
         let checkpoint = dir
             .as_deref()
             .and_then(|dir| Checkpoint::read_fresh(dir, checkpoint_max_age))
-            .filter(|checkpoint| {
-                // A checkpoint outside its changelog's offsets (the topic was recreated or truncated)
-                // describes files that no longer match it: wipe and restore instead.
-                compiled.store_names_of(&id).iter().all(|store| {
-                    let changelog = changelog_topic(&compiled.application_id, store);
-                    match group.watermarks(&changelog, id.partition) {
-                        Ok((low, high)) => checkpoint.fits(store, low, high),
-                        Err(_) => false,
-                    }
-                })
-            });
-        if let (Some(dir), None) = (&dir, &checkpoint) {
-            TaskDb::destroy(dir)?;
-        }
-        let (task, db) = compiled.create_task(&id, partitions, state)?;
-        let positions = checkpoint.map(|c| c.changelog_offsets).unwrap_or_default();
-        tracing::info!(task = %id, checkpoint = ?positions, "restoring task");
+            .map(|checkpoint| checkpoint.changelog_offsets)
+            .filter(&fits);
+        let has_files = dir.as_deref().is_some_and(Path::exists);
+        let (mut task, mut db) = compiled.create_task(&id, partitions, state)?;
+        let (positions, vouched_by) = match checkpoint {
+            Some(offsets) => (Some(offsets), "checkpoint"),
+            None if has_files => (
+                store_positions(&mut task, &stores, checkpoint_max_age)?.filter(&fits),
+                "store positions",
+            ),
+            None => (None, "none"),
+        };
+        let positions = match (positions, &dir) {
+            (Some(positions), _) => positions,
+            (None, Some(dir)) if has_files => {
+                drop((task, db));
+                TaskDb::destroy(dir)?;
+                (task, db) = compiled.create_task(&id, partitions, state)?;
+                BTreeMap::new()
+            }
+            (None, _) => BTreeMap::new(),
+        };
+        let vouched_by = if positions.is_empty() {
+            "none"
+        } else {
+            vouched_by
+        };
+        tracing::info!(task = %id, from = ?positions, vouched_by, "restoring task");
         Ok(Restoration {
             queue: task.store_names().into(),
             id,
@@ -249,7 +302,11 @@ impl Restoration {
             return Ok(());
         };
         let batch = std::mem::take(&mut self.batch);
-        self.store_mut(&store).restore_batch(&batch)?;
+        let next_offset = self
+            .current
+            .as_ref()
+            .map_or(0, |current| current.position.next);
+        self.store_mut(&store).restore_batch(&batch, next_offset)?;
         self.batch = batch;
         self.batch.clear();
         Ok(())
@@ -339,5 +396,119 @@ impl Restoration {
         }
         group.resume(&[(topic, partition)])?;
         Ok(slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::{KafkaClientError, PartitionOffset};
+    use crate::runtime::ports::Membership;
+    use crate::state::{ChangelogEnds, StoreWrite};
+
+    /// A group that only answers the changelogs' offsets, which is all `begin` asks.
+    struct Offsets(i64, i64);
+
+    impl Group for Offsets {
+        fn committed(
+            &self,
+            _: &[(String, i32)],
+            _: Duration,
+        ) -> Result<Vec<PartitionOffset>, KafkaClientError> {
+            Ok(Vec::new())
+        }
+        fn seek(&self, _: &str, _: i32, _: Option<i64>) -> Result<(), KafkaClientError> {
+            Ok(())
+        }
+        fn pause(&self, _: &[(String, i32)]) -> Result<(), KafkaClientError> {
+            Ok(())
+        }
+        fn resume(&self, _: &[(String, i32)]) -> Result<(), KafkaClientError> {
+            Ok(())
+        }
+        fn watermarks(&self, _: &str, _: i32) -> Result<(i64, i64), KafkaClientError> {
+            Ok((self.0, self.1))
+        }
+        fn assignment(&self) -> Vec<(String, i32)> {
+            Vec::new()
+        }
+        fn membership(&self) -> Option<Membership> {
+            None
+        }
+        fn commit_offsets(&self, _: &[PartitionOffset]) -> Result<(), KafkaClientError> {
+            Ok(())
+        }
+    }
+
+    /// The position a store records with its writes vouches for its files after a crash (no
+    /// checkpoint file), as long as it fits the changelog; otherwise the files are wiped.
+    #[test]
+    fn files_are_kept_when_their_recorded_position_fits_the_changelog_and_wiped_otherwise() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let topology =
+            crate::topology::Topology::from_files(&[root.join("topology/analytics.toml")]).unwrap();
+        let compiled = CompiledTopology::new("app", topology);
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateLocation::Disk(dir.path().to_path_buf());
+        let id = TaskId {
+            topic: compiled.repartition_topics()[0].clone(),
+            partition: 0,
+        };
+        let store = compiled.store_names_of(&id)[0].clone();
+        let changelog = changelog_topic("app", &store);
+        let partitions = HashMap::from([(id.topic.clone(), 1)]);
+        let begin = |group: &Offsets| {
+            Restoration::begin(
+                &compiled,
+                &state,
+                &partitions,
+                id.clone(),
+                group,
+                &crate::runtime::ports::SystemClock,
+                Duration::from_secs(3600),
+            )
+            .unwrap()
+        };
+        let fresh = begin(&Offsets(0, 100));
+        assert!(fresh.positions.is_empty(), "nothing on disk yet");
+        let mut restoration = fresh;
+        let key = b"k".to_vec();
+        let ends = ChangelogEnds::from([((changelog.clone(), 0), 42)]);
+        restoration
+            .store_mut(&store)
+            .apply(
+                &[StoreWrite {
+                    key: key.clone(),
+                    value: Some(b"v".to_vec()),
+                }],
+                &ends,
+            )
+            .unwrap();
+        drop(restoration); // a crash: no checkpoint file
+
+        let mut kept = begin(&Offsets(0, 100));
+        assert_eq!(kept.positions, BTreeMap::from([(store.clone(), 42)]));
+        assert!(
+            kept.task
+                .store_mut(&store)
+                .unwrap()
+                .position()
+                .unwrap()
+                .is_some(),
+            "files kept"
+        );
+        drop(kept);
+
+        let wiped = begin(&Offsets(50, 100));
+        assert!(
+            wiped.positions.is_empty(),
+            "42 is below the changelog's start: the changelog was truncated or recreated"
+        );
+        let mut wiped = wiped;
+        assert_eq!(
+            wiped.task.store_mut(&store).unwrap().position().unwrap(),
+            None,
+            "files wiped"
+        );
     }
 }

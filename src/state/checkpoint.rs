@@ -1,7 +1,8 @@
 //! The checkpoint file: which changelog offset a task's local RocksDB files correspond to.
 //!
 //! It is written only after a clean close (commit, then RocksDB flush) and deleted when a task
-//! starts processing, so a crash always leaves a task without one and forces a full restore.
+//! starts processing. After a crash there is none; the position each store records with its
+//! writes ([`super::StorePosition`]) vouches for the files instead.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,12 +1,13 @@
 //! An in-memory backend for the topology test driver and benchmarks that leave RocksDB out.
 
-use super::{Keyspace, StateBackend, StateError, StoreWrite};
+use super::{Keyspace, StateBackend, StateError, StorePosition, StoreWrite};
 use std::collections::BTreeMap;
 
 #[derive(Default)]
 pub struct MemoryBackend {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
     closing: BTreeMap<Vec<u8>, Vec<u8>>,
+    position: Option<StorePosition>,
 }
 
 fn write(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, writes: &[StoreWrite]) {
@@ -27,10 +28,18 @@ impl StateBackend for MemoryBackend {
         &mut self,
         values: &[StoreWrite],
         closing: &[StoreWrite],
+        position: Option<StorePosition>,
     ) -> Result<(), StateError> {
         write(&mut self.map, values);
         write(&mut self.closing, closing);
+        if position.is_some() {
+            self.position = position;
+        }
         Ok(())
+    }
+
+    fn position(&self) -> Result<Option<StorePosition>, StateError> {
+        Ok(self.position)
     }
 
     fn scan_from(

@@ -5,6 +5,7 @@ mod cache_budget;
 mod checkpoint;
 mod codec;
 mod memory;
+mod position;
 mod rocks;
 mod window_store;
 
@@ -12,6 +13,7 @@ pub use cache_budget::{CacheBudget, CacheShare};
 pub use checkpoint::Checkpoint;
 pub use codec::{decode_accumulators, encode_accumulators, ClosingKey, StateKey, FORMAT_VERSION};
 pub use memory::MemoryBackend;
+pub use position::{ChangelogEnds, StorePosition};
 pub use rocks::{RocksBackend, TaskDb, ROCKSDB_VERSION};
 pub use window_store::{StoreWrite, WindowStore};
 
@@ -44,13 +46,17 @@ pub enum Keyspace {
 /// Where a [`WindowStore`] keeps its flushed bytes.
 pub trait StateBackend: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
-    /// Applies puts (`Some`) and deletes (`None`) to the values and to the close-time index, all
-    /// or none.
+    /// Applies puts (`Some`) and deletes (`None`) to the values and to the close-time index, and
+    /// records `position` (where the store now stands in its changelog) when given, all or none:
+    /// the position never describes writes that are not there, nor the other way round.
     fn write_batch(
         &mut self,
         values: &[StoreWrite],
         closing: &[StoreWrite],
+        position: Option<StorePosition>,
     ) -> Result<(), StateError>;
+    /// The changelog position the last batch that carried one recorded.
+    fn position(&self) -> Result<Option<StorePosition>, StateError>;
     /// Visits the keys and values of `keyspace` from `start` on, in key order, while `visit`
     /// returns true.
     fn scan_from(

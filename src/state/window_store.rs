@@ -5,7 +5,7 @@
 //! write batch that carries the index changes too.
 
 use super::codec::{decode_accumulators, encode_accumulators, ClosingKey, StateKey};
-use super::{CacheShare, Keyspace, StateBackend, StateError};
+use super::{CacheShare, ChangelogEnds, Keyspace, StateBackend, StateError, StorePosition};
 use crate::aggregate::Accumulators;
 use crate::fixed_hash::{HashMap, HashSet};
 use crate::record::GroupKey;
@@ -98,6 +98,8 @@ pub struct WindowStore {
     /// Keys the backend holds as of the last apply, and the change the last flush makes to it.
     live: u64,
     flushed_live_change: i64,
+    /// The changelog partition this store's writes go to, whose offsets its positions record.
+    changelog: Option<(String, i32)>,
 }
 
 impl WindowStore {
@@ -120,7 +122,20 @@ impl WindowStore {
             rescheduled: Vec::new(),
             live: 0,
             flushed_live_change: 0,
+            changelog: None,
         }
+    }
+
+    /// Names the changelog partition the store's writes go to: each apply then records, in the
+    /// same batch, how far into it the store's files reach (see [`StorePosition`]).
+    pub fn with_changelog(mut self, topic: &str, partition: i32) -> WindowStore {
+        self.changelog = Some((topic.to_string(), partition));
+        self
+    }
+
+    /// Where the store's files stand in its changelog, as the last batch that said recorded.
+    pub fn position(&self) -> Result<Option<StorePosition>, StateError> {
+        self.backend.position()
     }
 
     /// Bytes the cache holds (as of the last flush of each entry).
@@ -458,12 +473,20 @@ impl WindowStore {
         writes
     }
 
-    /// Writes a committed flush (its values and index changes) to the backend as one batch, then
-    /// evicts clean entries until the cache is within this store's share of the budget.
-    pub fn apply(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
+    /// Writes a committed flush (its values and index changes) to the backend as one batch, with
+    /// the store's changelog position when `ends` (what the committed transaction wrote) names its
+    /// changelog partition, then evicts clean entries until the cache is within this store's share
+    /// of the budget. Without a position the store's recorded one stays behind its files, which
+    /// only makes a restore replay more.
+    pub fn apply(&mut self, writes: &[StoreWrite], ends: &ChangelogEnds) -> Result<(), StateError> {
         let closing = std::mem::take(&mut self.flushed_closing);
-        if !writes.is_empty() || !closing.is_empty() {
-            self.backend.write_batch(writes, &closing)?;
+        let position = self
+            .changelog
+            .as_ref()
+            .and_then(|partition| ends.get(partition))
+            .map(|&end| StorePosition::now(end));
+        if !writes.is_empty() || !closing.is_empty() || position.is_some() {
+            self.backend.write_batch(writes, &closing, position)?;
         }
         self.live = self
             .live
@@ -509,11 +532,17 @@ impl WindowStore {
             .collect()
     }
 
-    /// Writes restored changelog records straight to the backend, with their index entries.
-    pub fn restore_batch(&mut self, writes: &[StoreWrite]) -> Result<(), StateError> {
+    /// Writes restored changelog records straight to the backend, with their index entries and
+    /// `next_offset`, the changelog offset the restore goes on from.
+    pub fn restore_batch(
+        &mut self,
+        writes: &[StoreWrite],
+        next_offset: i64,
+    ) -> Result<(), StateError> {
         self.discard_uncommitted();
         let closing = self.closing_writes(writes);
-        self.backend.write_batch(writes, &closing)
+        self.backend
+            .write_batch(writes, &closing, Some(StorePosition::now(next_offset)))
     }
 
     /// Makes the store ready after it was opened or restored: forgets anything uncommitted and
@@ -589,11 +618,11 @@ mod tests {
             "one write per key per commit, however many records"
         );
         assert!(!store.has_changes());
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         // Evicted from the cache (budget 1 entry is exceeded only when > 1), still readable.
         store.update(b"h", w, false, || count(0), bump).unwrap();
         let writes = store.flush();
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         let key = StateKey {
             group: GroupKey(b"g".as_slice().into()),
             window: w,
@@ -608,7 +637,7 @@ mod tests {
         );
         store.delete(b"g", w).unwrap();
         let writes = store.flush();
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         assert_eq!(store.get(&key).unwrap(), None);
         assert_eq!(store.committed_keys().unwrap().len(), 1);
     }
@@ -647,7 +676,7 @@ mod tests {
         store
             .update(&7u32.to_be_bytes(), w, true, || count(0), bump)
             .unwrap();
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         assert!(
             store.cached_bytes() <= 20_000,
             "evicted down to half the budget (two stores): {}",
@@ -690,7 +719,7 @@ mod tests {
         store.update(b"a", w(20), true, || count(0), bump).unwrap();
         store.update(b"b", w(0), true, || count(0), bump).unwrap();
         let writes = store.flush();
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         assert_eq!(store.live_windows(), 2);
         // Committed (b@0, a@20) and created since the flush (c@10): due in close order.
         store.update(b"c", w(10), true, || count(0), bump).unwrap();
@@ -714,7 +743,7 @@ mod tests {
             [(b"b".to_vec(), 0), (b"a".to_vec(), 20)],
             "the index changes (b goes, c comes) when the flush is applied"
         );
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         assert_eq!(
             keys(store.closed_between(i64::MIN, 100).unwrap()),
             [(b"c".to_vec(), 10), (b"a".to_vec(), 20)]
@@ -740,7 +769,7 @@ mod tests {
                 bytes
             }),
         };
-        store.restore_batch(&[restored]).unwrap();
+        store.restore_batch(&[restored], 1).unwrap();
         store.reopen().unwrap();
         assert_eq!(store.live_windows(), 3);
         assert_eq!(
@@ -774,7 +803,7 @@ mod tests {
         let first = Window { start: 0, end: 1 };
         store.update(b"u", first, false, || count(0), bump).unwrap();
         let writes = store.flush();
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         // Extended at its end: the accumulators move to the longer key.
         let longer = Window { start: 0, end: 6 };
         let moved = store.take(b"u", first).unwrap().unwrap();
@@ -782,7 +811,7 @@ mod tests {
         let writes = store.flush();
         assert_eq!(writes.len(), 2, "the values move: a delete and a put");
         assert!(store.flushed_closing.is_empty(), "the index does not");
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         let due = store.due_to_close(i64::MIN, 11).unwrap();
         let stale = StateKey {
             group: GroupKey(b"u".as_slice().into()),
@@ -795,7 +824,7 @@ mod tests {
         );
         store.reschedule(11, &stale, Some(longer));
         let writes = store.flush();
-        store.apply(&writes).unwrap();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
         assert!(store.due_to_close(11, 15).unwrap().is_empty());
         assert_eq!(
             due_keys(store.due_to_close(15, 16).unwrap()),

@@ -187,7 +187,10 @@ impl CompiledTopology {
                 spec: aggregation.window,
                 grace_ms: aggregation.grace_ms,
             };
-            WindowStore::new(name, backend, close, self.cache.join())
+            WindowStore::new(name, backend, close, self.cache.join()).with_changelog(
+                &crate::topology::changelog_topic(&self.application_id, name),
+                id.partition,
+            )
         };
         let task = if let Some(compiled) = self.by_input_topic.get(&id.topic) {
             let operators = compiled

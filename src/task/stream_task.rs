@@ -5,7 +5,7 @@ use crate::operator::{
     PendingStateWrites, RepartitionMessage, TaskOutput,
 };
 use crate::record::DecodePlan;
-use crate::state::{decode_accumulators, StateError, WindowStore};
+use crate::state::{decode_accumulators, ChangelogEnds, StateError, WindowStore};
 use crate::topology::{DecodeErrorPolicy, Source};
 use std::fmt;
 use std::sync::Arc;
@@ -315,12 +315,17 @@ impl StreamTask {
             .find(|s| s.name() == name)
     }
 
-    /// Applies the last flush to local state once its transaction committed. Records processed
-    /// since that flush stay uncommitted.
-    pub fn apply_committed(&mut self, state: Vec<PendingStateWrites>) -> Result<(), StateError> {
+    /// Applies the last flush to local state once its transaction committed, each store's
+    /// writes with its changelog position from `ends` (what the transaction wrote to each
+    /// changelog partition). Records processed since that flush stay uncommitted.
+    pub fn apply_committed(
+        &mut self,
+        state: Vec<PendingStateWrites>,
+        ends: &ChangelogEnds,
+    ) -> Result<(), StateError> {
         for pending in state {
             if let Some(store) = self.store_mut(&pending.store) {
-                store.apply(&pending.writes)?;
+                store.apply(&pending.writes, ends)?;
             }
         }
         self.committed_stream_time = self.flushed_stream_time;

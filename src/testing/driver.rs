@@ -187,7 +187,10 @@ impl TopologyTestDriver {
                 let mut out = TaskOutput::default();
                 let task = self.tasks.get_mut(&id).expect("listed");
                 task.flush(&mut out)?;
-                task.apply_committed(std::mem::take(&mut out.state))?;
+                task.apply_committed(
+                    std::mem::take(&mut out.state),
+                    &crate::state::ChangelogEnds::new(),
+                )?;
                 for record in std::mem::take(&mut out.records) {
                     if record.kind == OutgoingKind::Repartition {
                         let id = TaskId {

@@ -283,7 +283,7 @@ fn commit(
             .flat_map(|pending| &pending.writes)
             .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len))
             .sum::<usize>();
-        task.apply_committed(state)?;
+        task.apply_committed(state, &crate::state::ChangelogEnds::new())?;
         for record in std::mem::take(&mut output.records) {
             match record.kind {
                 crate::task::OutgoingKind::Repartition => {
@@ -364,7 +364,10 @@ fn memory(keys: usize, commit_every: usize) -> anyhow::Result<()> {
         )?;
         if (i + 1) % commit_every == 0 || i + 1 == keys {
             task.flush(&mut output)?;
-            task.apply_committed(std::mem::take(&mut output.state))?;
+            task.apply_committed(
+                std::mem::take(&mut output.state),
+                &crate::state::ChangelogEnds::new(),
+            )?;
             output.records.clear();
         }
     }

@@ -9,8 +9,11 @@ pub fn repartition_topic(application_id: &str, aggregation: &str) -> String {
 
 /// `<application.id>-<store>-changelog`: compacted, one partition per task.
 pub fn changelog_topic(application_id: &str, store: &str) -> String {
-    format!("{application_id}-{store}-changelog")
+    format!("{application_id}-{store}{CHANGELOG_SUFFIX}")
 }
+
+/// How every changelog topic's name ends.
+pub const CHANGELOG_SUFFIX: &str = "-changelog";
 
 /// The dead-letter topic of a source: its own setting, else `<application.id>-dlq`.
 pub fn dead_letter_topic(application_id: &str, source: &Source) -> String {

@@ -14,7 +14,9 @@ pub use crate::schema::{Schema, TimeFormat};
 pub use builder::{AggregationBuilder, SourceBuilder, TopologyBuilder};
 pub use describe::describe;
 pub use duration::{format_duration_ms, parse_duration_ms, DurationMs};
-pub use internal_topics::{changelog_topic, dead_letter_topic, internal_topics, repartition_topic};
+pub use internal_topics::{
+    changelog_topic, dead_letter_topic, internal_topics, repartition_topic, CHANGELOG_SUFFIX,
+};
 
 use std::path::PathBuf;
 

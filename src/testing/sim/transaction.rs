@@ -6,6 +6,7 @@ use super::faults::{Call, Faults};
 use super::input::SimMembership;
 use crate::kafka::{CommitFailure, CommitFailureKind, KafkaClientError, PartitionOffset};
 use crate::runtime::ports::{Membership, Transaction, Transactions};
+use crate::state::ChangelogEnds;
 use crate::task::{partition_for, OutgoingRecord};
 
 /// Opens producers with one transactional id.
@@ -33,6 +34,7 @@ impl Transactions for SimTransactions {
             epoch,
             txn: None,
             must_abort: false,
+            changelog_ends: Default::default(),
         }))
     }
 
@@ -49,6 +51,8 @@ struct SimTransaction {
     txn: Option<u64>,
     /// A delivery failed: the transaction can only be aborted.
     must_abort: bool,
+    /// Per changelog partition, the offset after the last record sent there.
+    changelog_ends: ChangelogEnds,
 }
 
 fn failure(kind: CommitFailureKind, reason: &str) -> CommitFailure {
@@ -97,14 +101,19 @@ impl Transaction for SimTransaction {
         let partition = record.partition.unwrap_or_else(|| {
             partition_for(record.key.as_deref().unwrap_or_default(), partitions)
         });
-        cluster.topics.get_mut(&record.topic).expect("checked")[partition as usize]
-            .entries
-            .push(Entry::Data {
-                key: record.key.clone(),
-                value: record.value.clone(),
-                timestamp_ms: 0,
-                txn: Some(txn),
-            });
+        let entries = &mut cluster.topics.get_mut(&record.topic).expect("checked")
+            [partition as usize]
+            .entries;
+        if record.topic.ends_with(crate::topology::CHANGELOG_SUFFIX) {
+            self.changelog_ends
+                .insert((record.topic.clone(), partition), entries.len() as i64 + 1);
+        }
+        entries.push(Entry::Data {
+            key: record.key.clone(),
+            value: record.value.clone(),
+            timestamp_ms: 0,
+            txn: Some(txn),
+        });
         if let Some(open) = cluster.open.get_mut(&txn) {
             open.partitions.insert((record.topic.clone(), partition));
         }
@@ -186,7 +195,12 @@ impl Transaction for SimTransaction {
             self.broker.lock().end_txn(txn, false);
         }
         self.must_abort = false;
+        self.changelog_ends.clear();
         Ok(())
+    }
+
+    fn take_changelog_ends(&mut self) -> ChangelogEnds {
+        std::mem::take(&mut self.changelog_ends)
     }
 
     fn wait_delivered(&self) -> Result<(), KafkaClientError> {
