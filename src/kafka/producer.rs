@@ -531,6 +531,8 @@ impl RecordProducer {
             self.retrying("abort the transaction", false, || {
                 self.producer.abort_transaction(Duration::from_millis(500))
             })?;
+            // Reports served while the abort polled are the aborted records'.
+            self.take_changelog_ends();
             self.in_transaction = false;
         }
         Ok(())

@@ -121,6 +121,13 @@ impl Core {
             if let Err(error) = std::mem::replace(&mut item.result, Ok(())) {
                 failure.get_or_insert(Failure::Processing(error));
             }
+            // Store writes come only from a flush, at a commit: a batch's output carries none. (One
+            // that did would be applied with the transaction in flight while its changelog
+            // records wait for the next one, and the store's position would vouch for them.)
+            debug_assert!(
+                item.output.state.is_empty(),
+                "processing produced store writes outside a flush"
+            );
             item.slot.pending_state.append(&mut item.output.state);
             if failure.is_none() && !self.stopping() {
                 if let Err(error) = self.committer.send(&item.slot.task.id, &mut item.output) {

@@ -134,7 +134,17 @@ impl Restoration {
             .map(|checkpoint| checkpoint.changelog_offsets)
             .filter(&fits);
         let has_files = dir.as_deref().is_some_and(Path::exists);
-        let (mut task, mut db) = compiled.create_task(&id, partitions, state)?;
+        let (mut task, mut db) = match (compiled.create_task(&id, partitions, state), &dir) {
+            (Ok(opened), _) => opened,
+            // Files this topology cannot open (a store it no longer has, a database left half
+            // written): nothing vouches for them, so they go, as files without a checkpoint did.
+            (Err(error), Some(dir)) if has_files => {
+                tracing::warn!(task = %id, %error, "the local files cannot be opened; wiping them and restoring from the changelog");
+                TaskDb::destroy(dir)?;
+                compiled.create_task(&id, partitions, state)?
+            }
+            (Err(error), _) => return Err(error.into()),
+        };
         let (positions, vouched_by) = match checkpoint {
             Some(offsets) => (Some(offsets), "checkpoint"),
             None if has_files => (

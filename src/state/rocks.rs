@@ -214,7 +214,10 @@ impl StateBackend for RocksBackend {
     }
 
     /// One atomic batch, through the write-ahead log (not synced): a killed process loses
-    /// nothing it wrote, and the position always describes exactly the writes beside it. (A
+    /// nothing it wrote, and the position always describes exactly the writes beside it. The log
+    /// must stay on, restores included: without it the values' column family and the default one
+    /// holding the position flush independently, and a crash could keep a position whose writes
+    /// were lost. (A
     /// machine that loses its page cache may lose the last batches, with their positions: the
     /// restore then replays more of the changelog, never less.)
     fn write_batch(
