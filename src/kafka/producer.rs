@@ -60,9 +60,7 @@ pub(crate) struct DeliveryCounter {
     denied_topic: std::sync::Mutex<Option<String>>,
     /// Per changelog partition, the offset after the last record delivered there (see
     /// [`RecordProducer::take_changelog_ends`]).
-    /// A list, searched by the borrowed topic name: a delivery report allocates nothing once its
-    /// partition was seen (an instance writes a few changelog partitions).
-    changelog_ends: std::sync::Mutex<Vec<(String, i32, i64)>>,
+    changelog_ends: std::sync::Mutex<crate::state::ChangelogEnds>,
 }
 
 impl DeliveryCounter {
@@ -121,15 +119,10 @@ impl ProducerContext for DeliveryCounter {
             // Only changelog records: a lock per record of every kind would cost the hot path.
             if message.topic().ends_with(crate::topology::CHANGELOG_SUFFIX) {
                 if let Ok(mut ends) = self.changelog_ends.lock() {
-                    let (topic, partition, next) =
-                        (message.topic(), message.partition(), message.offset() + 1);
-                    match ends
-                        .iter_mut()
-                        .find(|(t, p, _)| *p == partition && t == topic)
-                    {
-                        Some((_, _, end)) => *end = (*end).max(next),
-                        None => ends.push((topic.to_string(), partition, next)),
-                    }
+                    let end = ends
+                        .entry((message.topic().to_string(), message.partition()))
+                        .or_insert(0);
+                    *end = (*end).max(message.offset() + 1);
                 }
             }
         }
@@ -523,11 +516,7 @@ impl RecordProducer {
             .context()
             .changelog_ends
             .lock()
-            .map(|mut ends| {
-                ends.drain(..)
-                    .map(|(topic, partition, end)| ((topic, partition), end))
-                    .collect()
-            })
+            .map(|mut ends| std::mem::take(&mut *ends))
             .unwrap_or_default()
     }
 
