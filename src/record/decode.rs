@@ -31,6 +31,8 @@ enum Expect {
     Number,
     Integer,
     Object,
+    /// A string holding a JSON object, whose keys are read by the `inner` fields.
+    JsonText,
 }
 
 impl Expect {
@@ -40,6 +42,7 @@ impl Expect {
             FieldType::Number => Expect::Number,
             FieldType::Integer => Expect::Integer,
             FieldType::StringMap | FieldType::Array(_) => Expect::Object,
+            FieldType::JsonObjectString => Expect::JsonText,
         }
     }
 }
@@ -49,6 +52,9 @@ struct PlannedField {
     name: String,
     expect: Expect,
     required: bool,
+    /// `data.user_id`: read from the JSON object inside the string field `data`, not from the
+    /// record's own keys.
+    inner: bool,
 }
 
 /// Where one version finds a planned field: a captured key, and the value to use when absent.
@@ -79,6 +85,8 @@ pub struct DecodePlan {
     known_versions: Vec<i64>,
     topic_versions: HashMap<String, i64>,
     max_future_skew_ms: i64,
+    /// The schema's fields that hold a JSON object in a string (`data`).
+    json_text_fields: Vec<&'static str>,
 }
 
 fn planned(fields: &[crate::schema::FieldDef]) -> Vec<PlannedField> {
@@ -89,6 +97,7 @@ fn planned(fields: &[crate::schema::FieldDef]) -> Vec<PlannedField> {
             name: f.name.into(),
             expect: Expect::of(f.ty),
             required: f.required,
+            inner: false,
         })
         .collect()
 }
@@ -134,6 +143,13 @@ impl DecodePlan {
             versions: None,
             known_versions: source.known_versions(),
             max_future_skew_ms: source.max_future_skew_ms,
+            json_text_fields: source.schema.def().map_or_else(Vec::new, |def| {
+                def.fields
+                    .iter()
+                    .filter(|f| f.ty == FieldType::JsonObjectString)
+                    .map(|f| f.name)
+                    .collect()
+            }),
             topic_versions: source
                 .topics
                 .iter()
@@ -205,6 +221,7 @@ impl DecodePlan {
                                 name: written.into(),
                                 expect: field.expect,
                                 required: false,
+                                inner: self.is_inner(written),
                             });
                             wire.len() - 1
                         });
@@ -219,6 +236,12 @@ impl DecodePlan {
         Versions { wire, by_version }
     }
 
+    /// Whether `name` is a key inside a JSON-text field (`data.user_id`).
+    fn is_inner(&self, name: &str) -> bool {
+        name.split_once('.')
+            .is_some_and(|(outer, key)| !key.is_empty() && self.json_text_fields.contains(&outer))
+    }
+
     fn add_top(&mut self, name: &str, expect: Expect, required: bool) -> usize {
         if let Some(slot) = self.top.iter().position(|f| f.name == name) {
             return slot;
@@ -227,6 +250,7 @@ impl DecodePlan {
             name: name.into(),
             expect,
             required,
+            inner: self.is_inner(name),
         });
         self.top.len() - 1
     }
@@ -244,6 +268,7 @@ impl DecodePlan {
                     name: item.into(),
                     expect: Expect::Scalar,
                     required: false,
+                    inner: false,
                 });
                 return FieldRef::Item(fields.len() - 1);
             }
@@ -321,6 +346,11 @@ impl DecodePlan {
         deserializer
             .end()
             .map_err(|e| DecodeError(format!("trailing bytes after the JSON object: {e}")))?;
+        for (slot, field) in keys.iter().enumerate() {
+            if field.expect == Expect::JsonText {
+                read_json_text(keys, slot, &mut captured)?;
+            }
+        }
         let version = match version {
             None => topic_version,
             Some(FieldValue::Int(v)) => v,
@@ -425,6 +455,7 @@ impl DecodePlan {
                 (Expect::Number, Some(FieldValue::Int(_) | FieldValue::Float(_))) => true,
                 (Expect::Integer, Some(FieldValue::Int(_))) => true,
                 (Expect::Object, Some(FieldValue::Null)) => true,
+                (Expect::JsonText, Some(FieldValue::Str(_))) => true,
                 _ => false,
             };
             if !ok {
@@ -434,6 +465,7 @@ impl DecodePlan {
                     Expect::Number => "a number",
                     Expect::Integer => "an integer",
                     Expect::Object => "an object",
+                    Expect::JsonText => "a string holding a JSON object",
                 };
                 return Err(match value {
                     None => DecodeError(format!(
@@ -448,6 +480,90 @@ impl DecodePlan {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads the object inside the string at `keys[slot]` (e.g. `data`) into the inner fields
+/// (`data.user_id`). A value that is not a string is left for the type check to report.
+fn read_json_text<'de>(
+    keys: &[PlannedField],
+    slot: usize,
+    captured: &mut [Option<FieldValue<'de>>],
+) -> Result<(), DecodeError> {
+    let outer = keys[slot].name.as_str();
+    if !matches!(captured[slot], Some(FieldValue::Str(_))) {
+        return Ok(());
+    }
+    let Some(FieldValue::Str(text)) = captured[slot].take() else {
+        unreachable!("checked above");
+    };
+    let inner: Vec<(usize, &str)> = keys
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.inner)
+        .filter_map(|(i, f)| {
+            let key = f.name.strip_prefix(outer)?.strip_prefix('.')?;
+            Some((i, key))
+        })
+        .collect();
+    let mut values = vec![None; inner.len()];
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    de::Deserializer::deserialize_any(
+        &mut deserializer,
+        JsonTextVisitor {
+            keys: &inner,
+            values: &mut values,
+        },
+    )
+    .and_then(|()| deserializer.end())
+    .map_err(|e| {
+        DecodeError(format!(
+            "field `{outer}` must hold a JSON object as a string: {e}"
+        ))
+    })?;
+    for ((i, _), value) in inner.iter().zip(values) {
+        captured[*i] = value;
+    }
+    captured[slot] = Some(FieldValue::Str(text));
+    Ok(())
+}
+
+/// Visits the object inside a JSON-text field, keeping the planned keys as owned values.
+struct JsonTextVisitor<'p, 'v> {
+    keys: &'p [(usize, &'p str)],
+    values: &'v mut [Option<FieldValue<'static>>],
+}
+
+impl<'de> Visitor<'de> for JsonTextVisitor<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match self.keys.iter().position(|(_, k)| *k == key) {
+                Some(at) => {
+                    let value = map
+                        .next_value_seed(ValueSeed { object_ok: false })
+                        .map_err(|e| de::Error::custom(format!("key `{key}`: {e}")))?;
+                    self.values[at] = Some(into_owned(value));
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn into_owned(value: FieldValue<'_>) -> FieldValue<'static> {
+    match value {
+        FieldValue::Null => FieldValue::Null,
+        FieldValue::Bool(b) => FieldValue::Bool(b),
+        FieldValue::Int(i) => FieldValue::Int(i),
+        FieldValue::Float(f) => FieldValue::Float(f),
+        FieldValue::Str(s) => FieldValue::Str(Cow::Owned(s.into_owned())),
     }
 }
 
@@ -544,7 +660,7 @@ impl<'de> Visitor<'de> for RecordVisitor<'_, '_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let mut saw_items = false;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if let Some(slot) = self.keys.iter().position(|f| f.name == key) {
+            if let Some(slot) = self.keys.iter().position(|f| !f.inner && f.name == key) {
                 let object_ok = self.keys[slot].expect == Expect::Object;
                 let value = map
                     .next_value_seed(ValueSeed { object_ok })
@@ -865,6 +981,115 @@ mod tests {
         assert_eq!(
             record.get(region, None),
             Some(&FieldValue::Str("us".into()))
+        );
+    }
+
+    /// What Go's encoding/json writes for seed 001's `Event` (generated with Go 1.26): `data` is
+    /// the payload's JSON inside a string, with Go's HTML escapes.
+    const EVENTS: [&str; 3] = [
+        r#"{"id":"123","type":"user.created","data":"{\"user_id\": \"user123\", \"username\": \"testuser\"}","timestamp":"2026-12-07T10:15:30.123456789+03:00"}"#,
+        r#"{"id":"124","type":"order.placed","data":"{\"order_id\":\"o-1\",\"user_id\":\"user123\",\"amount\":12.5,\"note\":\"\u003cb\u003e\u0026\u003c/b\u003e \\\"q\\\" é\"}","timestamp":"2026-12-07T07:15:30.123456789Z"}"#,
+        r#"{"id":"125","type":"user.created","data":"not json","timestamp":"2026-12-07T10:15:30.123456789+03:00"}"#,
+    ];
+
+    fn domain_plan(versions: Vec<SourceVersion>) -> DecodePlan {
+        let mut source = SourceBuilder::new("bus", "events", Schema::DomainEvent)
+            .time_field("timestamp", TimeFormat::Rfc3339);
+        for version in versions {
+            source = source.version(version);
+        }
+        let topology = Topology::builder()
+            .source(source.build())
+            .aggregation(
+                AggregationBuilder::new("by_type", "bus", "out")
+                    .group_by("type")
+                    .group_by("data.user_id")
+                    .aggregate("amount", AggregateKind::Sum("data.amount".into()))
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        DecodePlan::for_source(&topology, &topology.sources[0])
+    }
+
+    #[test]
+    fn decodes_go_domain_events_with_fields_inside_the_data_string() {
+        let plan = domain_plan(vec![]);
+        let (user, amount, kind) = (
+            plan.resolve("data.user_id"),
+            plan.resolve("data.amount"),
+            plan.resolve("type"),
+        );
+        let first = plan.decode(EVENTS[0].as_bytes(), None).unwrap();
+        assert_eq!(first.event_time_ms, 1_796_627_730_123);
+        assert_eq!(first.get(user, None), Some(&FieldValue::Str("user123".into())));
+        assert_eq!(first.get(amount, None), None);
+        assert_eq!(
+            first.get(kind, None),
+            Some(&FieldValue::Str("user.created".into()))
+        );
+        let second = plan.decode(EVENTS[1].as_bytes(), None).unwrap();
+        assert_eq!(second.event_time_ms, first.event_time_ms);
+        assert_eq!(second.get(amount, None), Some(&FieldValue::Float(12.5)));
+        assert_eq!(
+            second.get(user, None),
+            Some(&FieldValue::Str("user123".into()))
+        );
+    }
+
+    #[test]
+    fn a_data_string_that_is_not_a_json_object_is_a_decode_error_with_its_reason() {
+        let plan = domain_plan(vec![]);
+        let error = plan.decode(EVENTS[2].as_bytes(), None).unwrap_err();
+        assert!(
+            error.0.starts_with("field `data` must hold a JSON object as a string: expected"),
+            "{error}"
+        );
+        for (data, reason) in [
+            (r#""[1,2]""#, "invalid type: sequence, expected a JSON object"),
+            (r#""{\"user_id\":\"u\"} x""#, "trailing characters"),
+            (r#""{\"user_id\":{\"a\":1}}""#, "key `user_id`: invalid type: map"),
+            ("17", "field `data` is 17, expected a string holding a JSON object"),
+        ] {
+            let record = format!(
+                r#"{{"id":"1","type":"t","data":{data},"timestamp":"2026-12-07T07:15:30Z"}}"#
+            );
+            let error = plan.decode(record.as_bytes(), None).unwrap_err();
+            assert!(error.0.contains(reason), "{data}: {error}");
+        }
+        let missing = r#"{"id":"1","type":"t","timestamp":"2026-12-07T07:15:30Z"}"#;
+        assert_eq!(
+            plan.decode(missing.as_bytes(), None).unwrap_err().0,
+            "missing required field `data` (a string holding a JSON object)"
+        );
+    }
+
+    #[test]
+    fn a_top_level_key_named_like_an_inner_field_is_not_read_as_one() {
+        let plan = domain_plan(vec![]);
+        let record = r#"{"id":"1","type":"t","data.user_id":"top","data":"{}","timestamp":"2026-12-07T07:15:30Z"}"#;
+        let record = plan.decode(record.as_bytes(), None).unwrap();
+        assert_eq!(record.get(plan.resolve("data.user_id"), None), None);
+    }
+
+    #[test]
+    fn versions_can_rename_keys_inside_the_data_string() {
+        let plan = domain_plan(vec![SourceVersion {
+            version: 2,
+            topic: None,
+            fields: vec![("data.user_id".into(), "data.uid".into())],
+            defaults: vec![],
+        }]);
+        let v2 = r#"{"id":"1","type":"t","data":"{\"uid\":\"u2\",\"user_id\":\"no\"}","timestamp":"2026-12-07T07:15:30Z"}"#;
+        let record = plan.decode_from(v2.as_bytes(), None, 2).unwrap();
+        assert_eq!(
+            record.get(plan.resolve("data.user_id"), None),
+            Some(&FieldValue::Str("u2".into()))
+        );
+        let record = plan.decode_from(v2.as_bytes(), None, 1).unwrap();
+        assert_eq!(
+            record.get(plan.resolve("data.user_id"), None),
+            Some(&FieldValue::Str("no".into()))
         );
     }
 }

@@ -25,6 +25,9 @@ pub enum FieldType {
     StringMap,
     /// An array of objects with these fields (the one array a schema can explode).
     Array(&'static [FieldDef]),
+    /// A string holding a JSON object (Go `Data string` set to `json.Marshal` output). Its
+    /// fields are read as `<field>.<key>`; a string that is not a JSON object is a decode error.
+    JsonObjectString,
 }
 
 impl FieldType {
@@ -35,6 +38,7 @@ impl FieldType {
             FieldType::Integer => "integer",
             FieldType::StringMap => "object of strings",
             FieldType::Array(_) => "array of objects",
+            FieldType::JsonObjectString => "string holding a JSON object",
         }
     }
 
@@ -136,18 +140,46 @@ pub static ANALYTICS_EVENT: SchemaDef = SchemaDef {
     time: ("timestamp", TimeFormat::Rfc3339),
 };
 
+/// Seed 001's `Event`, as its event bus publishes it (subjects `domain.event`, e.g. `user.created`).
+pub static DOMAIN_EVENT: SchemaDef = SchemaDef {
+    name: "domain_event",
+    go_struct: "Event",
+    producer: "the event bus (seed 001)",
+    fields: &[
+        field("id", FieldType::String, "ID string"),
+        field("type", FieldType::String, "Type string"),
+        field(
+            "data",
+            FieldType::JsonObjectString,
+            "Data string (JSON of the event's payload)",
+        ),
+        field("timestamp", FieldType::String, "Timestamp time.Time"),
+    ],
+    time: ("timestamp", TimeFormat::Rfc3339),
+};
+
+/// Every seed schema's table, in the order the reference lists them.
+pub static SEED_SCHEMAS: [&SchemaDef; 3] = [&ORDER_CREATED, &ANALYTICS_EVENT, &DOMAIN_EVENT];
+
 /// The schemas a source can declare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schema {
     OrderCreated,
     AnalyticsEvent,
+    DomainEvent,
     /// Any JSON object; only the fields the aggregations use are read.
     Json,
 }
 
 impl Schema {
-    pub const ALL: [Schema; 3] = [Schema::OrderCreated, Schema::AnalyticsEvent, Schema::Json];
-    pub const NAMES: &'static str = "`order_created`, `analytics_event` or `json`";
+    pub const ALL: [Schema; 4] = [
+        Schema::OrderCreated,
+        Schema::AnalyticsEvent,
+        Schema::DomainEvent,
+        Schema::Json,
+    ];
+    pub const NAMES: &'static str =
+        "`order_created`, `analytics_event`, `domain_event` or `json`";
 
     pub fn parse(name: &str) -> Option<Schema> {
         Schema::ALL.into_iter().find(|s| s.name() == name)
@@ -165,6 +197,7 @@ impl Schema {
         match self {
             Schema::OrderCreated => Some(&ORDER_CREATED),
             Schema::AnalyticsEvent => Some(&ANALYTICS_EVENT),
+            Schema::DomainEvent => Some(&DOMAIN_EVENT),
             Schema::Json => None,
         }
     }
@@ -182,6 +215,14 @@ impl SchemaDef {
         )
     }
 
+    /// For `data.user_id`: the field holding a JSON object in a string (`data`) and the key read
+    /// from that object (`user_id`).
+    pub fn embedded<'n>(&self, name: &'n str) -> Option<(&'static FieldDef, &'n str)> {
+        let (outer, key) = name.split_once('.')?;
+        let field = self.field(outer)?;
+        (field.ty == FieldType::JsonObjectString && !key.is_empty()).then_some((field, key))
+    }
+
     pub fn field_names(&self) -> String {
         self.fields
             .iter()
@@ -194,7 +235,7 @@ impl SchemaDef {
 /// The schema reference as Markdown (the "Schemas" section of docs/topology.md is this text).
 pub fn reference_markdown() -> String {
     let mut out = String::new();
-    for def in [&ORDER_CREATED, &ANALYTICS_EVENT] {
+    for def in SEED_SCHEMAS {
         let _ = writeln!(
             out,
             "`{}`: Go `{}` from {}; event time `{}` read as `{}`.\n",
@@ -224,6 +265,13 @@ pub fn reference_markdown() -> String {
                 rows(&format!("{}[].", f.name), items);
             }
         }
+        for f in def.fields.iter().filter(|f| f.ty == FieldType::JsonObjectString) {
+            let _ = writeln!(
+                out,
+                "| `{}.<key>` | any scalar | no (missing = null) | a key of the object inside `{}` |",
+                f.name, f.name
+            );
+        }
         let _ = writeln!(
             out,
             "| `{VERSION_FIELD}` | integer | no (absent = 1) | schema version |\n"
@@ -247,7 +295,7 @@ mod tests {
 
     #[test]
     fn time_fields_are_declared_with_a_fitting_type() {
-        for def in [&ORDER_CREATED, &ANALYTICS_EVENT] {
+        for def in SEED_SCHEMAS {
             let (name, format) = def.time;
             assert!(def.field(name).unwrap().ty.fits(format), "{}", def.name);
         }

@@ -209,6 +209,27 @@ fn schema_item_fields(schema: Schema, array: &str) -> Option<Vec<&'static str>> 
     })
 }
 
+/// Whether `field` is a key inside a seed schema's JSON-text field (`data.user_id`).
+fn is_embedded(schema: Schema, field: &str) -> bool {
+    schema.def().is_some_and(|def| def.embedded(field).is_some())
+}
+
+/// `, or `data.<key>` for a key of the JSON object inside `data`` where the schema has one.
+fn embedded_hint(schema: Schema) -> String {
+    schema
+        .def()
+        .into_iter()
+        .flat_map(|def| def.fields)
+        .filter(|f| f.ty == crate::schema::FieldType::JsonObjectString)
+        .map(|f| {
+            format!(
+                ", or `{0}.<key>` for a key of the JSON object inside `{0}`",
+                f.name
+            )
+        })
+        .collect()
+}
+
 /// The array of a seed schema whose elements have `field`.
 fn schema_item_array(schema: Schema, field: &str) -> Option<&'static str> {
     schema.def()?.array_with_item(field).map(|f| f.name)
@@ -271,7 +292,8 @@ fn validate_versions(at: &str, source: &Source) -> Result<(), TopologyError> {
             .chain(version.defaults.iter().map(|(used, _)| used));
         for used in mapped {
             if let Some(fields) = &fields {
-                if !fields.contains(&used.as_str()) || used == crate::schema::VERSION_FIELD {
+                let known = fields.contains(&used.as_str()) || is_embedded(source.schema, used);
+                if !known || used == crate::schema::VERSION_FIELD {
                     return Err(TopologyError::invalid(
                         at,
                         format!("{key}.fields"),
@@ -535,7 +557,8 @@ fn validate(topology: &Topology) -> Result<(), TopologyError> {
                 None => schema_fields(source.schema),
             };
             let known = known.as_deref();
-            if field.is_empty() || known.is_some_and(|k| !k.contains(&item)) {
+            let embedded = array.is_none() && is_embedded(source.schema, field);
+            if field.is_empty() || (known.is_some_and(|k| !k.contains(&item)) && !embedded) {
                 let hint = match (&aggregation.explode, known) {
                     (Some(e), Some(k)) => {
                         let items = schema_item_fields(source.schema, e).map(|f| format!(" ({})", f.join(", "))).unwrap_or_default();
@@ -543,7 +566,7 @@ fn validate(topology: &Topology) -> Result<(), TopologyError> {
                     }
                     (None, Some(k)) => match schema_item_array(source.schema, item) {
                         Some(array) => format!("a field of {} ({}); `{item}` is a field of each element of `{array}`: add `explode = \"{array}\"` and write `{array}.{item}`", source.schema.name(), k.join(", ")),
-                        None => format!("a field of {} ({})", source.schema.name(), k.join(", ")),
+                        None => format!("a field of {} ({}){}", source.schema.name(), k.join(", "), embedded_hint(source.schema)),
                     },
                     (_, None) => "a non-empty field name".to_string(),
                 };
@@ -635,6 +658,35 @@ mod tests {
             )
             .build();
         assert!(topology.is_ok(), "{topology:?}");
+    }
+
+    #[test]
+    fn domain_event_fields_include_the_keys_inside_data() {
+        let build = |field: &str| {
+            Topology::builder()
+                .source(
+                    SourceBuilder::new("bus", "events", Schema::DomainEvent)
+                        .time_field("timestamp", TimeFormat::Rfc3339)
+                        .build(),
+                )
+                .aggregation(
+                    AggregationBuilder::new("a", "bus", "out")
+                        .group_by(field)
+                        .aggregate("n", AggregateKind::Count)
+                        .build(),
+                )
+                .build()
+        };
+        assert!(build("type").is_ok());
+        assert!(build("data.user_id").is_ok());
+        for wrong in ["user_id", "data.", "id.user_id"] {
+            let err = build(wrong).unwrap_err().to_string();
+            assert!(
+                err.contains("id, type, data, timestamp")
+                    && err.contains("`data.<key>` for a key of the JSON object inside `data`"),
+                "{wrong}: {err}"
+            );
+        }
     }
 
     #[test]
