@@ -75,6 +75,7 @@ fn window_update(c: &mut Criterion) {
                             key: None,
                             timestamp_ms: None,
                             offset: i as i64,
+                            subject: None,
                         },
                         &mut out,
                     )
@@ -215,6 +216,7 @@ fn state_flush(c: &mut Criterion) {
                             key: None,
                             timestamp_ms: None,
                             offset: i as i64,
+                            subject: None,
                         },
                         &mut out,
                     )

@@ -69,6 +69,47 @@ impl Default for HttpConfig {
     }
 }
 
+/// How eddy connects to NATS, for topologies with `type = "nats"` sources (seed 001's bus).
+/// Secrets are read from files, as Kubernetes mounts them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URLs, comma-separated (`nats://nats-1:4222,nats://nats-2:4222`).
+    pub servers: String,
+    /// A `.creds` file (user JWT and nkey seed), as `nsc` writes it.
+    pub creds_file: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// User name for user/password authentication, with `password_file`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the servers' certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse a connection without TLS.
+    pub require_tls: bool,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            servers: "nats://localhost:4222".into(),
+            creds_file: None,
+            nkey_seed_file: None,
+            user: None,
+            password_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            require_tls: false,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -138,6 +179,8 @@ pub struct Config {
     pub cache_max_bytes: u64,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// NATS connection, used only when a topology has NATS sources.
+    pub nats: NatsConfig,
     /// librdkafka properties for every client (e.g. `"security.protocol" = "SASL_SSL"`).
     pub kafka: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
@@ -171,6 +214,7 @@ impl Default for Config {
             cache_max_bytes: crate::task::DEFAULT_CACHE_MAX_BYTES as u64,
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            nats: NatsConfig::default(),
             kafka: BTreeMap::new(),
             kafka_consumer: BTreeMap::new(),
             kafka_producer: BTreeMap::new(),

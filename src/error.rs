@@ -18,6 +18,8 @@ pub enum Error {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Kafka(#[from] crate::kafka::KafkaClientError),
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
     /// A commit failure no rollback can fix (see `runtime::failure`).
     #[error("{0}. eddy stopped and committed nothing more; the uncommitted input is processed again after a restart")]
     Commit(crate::kafka::CommitFailure),

@@ -17,6 +17,7 @@ pub mod failpoint;
 mod fixed_hash;
 pub mod fuzzing;
 pub mod kafka;
+pub mod nats;
 pub mod operator;
 pub mod record;
 pub mod runtime;

@@ -282,11 +282,17 @@ fn main() -> anyhow::Result<()> {
             TopologyCommand::Validate { files } => {
                 let topology = Topology::from_files(&files)?;
                 let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                let nats = topology.nats_sources().count();
                 println!(
-                    "ok: {} ({} sources reading {} topics, {} aggregations)",
+                    "ok: {} ({} sources reading {} topics{}, {} aggregations)",
                     names.join(", "),
                     topology.sources.len(),
                     topology.input_topics().len(),
+                    if nats > 0 {
+                        format!(" and {nats} NATS streams")
+                    } else {
+                        String::new()
+                    },
                     topology.aggregations.len()
                 );
                 Ok(())

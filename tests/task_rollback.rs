@@ -40,6 +40,7 @@ fn delivery() -> impl FnMut(&mut StreamTask, RepartitionMessage) {
                 key: None,
                 timestamp_ms: None,
                 offset,
+                subject: None,
             },
             &mut TaskOutput::default(),
         )
@@ -150,6 +151,7 @@ fn a_commit_applies_what_its_flush_covered_not_what_was_processed_meanwhile() {
                 key: None,
                 timestamp_ms: None,
                 offset,
+                subject: None,
             },
             &mut TaskOutput::default(),
         )

@@ -150,9 +150,11 @@ impl DecodePlan {
                     .map(|f| f.name)
                     .collect()
             }),
+            // Kafka topics, and the subjects a NATS source's versions name.
             topic_versions: source
                 .topics
                 .iter()
+                .chain(source.versions.iter().filter_map(|v| v.topic.as_ref()))
                 .map(|t| (t.clone(), source.topic_version(t)))
                 .collect(),
         };
@@ -1022,7 +1024,10 @@ mod tests {
         );
         let first = plan.decode(EVENTS[0].as_bytes(), None).unwrap();
         assert_eq!(first.event_time_ms, 1_796_627_730_123);
-        assert_eq!(first.get(user, None), Some(&FieldValue::Str("user123".into())));
+        assert_eq!(
+            first.get(user, None),
+            Some(&FieldValue::Str("user123".into()))
+        );
         assert_eq!(first.get(amount, None), None);
         assert_eq!(
             first.get(kind, None),
@@ -1042,14 +1047,25 @@ mod tests {
         let plan = domain_plan(vec![]);
         let error = plan.decode(EVENTS[2].as_bytes(), None).unwrap_err();
         assert!(
-            error.0.starts_with("field `data` must hold a JSON object as a string: expected"),
+            error
+                .0
+                .starts_with("field `data` must hold a JSON object as a string: expected"),
             "{error}"
         );
         for (data, reason) in [
-            (r#""[1,2]""#, "invalid type: sequence, expected a JSON object"),
+            (
+                r#""[1,2]""#,
+                "invalid type: sequence, expected a JSON object",
+            ),
             (r#""{\"user_id\":\"u\"} x""#, "trailing characters"),
-            (r#""{\"user_id\":{\"a\":1}}""#, "key `user_id`: invalid type: map"),
-            ("17", "field `data` is 17, expected a string holding a JSON object"),
+            (
+                r#""{\"user_id\":{\"a\":1}}""#,
+                "key `user_id`: invalid type: map",
+            ),
+            (
+                "17",
+                "field `data` is 17, expected a string holding a JSON object",
+            ),
         ] {
             let record = format!(
                 r#"{{"id":"1","type":"t","data":{data},"timestamp":"2026-12-07T07:15:30Z"}}"#

@@ -776,6 +776,7 @@ mod tests {
                     key: Some(event.key.as_bytes()),
                     timestamp_ms: Some(now_ms()),
                     offset: offset as i64,
+                    subject: None,
                 },
                 &mut out,
             )

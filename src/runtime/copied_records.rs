@@ -16,6 +16,7 @@ struct CopiedRecord {
     payload: Option<Range<usize>>,
     timestamp_ms: Option<i64>,
     offset: i64,
+    subject: Option<Range<usize>>,
 }
 
 impl CopiedRecords {
@@ -29,11 +30,13 @@ impl CopiedRecords {
     pub fn push(&mut self, record: &InputRecord<'_>) {
         let key = record.key.map(|key| self.copy(key));
         let payload = record.payload.map(|payload| self.copy(payload));
+        let subject = record.subject.map(|subject| self.copy(subject.as_bytes()));
         self.records.push(CopiedRecord {
             key,
             payload,
             timestamp_ms: record.timestamp_ms,
             offset: record.offset,
+            subject,
         });
     }
 
@@ -58,6 +61,11 @@ impl CopiedRecords {
             payload: record.payload.clone().map(|range| &self.bytes[range]),
             timestamp_ms: record.timestamp_ms,
             offset: record.offset,
+            // Copied from a &str, so the bytes are UTF-8.
+            subject: record
+                .subject
+                .clone()
+                .map(|range| std::str::from_utf8(&self.bytes[range]).unwrap_or_default()),
         })
     }
 }
@@ -74,18 +82,21 @@ mod tests {
                 payload: Some(br#"{"a":1}"#),
                 timestamp_ms: Some(1_700_000_000_000),
                 offset: 7,
+                subject: None,
             },
             InputRecord {
                 key: None,
                 payload: Some(b""),
                 timestamp_ms: None,
                 offset: 8,
+                subject: None,
             },
             InputRecord {
                 key: Some(b""),
                 payload: None,
                 timestamp_ms: Some(-1),
                 offset: 10,
+                subject: None,
             },
         ];
         let mut copied = CopiedRecords::with_capacity(1, 4);

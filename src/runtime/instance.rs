@@ -17,14 +17,17 @@ use super::core::{lock, BatchInFlight, Core, StopDecided};
 use super::failure::{abort_when_stopping, Failure, Waiting};
 use super::kafka_ports::{KafkaListener, KafkaTransactions};
 use super::loop_clock::{LoopClock, Phase};
+use super::nats_ports::NatsSplits;
+use super::ports::SplitSource;
 use super::ports::{
-    Admin, Changelog, Clock, Group, Input, PolledRecord, RebalanceListener, SystemClock,
-    Transactions,
+    Admin, Changelog, Clock, Group, Input, InputError, PolledRecord, RebalanceListener,
+    SystemClock, Transactions,
 };
 use super::purge::RepartitionPurge;
 use super::rebalance::{changelog_ends, Listener};
 use super::seek_clock::{is_stale, SeekClock};
 use super::setup::{instance_id, prepare_topics};
+use super::sources::{NoSplits, SourcesInput, SourcesListener};
 use super::state_cleaner::StateCleaner;
 use super::worker_pool::{TaskWork, WorkerPool};
 use super::CommitCoordinator;
@@ -107,10 +110,25 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         clock: Arc::new(SystemClock),
         health,
     };
+    let splits: Arc<dyn SplitSource> = if parts.compiled.topology.nats_sources().next().is_some() {
+        let settings = crate::nats::NatsSettings::from_config(&config.nats);
+        let name = format!("{}-{instance_id}", config.application_id);
+        Arc::new(NatsSplits::connect(
+            &settings,
+            &parts.compiled.topology,
+            &name,
+        )?)
+    } else {
+        Arc::new(NoSplits)
+    };
     let mut instance = Instance::start(parts, |listener| {
+        let listener = Arc::new(SourcesListener {
+            inner: listener,
+            splits: splits.clone(),
+        });
         let consumer = GroupConsumer::new(&settings, Arc::new(KafkaListener(listener)))?;
         consumer.subscribe(&topics)?;
-        Ok(consumer)
+        Ok(SourcesInput::new(consumer, splits))
     })?;
     tracing::info!(instance = instance_id, application_id = %config.application_id, ?topics, guarantee = ?config.processing_guarantee, "eddy started");
     let result = loop {
@@ -303,7 +321,7 @@ struct Steps {
 struct PolledBatch<R> {
     records: Vec<R>,
     stamps: Vec<(usize, u64)>,
-    error: Option<KafkaClientError>,
+    error: Option<InputError>,
 }
 
 impl<R: PolledRecord> PolledBatch<R> {
@@ -424,14 +442,18 @@ impl Steps {
         &mut self,
         core: &mut Core,
         input: &I,
-        poll_error: Option<KafkaClientError>,
+        poll_error: Option<InputError>,
     ) -> Result<(), crate::Error> {
         let group = input.group();
         self.finish_batch(core, group)?;
         let mut unreachable = false;
-        if let Some(error) = poll_error {
-            unreachable = matches!(error, KafkaClientError::Unreachable { .. });
-            core.carry_out(group, Failure::Consumer(error))?;
+        match poll_error {
+            None => {}
+            Some(InputError::Consumer(error)) => {
+                unreachable = matches!(error, KafkaClientError::Unreachable { .. });
+                core.carry_out(group, Failure::Consumer(error))?;
+            }
+            Some(InputError::Fatal(error)) => core.carry_out(group, Failure::Other(error))?,
         }
         if !unreachable && !input.brokers_reachable() {
             unreachable = true;
@@ -530,6 +552,7 @@ impl Steps {
                 key: record.key(),
                 timestamp_ms: record.timestamp_ms(),
                 offset: record.offset(),
+                subject: record.subject(),
             };
             by_partition[last].1.push((input, polled_at));
         }

@@ -2,8 +2,8 @@
 //! what each call means on Kafka is documented where the client is (`src/kafka/`).
 
 use super::ports::{
-    Admin, Changelog, Group, Input, Membership, PolledRecord, RebalanceListener, Transaction,
-    Transactions,
+    Admin, Changelog, Group, Input, InputError, Membership, PolledRecord, RebalanceListener,
+    Transaction, Transactions,
 };
 use crate::kafka::{
     ChangelogReader, ClientSettings, CommitFailure, CommitFailureKind, ConsumedRecord,
@@ -112,8 +112,8 @@ impl Group for GroupConsumer {
 
 impl Input for GroupConsumer {
     type Record<'a> = ConsumedRecord<'a>;
-    fn poll(&self, timeout: Duration) -> Option<Result<ConsumedRecord<'_>, KafkaClientError>> {
-        GroupConsumer::poll(self, timeout)
+    fn poll(&self, timeout: Duration) -> Option<Result<ConsumedRecord<'_>, InputError>> {
+        GroupConsumer::poll(self, timeout).map(|polled| polled.map_err(InputError::Consumer))
     }
     fn group(&self) -> &dyn Group {
         self

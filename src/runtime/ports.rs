@@ -23,6 +23,10 @@ pub trait PolledRecord {
     fn key(&self) -> Option<&[u8]>;
     fn payload(&self) -> Option<&[u8]>;
     fn timestamp_ms(&self) -> Option<i64>;
+    /// The NATS subject of a record read from NATS.
+    fn subject(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// This member's place in the group, as a transaction needs it to commit offsets (KIP-447: the
@@ -66,13 +70,29 @@ pub trait RebalanceListener: Send + Sync {
     fn on_assign(&self, partitions: &[(String, i32)], group: &dyn Group);
 }
 
-/// The group consumer.
+/// Why a poll returned no record.
+#[derive(Debug)]
+pub enum InputError {
+    /// The Kafka consumer failed; what that means follows librdkafka (`runtime::failure`).
+    Consumer(KafkaClientError),
+    /// Another source cannot go on (e.g. a NATS stream no longer holds the committed position):
+    /// the instance stops with this error.
+    Fatal(crate::Error),
+}
+
+impl From<KafkaClientError> for InputError {
+    fn from(error: KafkaClientError) -> Self {
+        InputError::Consumer(error)
+    }
+}
+
+/// The group consumer, and the sources read beside it.
 pub trait Input {
     type Record<'a>: PolledRecord
     where
         Self: 'a;
     /// Waits up to `timeout` for one record; rebalance callbacks run inside this call.
-    fn poll(&self, timeout: Duration) -> Option<Result<Self::Record<'_>, KafkaClientError>>;
+    fn poll(&self, timeout: Duration) -> Option<Result<Self::Record<'_>, InputError>>;
     fn group(&self) -> &dyn Group;
     /// Whether a connection to some broker is up.
     fn brokers_reachable(&self) -> bool;
@@ -105,6 +125,39 @@ pub trait Transaction: Send {
     fn take_changelog_ends(&mut self) -> ChangelogEnds;
     /// Waits until every queued record is acknowledged, without committing.
     fn wait_delivered(&self) -> Result<(), KafkaClientError>;
+}
+
+/// A partition of an assignment topic that stands for a split of another source (a NATS subject
+/// filter): the group hands it out, its committed offset is where the split resumes.
+pub type Split = (String, i32);
+
+/// A record read from a split; `offset` is its position in the split's source (a NATS stream
+/// sequence), and the committed offset is the next one to read.
+#[derive(Clone, Debug)]
+pub struct SplitRecord {
+    pub split: Split,
+    pub offset: i64,
+    pub subject: String,
+    pub payload: bytes::Bytes,
+    pub timestamp_ms: i64,
+}
+
+/// Sources read in splits beside the Kafka consumer (`runtime::sources` merges them into one
+/// [`Input`]). Seeking a split discards what it read before, as a Kafka seek does.
+pub trait SplitSource: Send + Sync {
+    /// Whether the partitions of `topic` stand for this source's splits.
+    fn owns(&self, topic: &str) -> bool;
+    /// (Re)starts a split at `from` (`None`: the start of its source), paused or not.
+    fn start(&self, split: &Split, from: Option<i64>, paused: bool);
+    fn stop(&self, split: &Split);
+    fn set_paused(&self, split: &Split, paused: bool);
+    /// Paused, or not started (as a newly assigned partition is paused until resumed).
+    fn is_paused(&self, split: &Split) -> bool;
+    /// Whether the split was last seen read to its end (and its source is reachable).
+    fn caught_up(&self, split: &Split) -> bool;
+    fn any_running(&self) -> bool;
+    /// The next record of a running split, waiting up to `timeout`; `Err` stops the instance.
+    fn recv(&self, timeout: Duration) -> Option<Result<SplitRecord, crate::Error>>;
 }
 
 /// Opens producers. Under exactly-once each shares the instance's transactional id, so opening

@@ -40,8 +40,34 @@ pub(crate) fn prepare_topics(
     compiled: &CompiledTopology,
     config: &Config,
 ) -> Result<HashMap<String, i32>, crate::Error> {
+    // A NATS source's assignment topic is an input eddy creates: one partition per split.
+    let assignment: Vec<InternalTopic> = compiled
+        .topology
+        .nats_sources()
+        .map(|(source, nats)| InternalTopic {
+            name: source.topics[0].clone(),
+            partitions: nats.subjects.len() as i32,
+            compacted: false,
+            purged_by_eddy: false,
+        })
+        .collect();
+    admin.create_topics(&assignment, config.replication_factor)?;
     let inputs = compiled.input_topics();
     let partitions = admin.require_topics(&inputs, Duration::from_secs(60))?;
+    for topic in &assignment {
+        if partitions.get(&topic.name) != Some(&topic.partitions) {
+            return Err(crate::topology::TopologyError::invalid(
+                format!("assignment topic {}", topic.name),
+                "subjects",
+                format!("{} filters", topic.partitions),
+                format!(
+                    "the {} partitions the topic was created with: splits are fixed once an application has run. To change the subjects, start a new application_id",
+                    partitions.get(&topic.name).copied().unwrap_or(0)
+                ),
+            )
+            .into());
+        }
+    }
     admin.create_topics(
         &planned_topics(compiled, &partitions),
         config.replication_factor,

@@ -178,8 +178,7 @@ impl Schema {
         Schema::DomainEvent,
         Schema::Json,
     ];
-    pub const NAMES: &'static str =
-        "`order_created`, `analytics_event`, `domain_event` or `json`";
+    pub const NAMES: &'static str = "`order_created`, `analytics_event`, `domain_event` or `json`";
 
     pub fn parse(name: &str) -> Option<Schema> {
         Schema::ALL.into_iter().find(|s| s.name() == name)
@@ -265,7 +264,11 @@ pub fn reference_markdown() -> String {
                 rows(&format!("{}[].", f.name), items);
             }
         }
-        for f in def.fields.iter().filter(|f| f.ty == FieldType::JsonObjectString) {
+        for f in def
+            .fields
+            .iter()
+            .filter(|f| f.ty == FieldType::JsonObjectString)
+        {
             let _ = writeln!(
                 out,
                 "| `{}.<key>` | any scalar | no (missing = null) | a key of the object inside `{}` |",

@@ -54,6 +54,7 @@ pub struct CompiledTopology {
 
 impl CompiledTopology {
     pub fn new(application_id: &str, topology: Topology) -> CompiledTopology {
+        let topology = topology.bind(application_id);
         let mut by_input_topic = HashMap::new();
         let mut by_repartition_topic = HashMap::new();
         for source in &topology.sources {

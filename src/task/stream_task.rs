@@ -30,6 +30,8 @@ pub struct InputRecord<'a> {
     pub key: Option<&'a [u8]>,
     pub timestamp_ms: Option<i64>,
     pub offset: i64,
+    /// The NATS subject it was published on (its version may follow from it); `None` on Kafka.
+    pub subject: Option<&'a str>,
 }
 
 /// Why a task stopped processing.
@@ -182,7 +184,10 @@ impl StreamTask {
                 plan,
                 dead_letter_topic,
             } => {
-                let decoded = match plan.decode_from(payload, record.timestamp_ms, *topic_version) {
+                let version = record
+                    .subject
+                    .map_or(*topic_version, |subject| plan.topic_version(subject));
+                let decoded = match plan.decode_from(payload, record.timestamp_ms, version) {
                     Ok(decoded) => decoded,
                     Err(error) => {
                         return match source.on_decode_error {

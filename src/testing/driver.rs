@@ -116,6 +116,7 @@ impl TopologyTestDriver {
             key,
             timestamp_ms,
             offset: *offset,
+            subject: None,
         };
         *offset += 1;
         self.task(&id).process(record, out)

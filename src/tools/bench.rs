@@ -211,6 +211,7 @@ fn pipeline(count: usize, commit_every: usize, files: &[PathBuf]) -> anyhow::Res
                 key: Some(&event.key),
                 timestamp_ms: None,
                 offset: i as i64,
+                subject: None,
             },
             &mut output,
         )?;
@@ -296,6 +297,7 @@ fn commit(
                             key: record.key.as_deref(),
                             timestamp_ms: None,
                             offset: 0,
+                            subject: None,
                         },
                         output,
                     )?;
@@ -359,6 +361,7 @@ fn memory(keys: usize, commit_every: usize) -> anyhow::Result<()> {
                 key: None,
                 timestamp_ms: None,
                 offset: i as i64,
+                subject: None,
             },
             &mut output,
         )?;

@@ -63,7 +63,19 @@ impl SourceBuilder {
             dead_letter_topic: None,
             versions: Vec::new(),
             max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_MS,
+            nats: None,
         })
+    }
+    /// A NATS JetStream source reading `stream`, one split per subject filter.
+    pub fn nats(name: &str, stream: &str, subjects: &[&str], schema: Schema) -> Self {
+        let mut builder = SourceBuilder::new(name, "", schema);
+        builder.0.topics.clear();
+        builder.0.nats = Some(super::NatsSource {
+            stream: stream.into(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            skip_missing: false,
+        });
+        builder
     }
     /// Reads one more topic as part of the same stream.
     pub fn also_topic(mut self, topic: &str) -> Self {
@@ -211,7 +223,9 @@ fn schema_item_fields(schema: Schema, array: &str) -> Option<Vec<&'static str>> 
 
 /// Whether `field` is a key inside a seed schema's JSON-text field (`data.user_id`).
 fn is_embedded(schema: Schema, field: &str) -> bool {
-    schema.def().is_some_and(|def| def.embedded(field).is_some())
+    schema
+        .def()
+        .is_some_and(|def| def.embedded(field).is_some())
 }
 
 /// `, or `data.<key>` for a key of the JSON object inside `data`` where the schema has one.
@@ -261,6 +275,84 @@ fn check_unique_name<'t>(
     Ok(())
 }
 
+/// A NATS source names a stream and subject filters that never overlap (a message read by two
+/// splits would count twice); its versions name subjects those filters read.
+fn validate_nats(at: &str, source: &Source, nats: &super::NatsSource) -> Result<(), TopologyError> {
+    use crate::nats::{subject_matches, valid_filter};
+    let stream_ok = !nats.stream.is_empty()
+        && nats
+            .stream
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if !stream_ok {
+        return Err(TopologyError::invalid(
+            at,
+            "stream",
+            format!("{:?}", nats.stream),
+            "a JetStream stream name (letters, digits, `_`, `-`)",
+        ));
+    }
+    if nats.subjects.is_empty() || nats.subjects.len() > 1024 {
+        return Err(TopologyError::invalid(
+            at,
+            "subjects",
+            format!("{:?}", nats.subjects),
+            "1 to 1024 subject filters, one split each (e.g. [\"user.>\", \"order.>\"])",
+        ));
+    }
+    for (i, filter) in nats.subjects.iter().enumerate() {
+        if !valid_filter(filter) {
+            return Err(TopologyError::invalid(
+                at,
+                "subjects",
+                filter,
+                "a NATS subject filter: tokens separated by `.`, `*` for one token, `>` last for the rest",
+            ));
+        }
+        if let Some(other) = nats.subjects[..i]
+            .iter()
+            .find(|o| filters_overlap(o, filter))
+        {
+            return Err(TopologyError::invalid(
+                at,
+                "subjects",
+                filter,
+                format!("filters that no subject matches twice: `{other}` reads some of the same subjects, and its messages would be counted by two splits"),
+            ));
+        }
+    }
+    for version in &source.versions {
+        if let Some(subject) = &version.topic {
+            let concrete = valid_filter(subject) && !subject.contains(['*', '>']);
+            if !concrete || !nats.subjects.iter().any(|f| subject_matches(f, subject)) {
+                return Err(TopologyError::invalid(
+                    at,
+                    format!("version.{}.subject", version.version),
+                    subject,
+                    format!(
+                        "a subject (no wildcards) that the source's filters read ({})",
+                        nats.subjects.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether some subject matches both filters.
+fn filters_overlap(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('.').collect(), b.split('.').collect());
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some(&">"), Some(_)) | (Some(_), Some(&">")) => return true,
+            (Some(x), Some(y)) if x == y || *x == "*" || *y == "*" => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Versions are unique, at least 1, tied to the source's own topics, and map schema fields.
 fn validate_versions(at: &str, source: &Source) -> Result<(), TopologyError> {
     let mut seen = std::collections::HashSet::new();
@@ -275,7 +367,7 @@ fn validate_versions(at: &str, source: &Source) -> Result<(), TopologyError> {
                 "a version number of 1 or more, declared once per source",
             ));
         }
-        if let Some(topic) = &version.topic {
+        if let Some(topic) = version.topic.as_ref().filter(|_| source.nats.is_none()) {
             if !source.topics.contains(topic) {
                 return Err(TopologyError::invalid(
                     at,
@@ -328,7 +420,9 @@ fn validate(topology: &Topology) -> Result<(), TopologyError> {
     for source in &topology.sources {
         let at = format!("source `{}`", source.name);
         check_unique_name(&at, &source.name, "source", &mut seen_sources)?;
-        if source.topics.is_empty() {
+        if let Some(nats) = &source.nats {
+            validate_nats(&at, source, nats)?;
+        } else if source.topics.is_empty() {
             return Err(TopologyError::invalid(
                 &at,
                 "topic",

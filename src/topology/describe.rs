@@ -26,7 +26,12 @@ fn describe_versions(source: &Source) -> String {
         if let Some(v) = source.versions.iter().find(|v| v.version == known) {
             let mut notes = Vec::new();
             if let Some(topic) = &v.topic {
-                notes.push(format!("topic {topic}"));
+                let kind = if source.nats.is_some() {
+                    "subject"
+                } else {
+                    "topic"
+                };
+                notes.push(format!("{kind} {topic}"));
             }
             notes.extend(
                 v.fields
@@ -64,14 +69,22 @@ fn describe_versions(source: &Source) -> String {
 pub fn describe(topology: &Topology, application_id: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "application.id: {application_id}");
+    let topology = topology.clone().bind(application_id);
     for source in &topology.sources {
         let _ = writeln!(
             out,
             "\nSource `{}`: {} ({} JSON{}), event time {}",
             source.name,
-            match source.topics.as_slice() {
-                [one] => format!("topic `{one}`"),
-                many => format!("topics `{}` (one stream)", many.join("`, `")),
+            match (&source.nats, source.topics.as_slice()) {
+                (Some(nats), topics) => format!(
+                    "NATS JetStream stream `{}`, {} split(s): `{}` (split i is partition i of assignment topic `{}`, whose committed offset is the split's next stream sequence)",
+                    nats.stream,
+                    nats.subjects.len(),
+                    nats.subjects.join("`, `"),
+                    topics.join("")
+                ),
+                (None, [one]) => format!("topic `{one}`"),
+                (None, many) => format!("topics `{}` (one stream)", many.join("`, `")),
             },
             source.schema.name(),
             source

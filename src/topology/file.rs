@@ -31,6 +31,13 @@ struct SourceEntry {
     #[serde(default)]
     version: Vec<Spanned<VersionEntry>>,
     max_future_skew: Option<DurationMs>,
+    /// `kafka` (default) or `nats`.
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    /// NATS: the JetStream stream and one subject filter per split.
+    stream: Option<String>,
+    subjects: Option<Vec<String>>,
+    on_missing: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +45,8 @@ struct SourceEntry {
 struct VersionEntry {
     version: i64,
     topic: Option<String>,
+    /// NATS: records on this subject without a `version` field are this version.
+    subject: Option<String>,
     #[serde(default)]
     fields: toml::Table,
     #[serde(default)]
@@ -238,8 +247,65 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> 
                 }
             },
         };
-        let topics =
-            match (entry.topic, entry.topics) {
+        let is_nats = match &entry.kind {
+            None => false,
+            Some(kind) => match kind.get_ref().as_str() {
+                "kafka" => false,
+                "nats" => true,
+                other => {
+                    return Err(TopologyError::invalid(
+                        at(kind.span()),
+                        "type",
+                        other,
+                        "`kafka` (default) or `nats`",
+                    ))
+                }
+            },
+        };
+        let (topics, nats) = if is_nats {
+            let (Some(stream), Some(subjects), None, None) =
+                (entry.stream, entry.subjects, &entry.topic, &entry.topics)
+            else {
+                return Err(TopologyError::invalid(
+                    at(span.clone()),
+                    "stream",
+                    "(missing, or with topic)",
+                    "a NATS source names `stream = \"NAME\"` and `subjects = [\"FILTER\", ...]` (one split each), and no topic",
+                ));
+            };
+            let skip_missing = match &entry.on_missing {
+                None => false,
+                Some(policy) => match policy.get_ref().as_str() {
+                    "fail" => false,
+                    "skip" => true,
+                    other => {
+                        return Err(TopologyError::invalid(
+                            at(policy.span()),
+                            "on_missing",
+                            other,
+                            "`fail` (default: stop when the stream no longer holds the committed position) or `skip` (go on from its first message, counted)",
+                        ))
+                    }
+                },
+            };
+            (
+                Vec::new(),
+                Some(crate::topology::NatsSource {
+                    stream,
+                    subjects,
+                    skip_missing,
+                }),
+            )
+        } else {
+            if entry.stream.is_some() || entry.subjects.is_some() || entry.on_missing.is_some() {
+                return Err(TopologyError::invalid(
+                    at(span.clone()),
+                    "stream",
+                    "(set)",
+                    "`stream`, `subjects` and `on_missing` belong to `type = \"nats\"` sources",
+                ));
+            }
+            let topics = match (entry.topic, entry.topics) {
                 (Some(topic), None) => vec![topic],
                 (None, Some(topics)) => topics,
                 _ => return Err(TopologyError::invalid(
@@ -249,6 +315,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> 
                     "exactly one of `topic = \"NAME\"` or `topics = [\"NAME.v1\", \"NAME.v2\"]`",
                 )),
             };
+            (topics, None)
+        };
         let mut versions = Vec::new();
         for version in entry.version {
             let span = version.span();
@@ -276,9 +344,17 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> 
                 let json = serde_json::to_value(&value).unwrap_or(serde_json::Value::Null);
                 defaults.push((used, json));
             }
+            if version.topic.is_some() && version.subject.is_some() {
+                return Err(TopologyError::invalid(
+                    at(span),
+                    format!("version.{}.subject", version.version),
+                    "(with topic)",
+                    "`topic` for a Kafka source, `subject` for a NATS source",
+                ));
+            }
             versions.push(SourceVersion {
                 version: version.version,
-                topic: version.topic,
+                topic: version.topic.or(version.subject),
                 fields,
                 defaults,
             });
@@ -295,6 +371,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> 
             max_future_skew_ms: entry
                 .max_future_skew
                 .map_or(DEFAULT_MAX_FUTURE_SKEW_MS, |d| d.0),
+            nats,
         });
     }
 

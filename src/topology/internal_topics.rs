@@ -15,6 +15,13 @@ pub fn changelog_topic(application_id: &str, store: &str) -> String {
 /// How every changelog topic's name ends.
 pub const CHANGELOG_SUFFIX: &str = "-changelog";
 
+/// `<application.id>-nats-<source>`: one empty partition per split of a NATS source. Owning a
+/// partition (in the consumer group) is owning the split, and its committed offset is the next
+/// stream sequence to read, committed in the same transaction as the outputs.
+pub fn nats_assignment_topic(application_id: &str, source: &str) -> String {
+    format!("{application_id}-nats-{source}")
+}
+
 /// The dead-letter topic of a source: its own setting, else `<application.id>-dlq`.
 pub fn dead_letter_topic(application_id: &str, source: &Source) -> String {
     source

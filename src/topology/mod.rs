@@ -15,7 +15,8 @@ pub use builder::{AggregationBuilder, SourceBuilder, TopologyBuilder};
 pub use describe::describe;
 pub use duration::{format_duration_ms, parse_duration_ms, DurationMs};
 pub use internal_topics::{
-    changelog_topic, dead_letter_topic, internal_topics, repartition_topic, CHANGELOG_SUFFIX,
+    changelog_topic, dead_letter_topic, internal_topics, nats_assignment_topic, repartition_topic,
+    CHANGELOG_SUFFIX,
 };
 
 use std::path::PathBuf;
@@ -96,6 +97,21 @@ pub struct Source {
     /// one bad clock must not move stream time. (Not the record's Kafka timestamp: a producer
     /// may stamp it with the event time.)
     pub max_future_skew_ms: i64,
+    /// Present for a NATS JetStream source (`type = "nats"`). Its `topics` are then empty in the
+    /// file and, once bound to an application ([`Topology::bind`]), the one assignment topic
+    /// whose partitions stand for its splits.
+    pub nats: Option<NatsSource>,
+}
+
+/// Where a NATS source reads: a JetStream stream, in one split per subject filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsSource {
+    pub stream: String,
+    /// One split each; split `i` is partition `i` of the assignment topic.
+    pub subjects: Vec<String>,
+    /// `on_missing = "skip"`: a committed position the stream no longer holds (retention, a
+    /// purge) moves on to the stream's first message, counted; by default eddy stops.
+    pub skip_missing: bool,
 }
 
 /// The default `max_future_skew`: one hour.
@@ -112,7 +128,8 @@ pub const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceVersion {
     pub version: i64,
-    /// Records on this topic without a `version` field are this version.
+    /// Records on this topic (for a NATS source: subject) without a `version` field are this
+    /// version.
     pub topic: Option<String>,
     /// `(field aggregations use, field this version writes)`: renamed fields.
     pub fields: Vec<(String, String)>,
@@ -404,6 +421,24 @@ impl Topology {
     }
 
     /// Input topics, deduplicated, in declaration order.
+    /// Gives each NATS source its assignment topic (`<application.id>-nats-<source>`) as its one
+    /// topic, so the runtime treats its splits as partitions. Idempotent.
+    pub fn bind(mut self, application_id: &str) -> Topology {
+        for source in &mut self.sources {
+            if source.nats.is_some() {
+                source.topics = vec![nats_assignment_topic(application_id, &source.name)];
+            }
+        }
+        self
+    }
+
+    /// The NATS sources with their assignment topics (after [`Topology::bind`]).
+    pub fn nats_sources(&self) -> impl Iterator<Item = (&Source, &NatsSource)> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.nats.as_ref().map(|n| (s, n)))
+    }
+
     pub fn input_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = Vec::new();
         for topic in self.sources.iter().flat_map(|s| &s.topics) {

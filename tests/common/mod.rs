@@ -340,6 +340,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
 }
 
 pub mod clickhouse;
+pub mod nats;
 
 /// Runs `.venv`'s Python (`EDDY_PYTHON`) with `args`, `input` as JSON on stdin, and returns the
 /// JSON it prints; fails the test with Python's stderr if it fails.

@@ -6,7 +6,9 @@
 use super::broker::{Cluster, Entry, SimBroker};
 use super::faults::{Call, Faults};
 use crate::kafka::{KafkaClientError, PartitionOffset};
-use crate::runtime::ports::{Group, Input, Membership, PolledRecord, RebalanceListener};
+use crate::runtime::ports::{
+    Group, Input, InputError, Membership, PolledRecord, RebalanceListener,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -352,14 +354,14 @@ pub(crate) fn assign(cluster: &mut Cluster, topics: &[String]) {
 impl Input for SimInput {
     type Record<'a> = SimRecord;
 
-    fn poll(&self, _timeout: Duration) -> Option<Result<SimRecord, KafkaClientError>> {
+    fn poll(&self, _timeout: Duration) -> Option<Result<SimRecord, InputError>> {
         self.rebalance();
         if self.faults.fails(Call::PollUnreachable) {
-            return Some(Err(KafkaClientError::Unreachable {
+            return Some(Err(InputError::Consumer(KafkaClientError::Unreachable {
                 operation: "poll".into(),
                 reason: "simulated: broker unreachable".into(),
                 code: None,
-            }));
+            })));
         }
         self.next_record().map(Ok)
     }

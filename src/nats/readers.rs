@@ -1,0 +1,471 @@
+//! The split readers: one tokio task per split this instance owns, each an ephemeral pull
+//! consumer (no acknowledgements, no server-side state worth keeping) that starts at the split's
+//! committed position, and a bounded channel into the synchronous loop.
+//!
+//! Seeking a split (its assignment, a rollback to the last commit) replaces its task and bumps
+//! its epoch: messages the old task had already put in the channel carry the old epoch and are
+//! dropped when they come out, as librdkafka drops what it fetched before a seek.
+
+use super::{NatsError, NatsSettings};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::stream::RetentionPolicy;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What a split reads: a subject filter of a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitSpec {
+    /// The topology source, for metrics and logs.
+    pub source: String,
+    pub stream: String,
+    pub filter: String,
+    /// `on_missing = "skip"`: a position the stream no longer holds moves on to its first
+    /// message, counted, instead of stopping.
+    pub skip_missing: bool,
+}
+
+/// The split's partition of the assignment topic: how the runtime names it.
+pub type SplitKey = (String, i32);
+
+/// One message read from a split.
+#[derive(Clone, Debug)]
+pub struct NatsMessage {
+    pub split: SplitKey,
+    pub sequence: u64,
+    pub subject: String,
+    pub payload: bytes::Bytes,
+    /// When the server stored it.
+    pub published_ms: i64,
+}
+
+/// What a stream looks like when eddy starts.
+#[derive(Clone, Debug)]
+pub struct StreamCheck {
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    pub messages: u64,
+}
+
+enum Delivery {
+    Message {
+        epoch: u64,
+        message: NatsMessage,
+        pending: u64,
+    },
+    CaughtUp {
+        split: SplitKey,
+        epoch: u64,
+    },
+    Failed {
+        split: SplitKey,
+        epoch: u64,
+        error: NatsError,
+    },
+}
+
+struct Running {
+    epoch: u64,
+    task: tokio::task::JoinHandle<()>,
+    paused: watch::Sender<bool>,
+    caught_up: bool,
+    spec: SplitSpec,
+}
+
+/// Reads the splits this instance owns.
+pub struct SplitReaders {
+    runtime: tokio::runtime::Runtime,
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    sender: mpsc::Sender<Delivery>,
+    receiver: Mutex<mpsc::Receiver<Delivery>>,
+    running: Mutex<HashMap<SplitKey, Running>>,
+    epochs: Mutex<u64>,
+}
+
+/// Messages per pull request.
+const BATCH: usize = 1_000;
+/// How long a pull waits for messages before the reader says it is caught up.
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
+/// Deliveries buffered between the readers and the loop.
+const CHANNEL: usize = 4 * BATCH;
+/// An ephemeral consumer left alone this long is deleted by the server (a crashed instance's).
+const INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SplitReaders {
+    /// Connects (failing within `connect_timeout_ms` when no server answers).
+    pub fn connect(settings: &NatsSettings, name: &str) -> Result<SplitReaders, NatsError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("eddy-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| NatsError::Connect {
+                servers: settings.servers_text(),
+                reason: format!("could not start its runtime: {e}"),
+            })?;
+        let client = runtime.block_on(async {
+            let options = settings.options(name).await?;
+            options
+                .connect(settings.servers.clone())
+                .await
+                .map_err(|e| NatsError::Connect {
+                    servers: settings.servers_text(),
+                    reason: e.to_string(),
+                })
+        })?;
+        // The context spawns a task of its own: create it inside the runtime.
+        let jetstream = {
+            let _inside = runtime.enter();
+            async_nats::jetstream::new(client.clone())
+        };
+        let (sender, receiver) = mpsc::channel(CHANNEL);
+        Ok(SplitReaders {
+            runtime,
+            client,
+            jetstream,
+            sender,
+            receiver: Mutex::new(receiver),
+            running: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(0),
+        })
+    }
+
+    /// Looks the stream up and refuses retention policies that delete what was delivered.
+    pub fn check_stream(&self, stream: &str) -> Result<StreamCheck, NatsError> {
+        self.runtime.block_on(stream_state(&self.jetstream, stream))
+    }
+
+    /// (Re)starts reading a split at `from` (a stream sequence; `None`: the stream's start).
+    pub fn start(&self, split: SplitKey, spec: SplitSpec, from: Option<u64>, paused: bool) {
+        let epoch = {
+            let mut epochs = lock(&self.epochs);
+            *epochs += 1;
+            *epochs
+        };
+        let (paused, paused_rx) = watch::channel(paused);
+        let task = self.runtime.spawn(read_split(
+            self.jetstream.clone(),
+            split.clone(),
+            epoch,
+            spec.clone(),
+            from,
+            paused_rx,
+            self.sender.clone(),
+        ));
+        tracing::info!(source = %spec.source, stream = %spec.stream, filter = %spec.filter, ?from, "NATS split reading");
+        let old = lock(&self.running).insert(
+            split,
+            Running {
+                epoch,
+                task,
+                paused,
+                caught_up: false,
+                spec,
+            },
+        );
+        if let Some(old) = old {
+            old.task.abort();
+        }
+    }
+
+    /// Stops reading a split; what it already read is dropped.
+    pub fn stop(&self, split: &SplitKey) {
+        if let Some(old) = lock(&self.running).remove(split) {
+            old.task.abort();
+        }
+    }
+
+    /// Paused, or not reading at all.
+    pub fn is_paused(&self, split: &SplitKey) -> bool {
+        lock(&self.running)
+            .get(split)
+            .is_none_or(|r| *r.paused.borrow())
+    }
+
+    pub fn set_paused(&self, split: &SplitKey, paused: bool) {
+        if let Some(running) = lock(&self.running).get(split) {
+            running.paused.send_replace(paused);
+        }
+    }
+
+    /// Whether the split's last pull found nothing more to read.
+    pub fn caught_up(&self, split: &SplitKey) -> bool {
+        lock(&self.running).get(split).is_some_and(|r| r.caught_up)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    pub fn any_running(&self) -> bool {
+        !lock(&self.running).is_empty()
+    }
+
+    /// The next message of a running split, waiting up to `timeout`. A failure that stops eddy
+    /// is returned; a transient one is logged (the reader retries).
+    pub fn recv(&self, timeout: Duration) -> Option<Result<NatsMessage, NatsError>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut receiver = lock(&self.receiver);
+        loop {
+            let delivery = match receiver.try_recv() {
+                Ok(delivery) => delivery,
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    match self
+                        .runtime
+                        .block_on(async { tokio::time::timeout(left, receiver.recv()).await })
+                    {
+                        Ok(Some(delivery)) => delivery,
+                        Ok(None) | Err(_) => return None,
+                    }
+                }
+            };
+            if let Some(out) = self.take(delivery) {
+                return Some(out);
+            }
+        }
+    }
+
+    /// Keeps a delivery of a split's current epoch, updating what is known about the split.
+    fn take(&self, delivery: Delivery) -> Option<Result<NatsMessage, NatsError>> {
+        let mut running = lock(&self.running);
+        match delivery {
+            Delivery::Message {
+                epoch,
+                message,
+                pending,
+            } => {
+                let split = running
+                    .get_mut(&message.split)
+                    .filter(|r| r.epoch == epoch)?;
+                split.caught_up = pending == 0;
+                metrics::gauge!("eddy_nats_pending_messages", "source" => split.spec.source.clone(), "filter" => split.spec.filter.clone()).set(pending as f64);
+                Some(Ok(message))
+            }
+            Delivery::CaughtUp { split, epoch } => {
+                let split = running.get_mut(&split).filter(|r| r.epoch == epoch)?;
+                split.caught_up = true;
+                metrics::gauge!("eddy_nats_pending_messages", "source" => split.spec.source.clone(), "filter" => split.spec.filter.clone()).set(0.0);
+                None
+            }
+            Delivery::Failed {
+                split,
+                epoch,
+                error,
+            } => {
+                running.get(&split).filter(|r| r.epoch == epoch)?;
+                if error.is_transient() {
+                    tracing::warn!(%error, "NATS read failed; retrying");
+                    None
+                } else {
+                    Some(Err(error))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SplitReaders {
+    fn drop(&mut self) {
+        for (_, running) in lock(&self.running).drain() {
+            running.task.abort();
+        }
+    }
+}
+
+async fn stream_state(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Result<StreamCheck, NatsError> {
+    let failed = |reason: String| NatsError::Stream {
+        stream: stream.to_string(),
+        reason,
+    };
+    let mut handle = jetstream
+        .get_stream(stream)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let info = handle.info().await.map_err(|e| failed(e.to_string()))?;
+    let policy = match info.config.retention {
+        RetentionPolicy::Limits => None,
+        RetentionPolicy::Interest => Some("interest"),
+        RetentionPolicy::WorkQueue => Some("workqueue"),
+    };
+    if let Some(policy) = policy {
+        return Err(NatsError::Retention {
+            stream: stream.to_string(),
+            policy: policy.into(),
+        });
+    }
+    Ok(StreamCheck {
+        first_sequence: info.state.first_sequence,
+        last_sequence: info.state.last_sequence,
+        messages: info.state.messages,
+    })
+}
+
+/// Where to start a split at `next`, checked against what the stream holds: the server clamps a
+/// start before its first message up to it without a word, so eddy checks first.
+async fn start_policy(
+    jetstream: &async_nats::jetstream::Context,
+    spec: &SplitSpec,
+    next: Option<u64>,
+) -> Result<(DeliverPolicy, u64), NatsError> {
+    let Some(next) = next else {
+        return Ok((DeliverPolicy::All, 0));
+    };
+    let state = stream_state(jetstream, &spec.stream).await?;
+    if next > state.last_sequence.saturating_add(1) {
+        return Err(NatsError::Behind {
+            stream: spec.stream.clone(),
+            filter: spec.filter.clone(),
+            next,
+            last: state.last_sequence,
+        });
+    }
+    if state.first_sequence > next {
+        if !spec.skip_missing {
+            return Err(NatsError::Missing {
+                stream: spec.stream.clone(),
+                filter: spec.filter.clone(),
+                next,
+                first: state.first_sequence,
+            });
+        }
+        let skipped = state.first_sequence - next;
+        tracing::warn!(source = %spec.source, stream = %spec.stream, filter = %spec.filter, next, first = state.first_sequence, "NATS messages removed before eddy read them; skipping them (on_missing = \"skip\")");
+        metrics::counter!("eddy_nats_skipped_messages_total", "source" => spec.source.clone(), "filter" => spec.filter.clone()).increment(skipped);
+        return Ok((
+            DeliverPolicy::ByStartSequence {
+                start_sequence: state.first_sequence,
+            },
+            state.first_sequence,
+        ));
+    }
+    Ok((
+        DeliverPolicy::ByStartSequence {
+            start_sequence: next,
+        },
+        next,
+    ))
+}
+
+/// Reads one split until aborted, recreating its consumer after any failure.
+async fn read_split(
+    jetstream: async_nats::jetstream::Context,
+    split: SplitKey,
+    epoch: u64,
+    spec: SplitSpec,
+    from: Option<u64>,
+    mut paused: watch::Receiver<bool>,
+    sender: mpsc::Sender<Delivery>,
+) {
+    let mut next = from;
+    let mut backoff = Duration::from_millis(100);
+    let failed = |reason: String| NatsError::Read {
+        stream: spec.stream.clone(),
+        filter: spec.filter.clone(),
+        reason,
+    };
+    loop {
+        let outcome: Result<(), NatsError> = async {
+            let (policy, floor) = start_policy(&jetstream, &spec, next).await?;
+            let stream = jetstream
+                .get_stream_no_info(&spec.stream)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let consumer = stream
+                .create_consumer(pull::Config {
+                    deliver_policy: policy,
+                    ack_policy: AckPolicy::None,
+                    filter_subject: spec.filter.clone(),
+                    inactive_threshold: INACTIVE_THRESHOLD,
+                    memory_storage: true,
+                    num_replicas: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(format!("creating a consumer: {e}")))?;
+            loop {
+                while *paused.borrow_and_update() {
+                    if paused.changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+                let mut batch = consumer
+                    .batch()
+                    .max_messages(BATCH)
+                    .expires(PULL_EXPIRES)
+                    .messages()
+                    .await
+                    .map_err(|e| failed(format!("pulling: {e}")))?;
+                let mut pending = 0;
+                let mut got = 0;
+                while let Some(message) = batch.next().await {
+                    let message = message.map_err(|e| failed(format!("pulling: {e}")))?;
+                    let info = message.info().map_err(|e| failed(e.to_string()))?;
+                    let sequence = info.stream_sequence;
+                    pending = info.pending;
+                    let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+                    if sequence < floor.max(next.unwrap_or(0)) {
+                        continue;
+                    }
+                    next = Some(sequence + 1);
+                    got += 1;
+                    let delivery = Delivery::Message {
+                        epoch,
+                        pending,
+                        message: NatsMessage {
+                            split: split.clone(),
+                            sequence,
+                            subject: message.subject.to_string(),
+                            payload: message.payload.clone(),
+                            published_ms,
+                        },
+                    };
+                    if sender.send(delivery).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                backoff = Duration::from_millis(100);
+                if got == 0 || pending == 0 {
+                    let caught_up = Delivery::CaughtUp {
+                        split: split.clone(),
+                        epoch,
+                    };
+                    if sender.send(caught_up).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                let transient = error.is_transient();
+                let report = Delivery::Failed {
+                    split: split.clone(),
+                    epoch,
+                    error,
+                };
+                if sender.send(report).await.is_err() || !transient {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

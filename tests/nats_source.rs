@@ -1,0 +1,248 @@
+//! Seed 001's event bus on NATS JetStream: events published by Go (nats.go, seed 001's `Event`
+//! unchanged) are aggregated exactly once into Kafka outputs, checked window by window against an
+//! independent reference, through kill -9 of instances, a nats-server restart and a frozen
+//! zombie. Each test runs its own nats-server; the Kafka broker is the test broker.
+
+mod common;
+
+use common::nats::{events_topology, produced, publish, NatsServer, Published};
+use common::reference::{reference, verify, Produced};
+use common::{EddyOptions, EddyProcess};
+use eddy::topology::Topology;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const SOURCE: &str = "domain_events";
+
+struct Scenario {
+    suffix: String,
+    dir: tempfile::TempDir,
+    files: Vec<PathBuf>,
+    app: String,
+    topology: Topology,
+    nats: NatsServer,
+    published: Vec<Published>,
+}
+
+impl Scenario {
+    fn new(name: &str) -> Scenario {
+        let suffix = common::unique(name);
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![events_topology(dir.path(), &suffix)];
+        let app = common::unique(&format!("{name}app"));
+        let topology = Topology::from_files(&files).unwrap().bind(&app);
+        Scenario {
+            suffix,
+            dir,
+            files,
+            app,
+            topology,
+            nats: NatsServer::start(),
+            published: Vec::new(),
+        }
+    }
+
+    /// Publishes `count` events (seeded), `malformed` of them with a `data` that is no object.
+    fn publish(&mut self, part: usize, count: usize, malformed: usize, closing: bool) {
+        let (count, malformed, seed) = (count.to_string(), malformed.to_string(), part.to_string());
+        // Parts follow each other in event time: part p covers minutes 10p..10p+10 of the run.
+        let age = format!("{}s", 7_200 - 600 * part);
+        let prefix = format!("p{part}");
+        let mut args = vec![
+            "-count",
+            &count,
+            "-malformed",
+            &malformed,
+            "-seed",
+            &seed,
+            "-age",
+            &age,
+            "-span",
+            "10m",
+            "-id-prefix",
+            &prefix,
+            "-users",
+            "300",
+        ];
+        if closing {
+            args.push("-closing");
+        }
+        self.published.extend(publish(&self.nats.url(), &args));
+    }
+
+    fn start(&self, instance: &str, extra: Vec<(String, String)>) -> EddyProcess {
+        let mut extra_env = vec![
+            ("EDDY__NATS__SERVERS".to_string(), self.nats.url()),
+            ("EDDY__IDLE_TIMEOUT_MS".to_string(), "2000".to_string()),
+        ];
+        extra_env.extend(extra);
+        EddyProcess::start(&EddyOptions {
+            application_id: &self.app,
+            topologies: &self.files,
+            state_dir: self.dir.path(),
+            guarantee: "exactly_once",
+            instance,
+            extra_env,
+        })
+    }
+
+    fn events(&self) -> (Vec<Produced>, Vec<Published>) {
+        produced(&self.topology, SOURCE, &self.published)
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        vec![format!("event-aggregates-{}", self.suffix)]
+    }
+
+    /// Waits for every expected window, then checks values, duplicates and the dead letters.
+    fn verify(&self, timeout: Duration) -> (usize, usize, usize, usize) {
+        let (events, malformed) = self.events();
+        let expected = reference(&self.topology, &events);
+        let read = || {
+            let emitted: Vec<_> = self
+                .outputs()
+                .iter()
+                .flat_map(|t| common::read_aggregates(t))
+                .collect();
+            verify(&expected, &emitted)
+        };
+        let deadline = Instant::now() + timeout;
+        let mut result = read();
+        while result.3 > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(2));
+            result = read();
+        }
+        if result.3 == 0 {
+            std::thread::sleep(Duration::from_secs(5));
+            result = read();
+        }
+        let dead = common::read_committed(&format!("{}-dlq", self.app));
+        let reasons: Vec<String> = dead
+            .iter()
+            .filter_map(|r| r.headers.iter().find(|(k, _)| k == "eddy.error"))
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+            .collect();
+        println!(
+            "{}: {} messages published ({} with malformed data), {} windows checked, mismatches {}, duplicates {}, missing {}; dead letters {}",
+            self.suffix,
+            self.published.len(),
+            malformed.len(),
+            result.0,
+            result.1,
+            result.2,
+            result.3,
+            dead.len()
+        );
+        assert_eq!(
+            dead.len(),
+            malformed.len(),
+            "every event with malformed data, and nothing else, is dead-lettered once"
+        );
+        for reason in &reasons {
+            assert!(
+                reason.contains("field `data` must hold a JSON object as a string"),
+                "{reason}"
+            );
+        }
+        result
+    }
+}
+
+fn assert_exact(result: (usize, usize, usize, usize), logs: &str) {
+    let (checked, mismatches, duplicates, missing) = result;
+    if (mismatches, duplicates, missing) != (0, 0, 0) {
+        eprintln!("eddy logs:\n{logs}");
+    }
+    assert!(checked > 100, "enough windows to mean something: {checked}");
+    assert_eq!((mismatches, duplicates, missing), (0, 0, 0));
+}
+
+/// One instance over a backlog: every version, zone and subject counted once, the malformed
+/// events dead-lettered with their reason.
+#[test]
+fn nats_seed_events_are_aggregated_exactly_and_malformed_ones_dead_lettered() {
+    let mut s = Scenario::new("natsone");
+    s.publish(0, 20_000, 25, false);
+    let eddy = s.start("a", vec![]);
+    s.publish(1, 10_000, 5, true);
+    let result = s.verify(Duration::from_secs(180));
+    assert_exact(result, &eddy.all_logs_text());
+    assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
+}
+
+/// Three instances share four splits; one is killed (-9) while a backlog is being read, and
+/// restarted; the nats-server itself is restarted mid-run; the output stays exact.
+#[test]
+fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
+    let mut s = Scenario::new("natskill");
+    s.publish(0, 30_000, 10, false);
+    let names = ["a", "b", "c"];
+    let mut instances: Vec<Option<EddyProcess>> =
+        names.iter().map(|n| Some(s.start(n, vec![]))).collect();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut kills = 0;
+    for part in 1..4 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Work in flight: a backlog was just published, and the victim is reading it.
+        std::thread::sleep(Duration::from_millis(1_500 + rng % 2_500));
+        let victim = (rng % 3) as usize;
+        if let Some(process) = instances[victim].take() {
+            process.kill();
+            kills += 1;
+        }
+        if part == 2 {
+            let down = s.nats.restart(Duration::from_secs(2));
+            println!("nats-server down for {down:?}");
+        }
+        instances[victim] = Some(s.start(names[victim], vec![]));
+        s.publish(part, 10_000, 5, part == 3);
+    }
+    let result = s.verify(Duration::from_secs(300));
+    let logs = instances
+        .iter()
+        .flatten()
+        .next()
+        .map(|p| p.all_logs_text())
+        .unwrap_or_default();
+    println!("SIGKILLs: {kills}");
+    for process in instances.into_iter().flatten() {
+        process.kill();
+    }
+    assert_eq!(kills, 3);
+    assert_exact(result, &logs);
+}
+
+/// A frozen instance (SIGSTOP past the session timeout) loses its splits to the other; when it
+/// wakes, its transaction is fenced and nothing it wrote becomes visible.
+#[test]
+fn nats_a_frozen_instance_is_fenced() {
+    let mut s = Scenario::new("natszombie");
+    let zombie = s.start("zombie", vec![]);
+    let healthy = s.start("healthy", vec![]);
+    s.publish(0, 20_000, 5, false);
+    std::thread::sleep(Duration::from_secs(6));
+    let takeovers = |p: &EddyProcess| {
+        p.log_text()
+            .matches("partitions assigned partitions=[(")
+            .count()
+    };
+    let before = takeovers(&healthy);
+    zombie.signal(libc::SIGSTOP);
+    s.publish(1, 10_000, 5, false);
+    common::wait_for(
+        "the healthy instance to take over the frozen one's splits",
+        Duration::from_secs(90),
+        || takeovers(&healthy) > before,
+    );
+    // Past the transaction timeout too, so the zombie's open transaction was aborted.
+    std::thread::sleep(Duration::from_secs(12));
+    zombie.signal(libc::SIGCONT);
+    s.publish(2, 10_000, 5, true);
+    let result = s.verify(Duration::from_secs(300));
+    let logs = healthy.all_logs_text();
+    zombie.kill();
+    healthy.kill();
+    assert_exact(result, &logs);
+}
