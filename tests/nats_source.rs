@@ -170,34 +170,94 @@ fn nats_seed_events_are_aggregated_exactly_and_malformed_ones_dead_lettered() {
     assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
 }
 
-/// Three instances share four splits; one is killed (-9) while a backlog is being read, and
-/// restarted; the nats-server itself is restarted mid-run; the output stays exact.
+/// Three instances share four splits; one is killed (-9) while a publish is under way and it is
+/// reading (its consumed-records counter for the splits moved in the last moment), then
+/// restarted; the nats-server itself is restarted mid-run. The output stays exact.
 #[test]
 fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
     let mut s = Scenario::new("natskill");
     s.publish(0, 30_000, 10, false);
     let names = ["a", "b", "c"];
+    let addrs: Vec<String> = names
+        .iter()
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect();
+    let http = |i: usize| vec![("EDDY__HTTP__LISTEN".to_string(), addrs[i].clone())];
     let mut instances: Vec<Option<EddyProcess>> =
-        names.iter().map(|n| Some(s.start(n, vec![]))).collect();
+        (0..3).map(|i| Some(s.start(names[i], http(i)))).collect();
+    let assignment = format!("topic=\"{}\"", s.topology.source(SOURCE).unwrap().topics[0]);
+    let consumed =
+        |addr: &str| common::counter_sum(addr, "eddy_records_consumed_total", &assignment);
     let mut rng = 0x9e3779b97f4a7c15u64;
-    let mut kills = 0;
+    let mut in_flight = 0;
     for part in 1..4 {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        // Work in flight: a backlog was just published, and the victim is reading it.
-        std::thread::sleep(Duration::from_millis(1_500 + rng % 2_500));
-        let victim = (rng % 3) as usize;
-        if let Some(process) = instances[victim].take() {
-            process.kill();
-            kills += 1;
+        // The victim is one that owns splits (its counter moved since it started).
+        let victim = (0..3)
+            .map(|k| (k + rng as usize) % 3)
+            .find(|&k| consumed(&addrs[k]) > 0.0)
+            .unwrap_or(0);
+        let url = s.nats.url();
+        let (count, seed, age, prefix) = (
+            "10000".to_string(),
+            part.to_string(),
+            format!("{}s", 7_200 - 600 * part),
+            format!("p{part}"),
+        );
+        let closing = part == 3;
+        let publisher = std::thread::spawn(move || {
+            let mut args = vec![
+                "-count",
+                &count,
+                "-malformed",
+                "5",
+                "-seed",
+                &seed,
+                "-age",
+                &age,
+                "-span",
+                "10m",
+                "-id-prefix",
+                &prefix,
+                "-users",
+                "300",
+            ];
+            if closing {
+                args.push("-closing");
+            }
+            publish(&url, &args)
+        });
+        // Kill it while the publish is under way and it is reading what arrives.
+        let before = consumed(&addrs[victim]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while consumed(&addrs[victim]) <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
+        std::thread::sleep(Duration::from_millis(rng % 100));
+        let reading = consumed(&addrs[victim]) > before;
+        in_flight += usize::from(reading);
+        instances[victim].take().unwrap().kill();
+        println!(
+            "part {part}: killed {} while it was reading: {reading}",
+            names[victim]
+        );
+        s.published.extend(publisher.join().unwrap());
         if part == 2 {
             let down = s.nats.restart(Duration::from_secs(2));
             println!("nats-server down for {down:?}");
         }
-        instances[victim] = Some(s.start(names[victim], vec![]));
-        s.publish(part, 10_000, 5, part == 3);
+        instances[victim] = Some(s.start(names[victim], http(victim)));
+        // Back in the group before the next victim is chosen.
+        common::wait_for(
+            "the restarted instance to read",
+            Duration::from_secs(60),
+            || {
+                common::http_get_raw(&addrs[victim], "/health/ready")
+                    .is_ok_and(|(status, _)| status == 200)
+            },
+        );
     }
     let result = s.verify(Duration::from_secs(300));
     let logs = instances
@@ -206,31 +266,70 @@ fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
         .next()
         .map(|p| p.all_logs_text())
         .unwrap_or_default();
-    println!("SIGKILLs: {kills}");
     for process in instances.into_iter().flatten() {
         process.kill();
     }
-    assert_eq!(kills, 3);
+    assert_eq!(in_flight, 3, "every kill hit an instance mid-read");
     assert_exact(result, &logs);
 }
 
-/// A frozen instance (SIGSTOP past the session timeout) loses its splits to the other; when it
-/// wakes, its transaction is fenced and nothing it wrote becomes visible.
+/// A frozen instance (SIGSTOP while it reads a publish under way, past the session timeout)
+/// loses its splits to the other; when it wakes, its transaction is fenced and nothing it wrote
+/// becomes visible.
 #[test]
 fn nats_a_frozen_instance_is_fenced() {
     let mut s = Scenario::new("natszombie");
-    let zombie = s.start("zombie", vec![]);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let zombie = s.start(
+        "zombie",
+        vec![("EDDY__HTTP__LISTEN".to_string(), addr.clone())],
+    );
     let healthy = s.start("healthy", vec![]);
     s.publish(0, 20_000, 5, false);
-    std::thread::sleep(Duration::from_secs(6));
+    let assignment = format!("topic=\"{}\"", s.topology.source(SOURCE).unwrap().topics[0]);
+    let consumed = || common::counter_sum(&addr, "eddy_records_consumed_total", &assignment);
+    common::wait_for(
+        "the zombie to read its splits",
+        Duration::from_secs(60),
+        || consumed() > 0.0,
+    );
     let takeovers = |p: &EddyProcess| {
         p.log_text()
             .matches("partitions assigned partitions=[(")
             .count()
     };
     let before = takeovers(&healthy);
+    let url = s.nats.url();
+    let publisher = std::thread::spawn(move || {
+        publish(
+            &url,
+            &[
+                "-count",
+                "10000",
+                "-malformed",
+                "5",
+                "-seed",
+                "1",
+                "-age",
+                "6600s",
+                "-span",
+                "10m",
+                "-id-prefix",
+                "p1",
+                "-users",
+                "300",
+            ],
+        )
+    });
+    // Frozen while it reads what is being published.
+    let read_before = consumed();
+    common::wait_for(
+        "the zombie to read the publish under way",
+        Duration::from_secs(30),
+        || consumed() > read_before,
+    );
     zombie.signal(libc::SIGSTOP);
-    s.publish(1, 10_000, 5, false);
+    s.published.extend(publisher.join().unwrap());
     common::wait_for(
         "the healthy instance to take over the frozen one's splits",
         Duration::from_secs(90),
@@ -238,11 +337,21 @@ fn nats_a_frozen_instance_is_fenced() {
     );
     // Past the transaction timeout too, so the zombie's open transaction was aborted.
     std::thread::sleep(Duration::from_secs(12));
+    let zombie_log_before = zombie.log_text().len();
     zombie.signal(libc::SIGCONT);
     s.publish(2, 10_000, 5, true);
     let result = s.verify(Duration::from_secs(300));
+    let zombie_log = zombie.log_text()[zombie_log_before..].to_string();
+    let fenced = zombie_log.contains("lost=true")
+        || zombie_log.contains("session timed out")
+        || zombie_log.contains("rolling back")
+        || zombie_log.contains("fenced");
     let logs = healthy.all_logs_text();
     zombie.kill();
     healthy.kill();
+    assert!(
+        fenced,
+        "the zombie must notice it was fenced; its log after SIGCONT:\n{zombie_log}"
+    );
     assert_exact(result, &logs);
 }

@@ -114,7 +114,7 @@ impl<I: Input> SourcesInput<I> {
         }
     }
 
-    fn from_splits(
+    fn poll_splits(
         &self,
         timeout: Duration,
     ) -> Option<Result<SourcedRecord<I::Record<'_>>, InputError>> {
@@ -123,7 +123,7 @@ impl<I: Input> SourcesInput<I> {
             .map(|polled| polled.map(SourcedRecord::Split).map_err(InputError::Fatal))
     }
 
-    fn from_kafka(
+    fn poll_kafka(
         &self,
         timeout: Duration,
     ) -> Option<Result<SourcedRecord<I::Record<'_>>, InputError>> {
@@ -141,7 +141,7 @@ impl<I: Input> Input for SourcesInput<I> {
 
     fn poll(&self, timeout: Duration) -> Option<Result<Self::Record<'_>, InputError>> {
         if !self.splits.any_running() {
-            return self.from_kafka(timeout);
+            return self.poll_kafka(timeout);
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -149,17 +149,17 @@ impl<I: Input> Input for SourcesInput<I> {
             let left = deadline.saturating_duration_since(Instant::now());
             let slice = left.min(WAIT_SLICE);
             if splits_first {
-                if let Some(polled) = self.from_splits(Duration::ZERO) {
+                if let Some(polled) = self.poll_splits(Duration::ZERO) {
                     return Some(polled);
                 }
-                if let Some(polled) = self.from_kafka(slice) {
+                if let Some(polled) = self.poll_kafka(slice) {
                     return Some(polled);
                 }
             } else {
-                if let Some(polled) = self.from_kafka(Duration::ZERO) {
+                if let Some(polled) = self.poll_kafka(Duration::ZERO) {
                     return Some(polled);
                 }
-                if let Some(polled) = self.from_splits(slice) {
+                if let Some(polled) = self.poll_splits(slice) {
                     return Some(polled);
                 }
             }
