@@ -2,8 +2,10 @@
 //! `encoding/json` writes them, and a realistic, deterministic generator of them. What eddy
 //! accepts is defined by [`crate::schema`]; a test checks these structs against it.
 
+mod domain_events;
 mod generator;
 
+pub use domain_events::{DomainEvent, DomainEventGenerator, DOMAIN_SUBJECTS};
 pub use generator::{EventGenerator, GeneratedEvent, GeneratorConfig};
 
 use serde::{Deserialize, Serialize};

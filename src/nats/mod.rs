@@ -8,10 +8,12 @@
 //! of an assignment topic, written in the same transaction as the outputs.
 
 mod error;
+mod publish;
 mod readers;
 mod settings;
 
 pub use error::NatsError;
+pub use publish::NatsPublisher;
 pub use readers::{NatsMessage, SplitReaders, SplitSpec, StreamCheck};
 pub use settings::NatsSettings;
 

@@ -7,6 +7,7 @@
 //! dropped when they come out, as librdkafka drops what it fetched before a seek.
 
 use super::{NatsError, NatsSettings};
+use crate::telemetry::metrics::{NATS_PENDING, NATS_SKIPPED};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::stream::RetentionPolicy;
 use futures_util::StreamExt;
@@ -250,13 +251,13 @@ impl SplitReaders {
                     .get_mut(&message.split)
                     .filter(|r| r.epoch == epoch)?;
                 split.caught_up = pending == 0;
-                metrics::gauge!("eddy_nats_pending_messages", "source" => split.spec.source.clone(), "filter" => split.spec.filter.clone()).set(pending as f64);
+                metrics::gauge!(NATS_PENDING, "source" => split.spec.source.clone(), "filter" => split.spec.filter.clone()).set(pending as f64);
                 Some(Ok(message))
             }
             Delivery::CaughtUp { split, epoch } => {
                 let split = running.get_mut(&split).filter(|r| r.epoch == epoch)?;
                 split.caught_up = true;
-                metrics::gauge!("eddy_nats_pending_messages", "source" => split.spec.source.clone(), "filter" => split.spec.filter.clone()).set(0.0);
+                metrics::gauge!(NATS_PENDING, "source" => split.spec.source.clone(), "filter" => split.spec.filter.clone()).set(0.0);
                 None
             }
             Delivery::Failed {
@@ -345,7 +346,7 @@ async fn start_policy(
         }
         let skipped = state.first_sequence - next;
         tracing::warn!(source = %spec.source, stream = %spec.stream, filter = %spec.filter, next, first = state.first_sequence, "NATS messages removed before eddy read them; skipping them (on_missing = \"skip\")");
-        metrics::counter!("eddy_nats_skipped_messages_total", "source" => spec.source.clone(), "filter" => spec.filter.clone()).increment(skipped);
+        metrics::counter!(NATS_SKIPPED, "source" => spec.source.clone(), "filter" => spec.filter.clone()).increment(skipped);
         return Ok((
             DeliverPolicy::ByStartSequence {
                 start_sequence: state.first_sequence,

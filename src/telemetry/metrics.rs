@@ -30,6 +30,8 @@ pub const ROLLBACK_REWOUND_OFFSETS: &str = "eddy_rollback_rewound_offsets_total"
 pub const STALE_RECORDS_DROPPED: &str = "eddy_stale_records_dropped_total";
 pub const COMMIT_BACKPRESSURE: &str = "eddy_commit_backpressure_total";
 pub const API_INDEX_ERRORS: &str = "eddy_api_index_errors_total";
+pub const NATS_PENDING: &str = "eddy_nats_pending_messages";
+pub const NATS_SKIPPED: &str = "eddy_nats_skipped_messages_total";
 
 /// Every metric: (name, type, labels, meaning). The metrics table in docs/monitoring.md is checked
 /// against it.
@@ -190,6 +192,18 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "counter",
         "kind",
         "What the query API's index could not read from the output topics: kind = read (polling or partition metadata failed; answers say `index.degraded` until a read succeeds), undecodable (a record that is not an eddy aggregate), rejected (an aggregate whose values do not fit its aggregation). Skipped records are missing from answers.",
+    ),
+    (
+        NATS_PENDING,
+        "gauge",
+        "source, filter",
+        "A NATS split's lag: messages of its subject filter in the stream past the last one read, as the server reported with that message (0 once a pull finds nothing more).",
+    ),
+    (
+        NATS_SKIPPED,
+        "counter",
+        "source, filter",
+        "Messages a NATS split skipped because the stream no longer held its committed position (only with `on_missing = \"skip\"`; otherwise eddy stops).",
     ),
 ];
 

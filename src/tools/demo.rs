@@ -34,9 +34,17 @@ pub struct DemoArgs {
     /// Serve /metrics and /health on this address while the demo runs.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub http_listen: String,
+    /// Also run seed 001's event bus: publish domain events to this NATS server (JetStream) and
+    /// aggregate them with topology/events.toml. `scripts/demo --nats` starts a server for it.
+    #[arg(long)]
+    pub nats_url: Option<String>,
 }
 
-pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub fn run_demo(mut args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let events_topology = PathBuf::from("topology/events.toml");
+    if args.nats_url.is_some() && !args.topology.contains(&events_topology) {
+        args.topology.push(events_topology);
+    }
     let mut topology = Topology::from_files(&args.topology)?;
     // Event time runs `--speed` times faster than the wall clock here, so it runs ahead of the
     // wall clock by design: lift the future-skew check for the demo.
@@ -56,6 +64,13 @@ pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     for (topic, _) in crate::topology::internal_topics("eddy-demo", &topology) {
         cluster.create_topic(&topic, args.partitions)?;
     }
+    // A NATS source's assignment topic: one partition per subject filter.
+    for (source, nats) in topology.nats_sources() {
+        cluster.create_topic(
+            &crate::topology::nats_assignment_topic("eddy-demo", &source.name),
+            nats.subjects.len() as i32,
+        )?;
+    }
     let state_dir = std::env::temp_dir().join(format!("eddy-demo-{}", std::process::id()));
     let mut config = Config {
         application_id: "eddy-demo".into(),
@@ -65,6 +80,9 @@ pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         ..Config::default()
     };
     config.http.listen = args.http_listen.clone();
+    if let Some(url) = &args.nats_url {
+        config.nats.servers = url.clone();
+    }
 
     let health = Health::default();
     // The query API indexes the output topics as `eddy run` does. (The embedded mock broker shows
@@ -132,9 +150,24 @@ pub fn run_demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             malformed_fraction: 0.001,
             orders_topic: "orders".into(),
             analytics_topic: "analytics".into(),
+            nats_url: None,
+            nats_stream: "EVENTS".into(),
         };
+        let bus = generate.nats_url_for(args.nats_url.clone());
         let (stop, sent) = (generator_stop.clone(), sent.clone());
-        std::thread::spawn(move || produce_events(&generate, &stop, &sent))
+        std::thread::spawn(move || {
+            // Seed 001's bus beside seed 000/002's topics, at a tenth of the rate.
+            let bus = bus.map(|bus| {
+                let (stop, sent) = (stop.clone(), Arc::new(AtomicU64::new(0)));
+                std::thread::spawn(move || produce_events(&bus, &stop, &sent))
+            });
+            let kafka = produce_events(&generate, &stop, &sent);
+            match bus.map(|b| b.join()) {
+                Some(Ok(Err(error))) => Err(error),
+                Some(Err(_)) => Err(anyhow::anyhow!("the NATS publisher panicked")),
+                _ => kafka,
+            }
+        })
     };
 
     let output_refs: Vec<&str> = outputs.iter().map(String::as_str).collect();

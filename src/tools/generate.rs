@@ -40,9 +40,26 @@ pub struct GenerateArgs {
     pub orders_topic: String,
     #[arg(long, default_value = "analytics")]
     pub analytics_topic: String,
+    /// Publish seed 001's domain events to this NATS server (JetStream) instead of producing
+    /// seed 000/002 events to Kafka.
+    #[arg(long, env = "EDDY__NATS__SERVERS")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream (created with subjects `user.>` and `order.>` if missing).
+    #[arg(long, default_value = "EVENTS")]
+    pub nats_stream: String,
 }
 
 impl GenerateArgs {
+    /// The same generator publishing seed 001's events to `url` at a tenth of the rate.
+    pub fn nats_url_for(&self, url: Option<String>) -> Option<GenerateArgs> {
+        url.map(|url| GenerateArgs {
+            nats_url: Some(url),
+            rate: (self.rate / 10).max(1),
+            step_ms: self.step_ms.map(|step| step * 10.0),
+            ..self.clone()
+        })
+    }
+
     pub fn generator_config(&self) -> GeneratorConfig {
         let now = crate::runtime::now_ms();
         GeneratorConfig {
@@ -66,6 +83,9 @@ pub fn produce_events(
     stop: &AtomicBool,
     sent: &AtomicU64,
 ) -> anyhow::Result<()> {
+    if let Some(url) = &args.nats_url {
+        return publish_domain_events(args, url, stop, sent);
+    }
     let settings = ClientSettings::plain(&args.bootstrap_servers);
     let admin = TopicAdmin::new(&settings)?;
     admin.create_plain_topics(&[
@@ -95,6 +115,45 @@ pub fn produce_events(
         }
     }
     producer.flush()?;
+    Ok(())
+}
+
+/// Publishes seed 001's domain events to NATS at the configured rate.
+fn publish_domain_events(
+    args: &GenerateArgs,
+    url: &str,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+) -> anyhow::Result<()> {
+    let settings = crate::nats::NatsSettings::from_config(&crate::config::NatsConfig {
+        servers: url.to_string(),
+        ..Default::default()
+    });
+    let mut publisher = crate::nats::NatsPublisher::connect(&settings)?;
+    publisher.ensure_stream(&args.nats_stream, &["user.>".into(), "order.>".into()])?;
+    let config = args.generator_config();
+    let mut generator = crate::events::DomainEventGenerator::new(
+        config.seed,
+        config.start_ms,
+        config.step_ms,
+        config.users,
+    );
+    let started = Instant::now();
+    let mut count = 0u64;
+    while !stop.load(Ordering::Relaxed) && (args.events == 0 || count < args.events) {
+        let (subject, payload) = generator.next_event();
+        publisher.publish(subject, payload)?;
+        count += 1;
+        sent.store(count, Ordering::Relaxed);
+        if args.rate > 0 {
+            let due = started + Duration::from_secs_f64(count as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                publisher.flush()?;
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    publisher.flush()?;
     Ok(())
 }
 
