@@ -49,15 +49,26 @@ fn the_docker_build_context_leaves_out_build_outputs_and_the_image_is_stripped()
 #[test]
 fn compose_file_parses_and_runs_three_replicas_in_one_group() {
     let script = r#"
-import sys, yaml
+import os, sys, yaml
 compose = yaml.safe_load(open(sys.argv[1]))
 services = compose["services"]
 replicas = [n for n in services if n.startswith("eddy-")]
 assert len(replicas) == 3, replicas
 ids = {services[n]["environment"]["EDDY__GROUP_INSTANCE_ID"] for n in replicas}
 assert len(ids) == 3, ids
-for needed in ["kafka", "kafka-init", "generator", "prometheus", "grafana"]:
+for needed in ["kafka", "kafka-init", "generator", "prometheus", "grafana", "nats", "nats-publisher"]:
     assert needed in services, needed
+nats = services["nats"]
+assert "-js" in nats["command"] and any(v.startswith("nats-data:") for v in nats["volumes"]), "JetStream on a volume"
+assert "js-enabled-only" in " ".join(nats["healthcheck"]["test"])
+for name in replicas:
+    assert services[name]["depends_on"]["nats"]["condition"] == "service_healthy", name
+publisher = services["nats-publisher"]["command"]
+assert publisher[:3] == ["generate", "--nats-url", "nats://nats:4222"], publisher
+import tomllib
+config = tomllib.load(open(os.path.join(os.path.dirname(sys.argv[1]), "eddy.toml"), "rb"))
+assert config["nats"]["servers"] == "nats://nats:4222"
+assert "/etc/eddy/topology/events.toml" in config["topology"]
 assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
 for name, service in services.items():
     if service.get("image") == "eddy:local":
