@@ -475,6 +475,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_compose_stacks_config_loads_with_its_nats_section() {
+        let config = Config::load(Some(Path::new("docker/eddy.toml")), []).unwrap();
+        assert_eq!(config.nats.servers, "nats://nats:4222");
+        assert!(config
+            .topology
+            .iter()
+            .any(|t| t.ends_with("topology/events.toml")));
+        let config = Config::load(
+            None,
+            [(
+                "EDDY__NATS__SERVERS".to_string(),
+                "nats://a:4222,nats://b:4222".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.nats.servers, "nats://a:4222,nats://b:4222");
+    }
+
+    #[test]
     fn secrets_come_from_files_named_by_dot_file_and_stay_out_of_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("password");

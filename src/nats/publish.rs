@@ -3,7 +3,7 @@
 
 use super::{NatsError, NatsSettings};
 use async_nats::jetstream::{self, stream};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Acknowledgements awaited at most at once.
 const IN_FLIGHT: usize = 1_024;
@@ -11,9 +11,9 @@ const IN_FLIGHT: usize = 1_024;
 pub struct NatsPublisher {
     runtime: tokio::runtime::Runtime,
     jetstream: jetstream::Context,
-    pending: VecDeque<jetstream::context::PublishAckFuture>,
-    /// Stream sequence of the last acknowledged message.
-    pub last_sequence: u64,
+    pending: VecDeque<(String, jetstream::context::PublishAckFuture)>,
+    /// Per subject, the stream sequence after its last acknowledged message.
+    pub ends: HashMap<String, u64>,
 }
 
 impl NatsPublisher {
@@ -39,7 +39,7 @@ impl NatsPublisher {
             runtime,
             jetstream,
             pending: VecDeque::new(),
-            last_sequence: 0,
+            ends: HashMap::new(),
         })
     }
 
@@ -71,17 +71,18 @@ impl NatsPublisher {
                     .publish(subject.to_string(), payload.into()),
             )
             .map_err(|e| failed_publish(subject, e.to_string()))?;
-        self.pending.push_back(ack);
+        self.pending.push_back((subject.to_string(), ack));
         Ok(())
     }
 
     fn await_one(&mut self) -> Result<(), NatsError> {
-        if let Some(ack) = self.pending.pop_front() {
+        if let Some((subject, ack)) = self.pending.pop_front() {
             let ack = self
                 .runtime
                 .block_on(std::future::IntoFuture::into_future(ack))
-                .map_err(|e| failed_publish("(ack)", e.to_string()))?;
-            self.last_sequence = self.last_sequence.max(ack.sequence);
+                .map_err(|e| failed_publish(&subject, e.to_string()))?;
+            let end = self.ends.entry(subject).or_default();
+            *end = (*end).max(ack.sequence + 1);
         }
         Ok(())
     }

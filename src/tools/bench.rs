@@ -34,6 +34,17 @@ pub enum BenchCommand {
         #[arg(long, default_values = ["topology/analytics.toml", "topology/orders.toml"])]
         topology: Vec<PathBuf>,
     },
+    /// The same topology (topology/events.toml) over the same seed 001 events read from NATS
+    /// JetStream (one split per subject) and from Kafka (one partition per subject), one eddy
+    /// process each under exactly-once, timed from ready until every position is committed.
+    Nats {
+        #[command(flatten)]
+        broker: BrokerBench,
+        #[arg(long, env = "EDDY__NATS__SERVERS", default_value = "nats://localhost:4222")]
+        nats_url: String,
+        #[arg(long, default_value_t = 300_000)]
+        events: usize,
+    },
     /// Latency on a real broker: records produced at a fixed rate (use half of the maximum
     /// throughput), p50/p99/max from produce to the first read_committed-visible update
     /// (`emit = "update"`, exactly-once) of the record's group.
@@ -89,6 +100,15 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             broker: &broker,
             events,
             topology: &topology,
+        }),
+        BenchCommand::Nats {
+            broker,
+            nats_url,
+            events,
+        } => super::bench_nats::nats_vs_kafka(super::bench_nats::NatsBench {
+            broker: &broker,
+            nats_url: &nats_url,
+            events,
         }),
         BenchCommand::Latency {
             broker,

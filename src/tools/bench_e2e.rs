@@ -128,6 +128,7 @@ pub fn end_to_end(options: EndToEnd<'_>) -> anyhow::Result<()> {
         threads: options.broker.threads,
         commit_interval_ms: options.broker.commit_interval_ms,
         log: dir.join("eddy.log"),
+        env: Vec::new(),
     })?;
     let ready = eddy.wait_ready(Duration::from_secs(120))?;
     let cpu_at_ready = (eddy.cpu_seconds(), super::machine_busy_seconds());
@@ -314,6 +315,7 @@ pub fn latency(options: Latency<'_>) -> anyhow::Result<()> {
         threads: options.broker.threads,
         commit_interval_ms: options.broker.commit_interval_ms,
         log: dir.join("eddy.log"),
+        env: Vec::new(),
     })?;
     eddy.wait_ready(Duration::from_secs(120))?;
 

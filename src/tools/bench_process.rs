@@ -97,6 +97,8 @@ pub struct EddyRun<'a> {
     pub threads: usize,
     pub commit_interval_ms: u64,
     pub log: PathBuf,
+    /// Extra environment (e.g. `EDDY__NATS__SERVERS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl EddyProcess {
@@ -124,6 +126,7 @@ impl EddyProcess {
             command.arg("--topology").arg(file);
         }
         let child = command
+            .envs(run.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
