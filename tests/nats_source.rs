@@ -194,11 +194,6 @@ fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        // The victim is one that owns splits (its counter moved since it started).
-        let victim = (0..3)
-            .map(|k| (k + rng as usize) % 3)
-            .find(|&k| consumed(&addrs[k]) > 0.0)
-            .unwrap_or(0);
         let url = s.nats.url();
         let (count, seed, age, prefix) = (
             "10000".to_string(),
@@ -207,6 +202,7 @@ fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
             format!("p{part}"),
         );
         let closing = part == 3;
+        let before: Vec<f64> = addrs.iter().map(|a| consumed(a)).collect();
         let publisher = std::thread::spawn(move || {
             let mut args = vec![
                 "-count",
@@ -229,14 +225,23 @@ fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
             }
             publish(&url, &args)
         });
-        // Kill it while the publish is under way and it is reading what arrives.
-        let before = consumed(&addrs[victim]);
+        // The victim is an instance reading the publish under way (its counter moved), picked
+        // by the seeded schedule among those that are.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while consumed(&addrs[victim]) <= before && Instant::now() < deadline {
+        let mut readers = Vec::new();
+        while readers.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
+            readers = (0..3)
+                .filter(|&k| consumed(&addrs[k]) > before[k])
+                .collect();
         }
+        let reading = !readers.is_empty();
+        let victim = if reading {
+            readers[rng as usize % readers.len()]
+        } else {
+            rng as usize % 3
+        };
         std::thread::sleep(Duration::from_millis(rng % 100));
-        let reading = consumed(&addrs[victim]) > before;
         in_flight += usize::from(reading);
         instances[victim].take().unwrap().kill();
         println!(
@@ -279,27 +284,37 @@ fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
 #[test]
 fn nats_a_frozen_instance_is_fenced() {
     let mut s = Scenario::new("natszombie");
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    let zombie = s.start(
-        "zombie",
-        vec![("EDDY__HTTP__LISTEN".to_string(), addr.clone())],
-    );
-    let healthy = s.start("healthy", vec![]);
+    let names = ["x", "y"];
+    let addrs: Vec<String> = names
+        .iter()
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect();
+    let mut instances: Vec<Option<EddyProcess>> = (0..2)
+        .map(|i| {
+            Some(s.start(
+                names[i],
+                vec![("EDDY__HTTP__LISTEN".to_string(), addrs[i].clone())],
+            ))
+        })
+        .collect();
     s.publish(0, 20_000, 5, false);
     let assignment = format!("topic=\"{}\"", s.topology.source(SOURCE).unwrap().topics[0]);
-    let consumed = || common::counter_sum(&addr, "eddy_records_consumed_total", &assignment);
-    common::wait_for(
-        "the zombie to read its splits",
-        Duration::from_secs(60),
-        || consumed() > 0.0,
-    );
+    let consumed =
+        |addr: &str| common::counter_sum(addr, "eddy_records_consumed_total", &assignment);
     let takeovers = |p: &EddyProcess| {
         p.log_text()
             .matches("partitions assigned partitions=[(")
             .count()
     };
-    let before = takeovers(&healthy);
+    // Both in the group and settled before the freeze.
+    for addr in &addrs {
+        common::wait_for("both instances ready", Duration::from_secs(60), || {
+            common::http_get_raw(addr, "/health/ready").is_ok_and(|(status, _)| status == 200)
+        });
+    }
+    std::thread::sleep(Duration::from_secs(3));
     let url = s.nats.url();
+    let before: Vec<f64> = addrs.iter().map(|a| consumed(a)).collect();
     let publisher = std::thread::spawn(move || {
         publish(
             &url,
@@ -321,13 +336,20 @@ fn nats_a_frozen_instance_is_fenced() {
             ],
         )
     });
-    // Frozen while it reads what is being published.
-    let read_before = consumed();
+    // The zombie is an instance reading the publish under way.
+    let mut reader = None;
     common::wait_for(
-        "the zombie to read the publish under way",
+        "an instance to read the publish under way",
         Duration::from_secs(30),
-        || consumed() > read_before,
+        || {
+            reader = (0..2).find(|&k| consumed(&addrs[k]) > before[k]);
+            reader.is_some()
+        },
     );
+    let zombie_at = reader.unwrap();
+    let zombie = instances[zombie_at].take().unwrap();
+    let healthy = instances[1 - zombie_at].take().unwrap();
+    let before = takeovers(&healthy);
     zombie.signal(libc::SIGSTOP);
     s.published.extend(publisher.join().unwrap());
     common::wait_for(

@@ -66,10 +66,7 @@ impl NatsPublisher {
         }
         let ack = self
             .runtime
-            .block_on(
-                self.jetstream
-                    .publish(subject.to_string(), payload.into()),
-            )
+            .block_on(self.jetstream.publish(subject.to_string(), payload.into()))
             .map_err(|e| failed_publish(subject, e.to_string()))?;
         self.pending.push_back((subject.to_string(), ack));
         Ok(())

@@ -51,9 +51,11 @@ pub struct StreamCheck {
 }
 
 enum Delivery {
-    Message {
+    /// Messages of one split, in order; `pending` as the server reported with the last.
+    Messages {
+        split: SplitKey,
         epoch: u64,
-        message: NatsMessage,
+        messages: Vec<NatsMessage>,
         pending: u64,
     },
     CaughtUp {
@@ -82,16 +84,20 @@ pub struct SplitReaders {
     jetstream: async_nats::jetstream::Context,
     sender: mpsc::Sender<Delivery>,
     receiver: Mutex<mpsc::Receiver<Delivery>>,
+    /// Messages taken from the channel and not yet handed out, with their epoch.
+    buffer: Mutex<std::collections::VecDeque<(u64, NatsMessage)>>,
     running: Mutex<HashMap<SplitKey, Running>>,
     epochs: Mutex<u64>,
 }
 
-/// Messages per pull request.
+/// Messages per pull request (the client keeps pulling ahead as they are consumed).
 const BATCH: usize = 1_000;
-/// How long a pull waits for messages before the reader says it is caught up.
-const PULL_EXPIRES: Duration = Duration::from_millis(500);
-/// Deliveries buffered between the readers and the loop.
-const CHANNEL: usize = 4 * BATCH;
+/// Most messages handed to the loop in one delivery.
+const DELIVERY: usize = 500;
+/// How long a reader waits for a message before it says it is caught up.
+const QUIET: Duration = Duration::from_millis(500);
+/// Deliveries buffered between the readers and the loop (of up to [`DELIVERY`] messages each).
+const CHANNEL: usize = 8;
 /// An ephemeral consumer left alone this long is deleted by the server (a crashed instance's).
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
 
@@ -133,6 +139,7 @@ impl SplitReaders {
             jetstream,
             sender,
             receiver: Mutex::new(receiver),
+            buffer: Mutex::new(std::collections::VecDeque::new()),
             running: Mutex::new(HashMap::new()),
             epochs: Mutex::new(0),
         })
@@ -213,8 +220,11 @@ impl SplitReaders {
     /// is returned; a transient one is logged (the reader retries).
     pub fn recv(&self, timeout: Duration) -> Option<Result<NatsMessage, NatsError>> {
         let deadline = std::time::Instant::now() + timeout;
-        let mut receiver = lock(&self.receiver);
         loop {
+            if let Some(message) = self.pop_current() {
+                return Some(Ok(message));
+            }
+            let mut receiver = lock(&self.receiver);
             let delivery = match receiver.try_recv() {
                 Ok(delivery) => delivery,
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
@@ -232,27 +242,44 @@ impl SplitReaders {
                     }
                 }
             };
-            if let Some(out) = self.take(delivery) {
-                return Some(out);
+            drop(receiver);
+            if let Some(error) = self.take(delivery) {
+                return Some(Err(error));
             }
         }
     }
 
-    /// Keeps a delivery of a split's current epoch, updating what is known about the split.
-    fn take(&self, delivery: Delivery) -> Option<Result<NatsMessage, NatsError>> {
+    /// The first buffered message whose split still reads in the epoch it came from.
+    fn pop_current(&self) -> Option<NatsMessage> {
+        let mut buffer = lock(&self.buffer);
+        let running = lock(&self.running);
+        while let Some((epoch, message)) = buffer.pop_front() {
+            if running
+                .get(&message.split)
+                .is_some_and(|r| r.epoch == epoch)
+            {
+                return Some(message);
+            }
+        }
+        None
+    }
+
+    /// Takes in a delivery of a split's current epoch, updating what is known about the split;
+    /// returns a failure that stops eddy.
+    fn take(&self, delivery: Delivery) -> Option<NatsError> {
         let mut running = lock(&self.running);
         match delivery {
-            Delivery::Message {
+            Delivery::Messages {
+                split,
                 epoch,
-                message,
+                messages,
                 pending,
             } => {
-                let split = running
-                    .get_mut(&message.split)
-                    .filter(|r| r.epoch == epoch)?;
+                let split = running.get_mut(&split).filter(|r| r.epoch == epoch)?;
                 split.caught_up = pending == 0;
                 metrics::gauge!(NATS_PENDING, "source" => split.spec.source.clone(), "filter" => split.spec.filter.clone()).set(pending as f64);
-                Some(Ok(message))
+                lock(&self.buffer).extend(messages.into_iter().map(|m| (epoch, m)));
+                None
             }
             Delivery::CaughtUp { split, epoch } => {
                 let split = running.get_mut(&split).filter(|r| r.epoch == epoch)?;
@@ -270,7 +297,7 @@ impl SplitReaders {
                     tracing::warn!(%error, "NATS read failed; retrying");
                     None
                 } else {
-                    Some(Err(error))
+                    Some(error)
                 }
             }
         }
@@ -398,56 +425,68 @@ async fn read_split(
                 })
                 .await
                 .map_err(|e| failed(format!("creating a consumer: {e}")))?;
+            let mut messages = consumer
+                .stream()
+                .max_messages_per_batch(BATCH)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| failed(format!("pulling: {e}")))?;
             loop {
                 while *paused.borrow_and_update() {
                     if paused.changed().await.is_err() {
                         return Ok(());
                     }
                 }
-                let mut batch = consumer
-                    .batch()
-                    .max_messages(BATCH)
-                    .expires(PULL_EXPIRES)
-                    .messages()
-                    .await
-                    .map_err(|e| failed(format!("pulling: {e}")))?;
+                // Wait for one message, then take what is already there, up to a delivery.
+                let first = match tokio::time::timeout(QUIET, messages.next()).await {
+                    Err(_) => {
+                        let caught_up = Delivery::CaughtUp {
+                            split: split.clone(),
+                            epoch,
+                        };
+                        if sender.send(caught_up).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Ok(None) => return Err(failed("the consumer's message stream ended".into())),
+                    Ok(Some(first)) => first,
+                };
+                let mut batch = Vec::with_capacity(DELIVERY);
                 let mut pending = 0;
-                let mut got = 0;
-                while let Some(message) = batch.next().await {
+                let mut next_message = Some(first);
+                while let Some(message) = next_message.take() {
                     let message = message.map_err(|e| failed(format!("pulling: {e}")))?;
                     let info = message.info().map_err(|e| failed(e.to_string()))?;
                     let sequence = info.stream_sequence;
                     pending = info.pending;
-                    let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-                    if sequence < floor.max(next.unwrap_or(0)) {
-                        continue;
-                    }
-                    next = Some(sequence + 1);
-                    got += 1;
-                    let delivery = Delivery::Message {
-                        epoch,
-                        pending,
-                        message: NatsMessage {
+                    if sequence >= floor.max(next.unwrap_or(0)) {
+                        next = Some(sequence + 1);
+                        batch.push(NatsMessage {
                             split: split.clone(),
                             sequence,
                             subject: message.subject.to_string(),
                             payload: message.payload.clone(),
-                            published_ms,
-                        },
-                    };
-                    if sender.send(delivery).await.is_err() {
-                        return Ok(());
+                            published_ms: (info.published.unix_timestamp_nanos() / 1_000_000)
+                                as i64,
+                        });
+                    }
+                    if batch.len() < DELIVERY && pending > 0 {
+                        next_message =
+                            futures_util::FutureExt::now_or_never(messages.next()).flatten();
                     }
                 }
                 backoff = Duration::from_millis(100);
-                if got == 0 || pending == 0 {
-                    let caught_up = Delivery::CaughtUp {
-                        split: split.clone(),
-                        epoch,
-                    };
-                    if sender.send(caught_up).await.is_err() {
-                        return Ok(());
-                    }
+                let delivery = Delivery::Messages {
+                    split: split.clone(),
+                    epoch,
+                    messages: batch,
+                    pending,
+                };
+                if sender.send(delivery).await.is_err() {
+                    return Ok(());
                 }
             }
         }

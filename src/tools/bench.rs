@@ -40,7 +40,11 @@ pub enum BenchCommand {
     Nats {
         #[command(flatten)]
         broker: BrokerBench,
-        #[arg(long, env = "EDDY__NATS__SERVERS", default_value = "nats://localhost:4222")]
+        #[arg(
+            long,
+            env = "EDDY__NATS__SERVERS",
+            default_value = "nats://localhost:4222"
+        )]
         nats_url: String,
         #[arg(long, default_value_t = 300_000)]
         events: usize,

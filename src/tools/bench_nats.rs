@@ -60,7 +60,10 @@ fn topology_for(run: &str, nats: bool, dir: &Path) -> anyhow::Result<PathBuf> {
             .flatten()
             .filter_map(|v| v.as_table_mut())
         {
-            if let Some(name) = version.remove("subject").and_then(|s| s.as_str().map(String::from)) {
+            if let Some(name) = version
+                .remove("subject")
+                .and_then(|s| s.as_str().map(String::from))
+            {
                 let (key, value) = if nats {
                     ("subject", subject(&name))
                 } else {
@@ -92,7 +95,11 @@ fn time_eddy(
     application_id: &str,
     done: impl Fn() -> bool,
 ) -> anyhow::Result<Side> {
-    let side = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+    let side = file
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
     let mut eddy = EddyProcess::start(EddyRun {
         bootstrap: options.broker.bootstrap_servers.as_str(),
         application_id,
@@ -141,7 +148,10 @@ pub fn nats_vs_kafka(options: NatsBench<'_>) -> anyhow::Result<()> {
     let mut per_topic = vec![0i64; DOMAIN_SUBJECTS.len()];
     for _ in 0..options.events {
         let (subject, payload) = generator.next_event();
-        let i = DOMAIN_SUBJECTS.iter().position(|s| *s == subject).unwrap_or(0);
+        let i = DOMAIN_SUBJECTS
+            .iter()
+            .position(|s| *s == subject)
+            .unwrap_or(0);
         producer.send_to(&topics[i], subject.as_bytes(), &payload)?;
         per_topic[i] += 1;
         publisher.publish(&format!("b{run}.{subject}"), payload)?;
@@ -154,7 +164,13 @@ pub fn nats_vs_kafka(options: NatsBench<'_>) -> anyhow::Result<()> {
     let assignment = crate::topology::nats_assignment_topic(&nats_app, "domain_events");
     let split_ends: Vec<i64> = DOMAIN_SUBJECTS
         .iter()
-        .map(|s| publisher.ends.get(&format!("b{run}.{s}")).copied().unwrap_or(0) as i64)
+        .map(|s| {
+            publisher
+                .ends
+                .get(&format!("b{run}.{s}"))
+                .copied()
+                .unwrap_or(0) as i64
+        })
         .collect();
     let committed_past = |app: &str, topic: &str, partitions: i32, ends: &[i64]| {
         admin
@@ -167,7 +183,12 @@ pub fn nats_vs_kafka(options: NatsBench<'_>) -> anyhow::Result<()> {
             })
     };
     let nats = time_eddy(&options, &dir, &nats_file, &nats_app, || {
-        committed_past(&nats_app, &assignment, DOMAIN_SUBJECTS.len() as i32, &split_ends)
+        committed_past(
+            &nats_app,
+            &assignment,
+            DOMAIN_SUBJECTS.len() as i32,
+            &split_ends,
+        )
     })?;
     let kafka_app = format!("bench-{run}-kafka");
     let kafka = time_eddy(&options, &dir, &kafka_file, &kafka_app, || {
@@ -180,7 +201,10 @@ pub fn nats_vs_kafka(options: NatsBench<'_>) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let rate = |side: &Side| options.events as f64 / side.secs;
-    let mb = |side: &Side| side.peak_rss.map_or("?".to_string(), |b| format!("{:.0} MB", b as f64 / 1e6));
+    let mb = |side: &Side| {
+        side.peak_rss
+            .map_or("?".to_string(), |b| format!("{:.0} MB", b as f64 / 1e6))
+    };
     println!(
         "events:                 {} seed 001 domain events, 4 subjects (NATS: 4 splits; Kafka: 4 topics of 1 partition), topology/events.toml",
         options.events
@@ -197,6 +221,9 @@ pub fn nats_vs_kafka(options: NatsBench<'_>) -> anyhow::Result<()> {
         kafka.secs,
         mb(&kafka)
     );
-    println!("NATS / Kafka:           {:>10.2}", rate(&nats) / rate(&kafka));
+    println!(
+        "NATS / Kafka:           {:>10.2}",
+        rate(&nats) / rate(&kafka)
+    );
     Ok(())
 }
