@@ -377,3 +377,61 @@ fn nats_a_frozen_instance_is_fenced() {
     );
     assert_exact(result, &logs);
 }
+
+/// Waits for the process to exit by itself; its exit code.
+fn exit_code(process: &mut EddyProcess, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// The stream loses messages eddy had not read (purged while eddy was down): by default eddy
+/// stops and says so; with `on_missing = "skip"` it goes on from the stream's first message,
+/// counts what it skipped, and everything it did read is exact.
+#[test]
+fn nats_a_purged_position_stops_eddy_or_is_skipped_and_counted() {
+    let mut s = Scenario::new("natspurge");
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let http = vec![("EDDY__HTTP__LISTEN".to_string(), addr.clone())];
+    s.publish(0, 5_000, 5, false);
+    let eddy = s.start("a", http.clone());
+    let assignment = format!("topic=\"{}\"", s.topology.source(SOURCE).unwrap().topics[0]);
+    let read = s.published.len() as f64;
+    common::wait_for("the first part read", Duration::from_secs(60), || {
+        common::counter_sum(&addr, "eddy_records_consumed_total", &assignment) >= read
+    });
+    assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
+
+    // While eddy is down: more events, then the stream loses them all.
+    s.publish(1, 5_000, 5, false);
+    publish(&s.nats.url(), &["-purge"]);
+    s.published.retain(|m| !m.payload.contains("\"id\":\"p1-"));
+
+    let mut stopped = s.start("a", http.clone());
+    let code = exit_code(&mut stopped, Duration::from_secs(60));
+    let log = stopped.log_text();
+    assert_eq!(code, Some(1), "eddy stops on a lost position; log:\n{log}");
+    assert!(
+        log.contains("were removed") && log.contains("on_missing = \"skip\""),
+        "the error says what happened and what to do:\n{log}"
+    );
+
+    let text = std::fs::read_to_string(&s.files[0])
+        .unwrap()
+        .replace("on_missing = \"fail\"", "on_missing = \"skip\"");
+    std::fs::write(&s.files[0], text).unwrap();
+    let eddy = s.start("a", http);
+    s.publish(2, 5_000, 5, true);
+    let result = s.verify(Duration::from_secs(180));
+    let skipped = common::counter_sum(&addr, "eddy_nats_skipped_messages_total", "");
+    println!("skipped (counted): {skipped}");
+    assert!(skipped > 0.0, "the skipped sequences are counted");
+    let logs = eddy.all_logs_text();
+    assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
+    assert_exact(result, &logs);
+}

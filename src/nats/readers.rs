@@ -87,6 +87,8 @@ pub struct SplitReaders {
     /// Messages taken from the channel and not yet handed out, with their epoch.
     buffer: Mutex<std::collections::VecDeque<(u64, NatsMessage)>>,
     running: Mutex<HashMap<SplitKey, Running>>,
+    /// `running.len()`, read without the lock on every poll.
+    running_count: std::sync::atomic::AtomicUsize,
     epochs: Mutex<u64>,
 }
 
@@ -109,7 +111,7 @@ impl SplitReaders {
     /// Connects (failing within `connect_timeout_ms` when no server answers).
     pub fn connect(settings: &NatsSettings, name: &str) -> Result<SplitReaders, NatsError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("eddy-nats")
             .enable_all()
             .build()
@@ -141,6 +143,7 @@ impl SplitReaders {
             receiver: Mutex::new(receiver),
             buffer: Mutex::new(std::collections::VecDeque::new()),
             running: Mutex::new(HashMap::new()),
+            running_count: std::sync::atomic::AtomicUsize::new(0),
             epochs: Mutex::new(0),
         })
     }
@@ -168,7 +171,8 @@ impl SplitReaders {
             self.sender.clone(),
         ));
         tracing::info!(source = %spec.source, stream = %spec.stream, filter = %spec.filter, ?from, "NATS split reading");
-        let old = lock(&self.running).insert(
+        let mut running = lock(&self.running);
+        let old = running.insert(
             split,
             Running {
                 epoch,
@@ -178,6 +182,8 @@ impl SplitReaders {
                 spec,
             },
         );
+        self.count_running(&running);
+        drop(running);
         if let Some(old) = old {
             old.task.abort();
         }
@@ -185,7 +191,11 @@ impl SplitReaders {
 
     /// Stops reading a split; what it already read is dropped.
     pub fn stop(&self, split: &SplitKey) {
-        if let Some(old) = lock(&self.running).remove(split) {
+        let mut running = lock(&self.running);
+        let old = running.remove(split);
+        self.count_running(&running);
+        drop(running);
+        if let Some(old) = old {
             old.task.abort();
         }
     }
@@ -213,12 +223,22 @@ impl SplitReaders {
     }
 
     pub fn any_running(&self) -> bool {
-        !lock(&self.running).is_empty()
+        self.running_count
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
+    fn count_running(&self, running: &HashMap<SplitKey, Running>) {
+        self.running_count
+            .store(running.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The next message of a running split, waiting up to `timeout`. A failure that stops eddy
     /// is returned; a transient one is logged (the reader retries).
     pub fn recv(&self, timeout: Duration) -> Option<Result<NatsMessage, NatsError>> {
+        if let Some(message) = self.pop_current() {
+            return Some(Ok(message));
+        }
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(message) = self.pop_current() {
@@ -229,6 +249,9 @@ impl SplitReaders {
                 Ok(delivery) => delivery,
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
                 Err(mpsc::error::TryRecvError::Empty) => {
+                    if timeout.is_zero() {
+                        return None;
+                    }
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() {
                         return None;

@@ -203,7 +203,7 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         NATS_SKIPPED,
         "counter",
         "source, filter",
-        "Messages a NATS split skipped because the stream no longer held its committed position (only with `on_missing = \"skip\"`; otherwise eddy stops).",
+        "Stream sequences a NATS split skipped because the stream no longer held its committed position (the whole gap, whichever subjects it held) (only with `on_missing = \"skip\"`; otherwise eddy stops).",
     ),
 ];
 

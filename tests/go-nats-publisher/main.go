@@ -56,6 +56,7 @@ func main() {
 	closeAfter := flag.Duration("close-after", 30*time.Minute, "how far past the last event the closing events are")
 	idPrefix := flag.String("id-prefix", "ev", "prefix of event ids")
 	out := flag.String("out", "", "append what was published here, one JSON line each")
+	purge := flag.Bool("purge", false, "purge the stream (remove every message) instead of publishing")
 	flag.Parse()
 
 	nc, err := nats.Connect(*url)
@@ -75,6 +76,16 @@ func main() {
 		Storage:   jetstream.FileStorage,
 	}); err != nil {
 		log.Fatalf("stream: %v", err)
+	}
+	if *purge {
+		s, err := js.Stream(ctx, *stream)
+		if err != nil {
+			log.Fatalf("stream: %v", err)
+		}
+		if err := s.Purge(ctx); err != nil {
+			log.Fatalf("purge: %v", err)
+		}
+		return
 	}
 	var w *bufio.Writer
 	if *out != "" {
