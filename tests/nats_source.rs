@@ -22,10 +22,16 @@ struct Scenario {
     topology: Topology,
     nats: NatsServer,
     published: Vec<Published>,
+    /// User and password the server requires.
+    credentials: Option<(String, String)>,
 }
 
 impl Scenario {
     fn new(name: &str) -> Scenario {
+        Scenario::with_server(name, NatsServer::start())
+    }
+
+    fn with_server(name: &str, nats: NatsServer) -> Scenario {
         let suffix = common::unique(name);
         let dir = tempfile::tempdir().unwrap();
         let files = vec![events_topology(dir.path(), &suffix)];
@@ -37,8 +43,9 @@ impl Scenario {
             files,
             app,
             topology,
-            nats: NatsServer::start(),
+            nats,
             published: Vec::new(),
+            credentials: None,
         }
     }
 
@@ -67,7 +74,18 @@ impl Scenario {
         if closing {
             args.push("-closing");
         }
-        self.published.extend(publish(&self.nats.url(), &args));
+        self.published.extend(publish(&self.publish_url(), &args));
+    }
+
+    /// The server's URL, with the user and password the publisher needs when it asks for them.
+    fn publish_url(&self) -> String {
+        match &self.credentials {
+            Some((user, password)) => self
+                .nats
+                .url()
+                .replace("nats://", &format!("nats://{user}:{password}@")),
+            None => self.nats.url(),
+        }
     }
 
     fn start(&self, instance: &str, extra: Vec<(String, String)>) -> EddyProcess {
@@ -257,7 +275,7 @@ fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
         // Back in the group before the next victim is chosen.
         common::wait_for(
             "the restarted instance to read",
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             || {
                 common::http_get_raw(&addrs[victim], "/health/ready")
                     .is_ok_and(|(status, _)| status == 200)
@@ -306,13 +324,21 @@ fn nats_a_frozen_instance_is_fenced() {
             .matches("partitions assigned partitions=[(")
             .count()
     };
-    // Both in the group and settled before the freeze.
-    for addr in &addrs {
-        common::wait_for("both instances ready", Duration::from_secs(60), || {
-            common::http_get_raw(addr, "/health/ready").is_ok_and(|(status, _)| status == 200)
-        });
+    // The backlog read (by whichever instances own the splits) before the freeze.
+    let backlog = s.published.len() as f64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while addrs.iter().map(|a| consumed(a)).sum::<f64>() < backlog {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = instances.iter().flatten().map(|p| p.log_text()).collect();
+            panic!(
+                "the backlog was not read within 120 s ({} of {backlog}); logs:\n{}",
+                addrs.iter().map(|a| consumed(a)).sum::<f64>(),
+                logs.join("\n=====\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     let url = s.nats.url();
     let before: Vec<f64> = addrs.iter().map(|a| consumed(a)).collect();
     let publisher = std::thread::spawn(move || {
@@ -431,6 +457,51 @@ fn nats_a_purged_position_stops_eddy_or_is_skipped_and_counted() {
     let skipped = common::counter_sum(&addr, "eddy_nats_skipped_messages_total", "");
     println!("skipped (counted): {skipped}");
     assert!(skipped > 0.0, "the skipped sequences are counted");
+    let logs = eddy.all_logs_text();
+    assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
+    assert_exact(result, &logs);
+}
+
+/// A server that requires a user and password: eddy reads the password from a file (as a
+/// mounted secret) and aggregates exactly; with a wrong password it stops with an error that
+/// says what to check.
+#[test]
+fn nats_credentials_come_from_files_and_a_refused_login_stops_eddy() {
+    let mut s = Scenario::with_server(
+        "natsauth",
+        NatsServer::start_with(&["--user", "eddy", "--pass", "s3cret-nats"]),
+    );
+    s.credentials = Some(("eddy".into(), "s3cret-nats".into()));
+    let secret = s.dir.path().join("nats-password");
+    std::fs::write(&secret, "not-the-password-42\n").unwrap();
+    let login = vec![
+        ("EDDY__NATS__USER".to_string(), "eddy".to_string()),
+        (
+            "EDDY__NATS__PASSWORD_FILE".to_string(),
+            secret.display().to_string(),
+        ),
+        (
+            "EDDY__NATS__CONNECT_TIMEOUT_MS".to_string(),
+            "3000".to_string(),
+        ),
+    ];
+    s.publish(0, 3_000, 3, true);
+    let mut refused = s.start("a", login.clone());
+    let code = exit_code(&mut refused, Duration::from_secs(60));
+    let log = refused.log_text();
+    assert_eq!(code, Some(1), "a refused login stops eddy; log:\n{log}");
+    assert!(
+        log.contains("could not connect to NATS") && log.contains("credentials"),
+        "the error says where to look:\n{log}"
+    );
+    assert!(
+        !log.contains("not-the-password-42"),
+        "no password in the log"
+    );
+
+    std::fs::write(&secret, "s3cret-nats\n").unwrap();
+    let eddy = s.start("a", login);
+    let result = s.verify(Duration::from_secs(180));
     let logs = eddy.all_logs_text();
     assert_eq!(eddy.stop(Duration::from_secs(60)), 0);
     assert_exact(result, &logs);

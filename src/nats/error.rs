@@ -12,7 +12,7 @@ pub enum NatsError {
         path: String,
         reason: String,
     },
-    #[error("NATS stream `{stream}` could not be looked up: {reason}. Create it (e.g. `nats stream add {stream} --subjects '...'`) or fix `stream` in the topology")]
+    #[error("NATS stream `{stream}` could not be looked up (eddy waits 60 s for it at start): {reason}. Create it (e.g. `nats stream add {stream} --subjects '...'`) or fix `stream` in the topology")]
     Stream { stream: String, reason: String },
     #[error("NATS stream `{stream}` uses `{policy}` retention, which deletes messages once delivered or acknowledged: eddy could not replay them after a crash, so it cannot read this stream exactly once. Use `limits` retention (the default) and let eddy's committed positions decide what has been read")]
     Retention { stream: String, policy: String },

@@ -208,8 +208,12 @@ impl SplitReaders {
     }
 
     pub fn set_paused(&self, split: &SplitKey, paused: bool) {
-        if let Some(running) = lock(&self.running).get(split) {
+        if let Some(running) = lock(&self.running).get_mut(split) {
             running.paused.send_replace(paused);
+            // A paused split is not known to be read to its end: it must not turn idle.
+            if paused {
+                running.caught_up = false;
+            }
         }
     }
 
@@ -301,6 +305,8 @@ impl SplitReaders {
                 let split = running.get_mut(&split).filter(|r| r.epoch == epoch)?;
                 split.caught_up = pending == 0;
                 metrics::gauge!(NATS_PENDING, "source" => split.spec.source.clone(), "filter" => split.spec.filter.clone()).set(pending as f64);
+                // One lock at a time: `pop_current` takes `buffer` before `running`.
+                drop(running);
                 lock(&self.buffer).extend(messages.into_iter().map(|m| (epoch, m)));
                 None
             }
@@ -315,7 +321,9 @@ impl SplitReaders {
                 epoch,
                 error,
             } => {
-                running.get(&split).filter(|r| r.epoch == epoch)?;
+                let split = running.get_mut(&split).filter(|r| r.epoch == epoch)?;
+                // Reading failed: not known to be read to its end until it reads again.
+                split.caught_up = false;
                 if error.is_transient() {
                     tracing::warn!(%error, "NATS read failed; retrying");
                     None
@@ -376,7 +384,18 @@ async fn start_policy(
     let Some(next) = next else {
         return Ok((DeliverPolicy::All, 0));
     };
-    let state = stream_state(jetstream, &spec.stream).await?;
+    // The stream was there at start: failing to look it up now (NATS restarting, a leader
+    // election, a lost connection) is retried, not fatal.
+    let state = stream_state(jetstream, &spec.stream)
+        .await
+        .map_err(|error| match error {
+            NatsError::Stream { stream, reason } => NatsError::Read {
+                stream,
+                filter: spec.filter.clone(),
+                reason: format!("looking the stream up: {reason}"),
+            },
+            other => other,
+        })?;
     if next > state.last_sequence.saturating_add(1) {
         return Err(NatsError::Behind {
             stream: spec.stream.clone(),
@@ -480,11 +499,25 @@ async fn read_split(
                 let mut batch = Vec::with_capacity(DELIVERY);
                 let mut pending = 0;
                 let mut next_message = Some(first);
+                // A failure after some messages of the batch: they are delivered first, since
+                // `next` already moved past them and the rebuilt consumer starts after them.
+                let mut failure = None;
                 while let Some(message) = next_message.take() {
-                    let message = message.map_err(|e| failed(format!("pulling: {e}")))?;
-                    let info = message.info().map_err(|e| failed(e.to_string()))?;
-                    let sequence = info.stream_sequence;
-                    pending = info.pending;
+                    let read = message
+                        .map_err(|e| failed(format!("pulling: {e}")))
+                        .and_then(|m| {
+                            let info = m.info().map_err(|e| failed(e.to_string()))?;
+                            Ok((info.stream_sequence, info.pending, info.published, m))
+                        });
+                    let (sequence, message_pending, published, message) = match read {
+                        Ok(read) => read,
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
+                    };
+                    let info_pending = message_pending;
+                    pending = info_pending;
                     if sequence >= floor.max(next.unwrap_or(0)) {
                         next = Some(sequence + 1);
                         batch.push(NatsMessage {
@@ -492,8 +525,7 @@ async fn read_split(
                             sequence,
                             subject: message.subject.to_string(),
                             payload: message.payload.clone(),
-                            published_ms: (info.published.unix_timestamp_nanos() / 1_000_000)
-                                as i64,
+                            published_ms: (published.unix_timestamp_nanos() / 1_000_000) as i64,
                         });
                     }
                     if batch.len() < DELIVERY && pending > 0 {
@@ -501,16 +533,26 @@ async fn read_split(
                             futures_util::FutureExt::now_or_never(messages.next()).flatten();
                     }
                 }
-                backoff = Duration::from_millis(100);
-                let delivery = Delivery::Messages {
-                    split: split.clone(),
-                    epoch,
-                    messages: batch,
-                    pending,
-                };
-                if sender.send(delivery).await.is_err() {
-                    return Ok(());
+                if !batch.is_empty() {
+                    let delivery = Delivery::Messages {
+                        split: split.clone(),
+                        epoch,
+                        messages: batch,
+                        // Not caught up when the batch ended on a failure.
+                        pending: if failure.is_some() {
+                            pending.max(1)
+                        } else {
+                            pending
+                        },
+                    };
+                    if sender.send(delivery).await.is_err() {
+                        return Ok(());
+                    }
                 }
+                if let Some(error) = failure {
+                    return Err(error);
+                }
+                backoff = Duration::from_millis(100);
             }
         }
         .await;

@@ -24,7 +24,7 @@ impl NatsSplits {
         let readers = SplitReaders::connect(settings, client_name)?;
         let mut specs = HashMap::new();
         for (source, nats) in topology.nats_sources() {
-            let state = readers.check_stream(&nats.stream)?;
+            let state = wait_for_stream(&readers, &nats.stream)?;
             tracing::info!(source = %source.name, stream = %nats.stream, first = state.first_sequence, last = state.last_sequence, messages = state.messages, splits = nats.subjects.len(), "NATS source ready");
             let splits = nats
                 .subjects
@@ -39,6 +39,30 @@ impl NatsSplits {
             specs.insert(source.topics[0].clone(), splits);
         }
         Ok(NatsSplits { readers, specs })
+    }
+}
+
+/// How long eddy waits at start for a stream that does not exist yet (the publishers that
+/// create it may start after eddy, as in the compose stack), like it waits for input topics.
+const STREAM_WAIT: Duration = Duration::from_secs(60);
+
+fn wait_for_stream(
+    readers: &SplitReaders,
+    stream: &str,
+) -> Result<crate::nats::StreamCheck, NatsError> {
+    let deadline = std::time::Instant::now() + STREAM_WAIT;
+    let mut warned = false;
+    loop {
+        match readers.check_stream(stream) {
+            Err(NatsError::Stream { reason, .. }) if std::time::Instant::now() < deadline => {
+                if !warned {
+                    tracing::warn!(stream, %reason, wait_s = STREAM_WAIT.as_secs(), "NATS stream not found yet; waiting for it");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -17,6 +17,8 @@ pub struct NatsServer {
     port: u16,
     monitor: u16,
     child: Option<Child>,
+    /// Extra server flags (e.g. `--user`, `--pass`).
+    args: Vec<String>,
 }
 
 fn server_binary() -> PathBuf {
@@ -34,12 +36,18 @@ fn server_binary() -> PathBuf {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// A server started with extra flags, e.g. `["--user", "eddy", "--pass", "secret"]`.
+    pub fn start_with(args: &[&str]) -> NatsServer {
         let mut server = NatsServer {
             binary: server_binary(),
             dir: tempfile::tempdir().unwrap(),
             port: super::free_port(),
             monitor: super::free_port(),
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         server.spawn();
         server
@@ -59,6 +67,7 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string(), "-js", "-sd"])
             .arg(self.dir.path().join("store"))
+            .args(&self.args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
