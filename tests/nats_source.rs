@@ -14,6 +14,45 @@ use std::time::{Duration, Instant};
 
 const SOURCE: &str = "domain_events";
 
+/// The publisher's arguments for part `part` of a run: parts follow each other in event time
+/// (part p covers minutes 10p..10p+10 of the run), each with its own seed and ids.
+fn part_args(part: usize, count: usize, malformed: usize, closing: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-count".into(),
+        count.to_string(),
+        "-malformed".into(),
+        malformed.to_string(),
+        "-seed".into(),
+        part.to_string(),
+        "-age".into(),
+        format!("{}s", 7_200 - 600 * part),
+        "-span".into(),
+        "10m".into(),
+        "-id-prefix".into(),
+        format!("p{part}"),
+        "-users".into(),
+        "300".into(),
+    ]
+    .into();
+    if closing {
+        args.push("-closing".into());
+    }
+    args
+}
+
+/// Publishes part `part` on a thread of its own (so a fault can land while it runs).
+fn publish_in_background(
+    url: String,
+    part: usize,
+    closing: bool,
+) -> std::thread::JoinHandle<Vec<Published>> {
+    std::thread::spawn(move || {
+        let args = part_args(part, 10_000, 5, closing);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        publish(&url, &args)
+    })
+}
+
 struct Scenario {
     suffix: String,
     dir: tempfile::TempDir,
@@ -51,29 +90,8 @@ impl Scenario {
 
     /// Publishes `count` events (seeded), `malformed` of them with a `data` that is no object.
     fn publish(&mut self, part: usize, count: usize, malformed: usize, closing: bool) {
-        let (count, malformed, seed) = (count.to_string(), malformed.to_string(), part.to_string());
-        // Parts follow each other in event time: part p covers minutes 10p..10p+10 of the run.
-        let age = format!("{}s", 7_200 - 600 * part);
-        let prefix = format!("p{part}");
-        let mut args = vec![
-            "-count",
-            &count,
-            "-malformed",
-            &malformed,
-            "-seed",
-            &seed,
-            "-age",
-            &age,
-            "-span",
-            "10m",
-            "-id-prefix",
-            &prefix,
-            "-users",
-            "300",
-        ];
-        if closing {
-            args.push("-closing");
-        }
+        let args = part_args(part, count, malformed, closing);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.published.extend(publish(&self.publish_url(), &args));
     }
 
@@ -212,37 +230,8 @@ fn nats_kill9_and_a_server_restart_keep_the_output_exact() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let url = s.nats.url();
-        let (count, seed, age, prefix) = (
-            "10000".to_string(),
-            part.to_string(),
-            format!("{}s", 7_200 - 600 * part),
-            format!("p{part}"),
-        );
-        let closing = part == 3;
         let before: Vec<f64> = addrs.iter().map(|a| consumed(a)).collect();
-        let publisher = std::thread::spawn(move || {
-            let mut args = vec![
-                "-count",
-                &count,
-                "-malformed",
-                "5",
-                "-seed",
-                &seed,
-                "-age",
-                &age,
-                "-span",
-                "10m",
-                "-id-prefix",
-                &prefix,
-                "-users",
-                "300",
-            ];
-            if closing {
-                args.push("-closing");
-            }
-            publish(&url, &args)
-        });
+        let publisher = publish_in_background(s.nats.url(), part, part == 3);
         // The victim is an instance reading the publish under way (its counter moved), picked
         // by the seeded schedule among those that are.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -341,27 +330,7 @@ fn nats_a_frozen_instance_is_fenced() {
     std::thread::sleep(Duration::from_secs(2));
     let url = s.nats.url();
     let before: Vec<f64> = addrs.iter().map(|a| consumed(a)).collect();
-    let publisher = std::thread::spawn(move || {
-        publish(
-            &url,
-            &[
-                "-count",
-                "10000",
-                "-malformed",
-                "5",
-                "-seed",
-                "1",
-                "-age",
-                "6600s",
-                "-span",
-                "10m",
-                "-id-prefix",
-                "p1",
-                "-users",
-                "300",
-            ],
-        )
-    });
+    let publisher = publish_in_background(url, 1, false);
     // The zombie is an instance reading the publish under way.
     let mut reader = None;
     common::wait_for(

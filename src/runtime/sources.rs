@@ -248,6 +248,23 @@ fn routed<'g>(kafka: &'g dyn Group, splits: &'g dyn SplitSource) -> Routed<'g> {
 }
 
 impl Routed<'_> {
+    /// Pauses or resumes splits in the split source and the rest in Kafka.
+    fn set_paused(
+        &self,
+        partitions: &[(String, i32)],
+        paused: bool,
+    ) -> Result<(), KafkaClientError> {
+        let (kafka, splits) = self.split(partitions);
+        for split in &splits {
+            self.splits.set_paused(split, paused);
+        }
+        match (kafka.is_empty(), paused) {
+            (true, _) => Ok(()),
+            (false, true) => self.kafka.pause(&kafka),
+            (false, false) => self.kafka.resume(&kafka),
+        }
+    }
+
     /// (Kafka partitions, splits).
     fn split(&self, partitions: &[(String, i32)]) -> (Vec<(String, i32)>, Vec<Split>) {
         partitions
@@ -281,26 +298,10 @@ impl Group for Routed<'_> {
         Ok(())
     }
     fn pause(&self, partitions: &[(String, i32)]) -> Result<(), KafkaClientError> {
-        let (kafka, splits) = self.split(partitions);
-        for split in &splits {
-            self.splits.set_paused(split, true);
-        }
-        if kafka.is_empty() {
-            Ok(())
-        } else {
-            self.kafka.pause(&kafka)
-        }
+        self.set_paused(partitions, true)
     }
     fn resume(&self, partitions: &[(String, i32)]) -> Result<(), KafkaClientError> {
-        let (kafka, splits) = self.split(partitions);
-        for split in &splits {
-            self.splits.set_paused(split, false);
-        }
-        if kafka.is_empty() {
-            Ok(())
-        } else {
-            self.kafka.resume(&kafka)
-        }
+        self.set_paused(partitions, false)
     }
     fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaClientError> {
         self.kafka.watermarks(topic, partition)
