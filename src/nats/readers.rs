@@ -12,6 +12,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::stream::RetentionPolicy;
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -87,9 +88,8 @@ pub struct SplitReaders {
     /// Messages taken from the channel and not yet handed out, with their epoch.
     buffer: Mutex<std::collections::VecDeque<(u64, NatsMessage)>>,
     running: Mutex<HashMap<SplitKey, Running>>,
-    /// `running.len()`, read without the lock on every poll.
-    running_count: std::sync::atomic::AtomicUsize,
-    epochs: Mutex<u64>,
+    /// The last epoch handed out; each (re)start of a split takes the next.
+    epochs: AtomicU64,
 }
 
 /// Messages per pull request (the client keeps pulling ahead as they are consumed).
@@ -143,8 +143,7 @@ impl SplitReaders {
             receiver: Mutex::new(receiver),
             buffer: Mutex::new(std::collections::VecDeque::new()),
             running: Mutex::new(HashMap::new()),
-            running_count: std::sync::atomic::AtomicUsize::new(0),
-            epochs: Mutex::new(0),
+            epochs: AtomicU64::new(0),
         })
     }
 
@@ -155,11 +154,7 @@ impl SplitReaders {
 
     /// (Re)starts reading a split at `from` (a stream sequence; `None`: the stream's start).
     pub fn start(&self, split: SplitKey, spec: SplitSpec, from: Option<u64>, paused: bool) {
-        let epoch = {
-            let mut epochs = lock(&self.epochs);
-            *epochs += 1;
-            *epochs
-        };
+        let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
         let (paused, paused_rx) = watch::channel(paused);
         let task = self.runtime.spawn(read_split(
             self.jetstream.clone(),
@@ -171,8 +166,7 @@ impl SplitReaders {
             self.sender.clone(),
         ));
         tracing::info!(source = %spec.source, stream = %spec.stream, filter = %spec.filter, ?from, "NATS split reading");
-        let mut running = lock(&self.running);
-        let old = running.insert(
+        let old = lock(&self.running).insert(
             split,
             Running {
                 epoch,
@@ -182,8 +176,6 @@ impl SplitReaders {
                 spec,
             },
         );
-        self.count_running(&running);
-        drop(running);
         if let Some(old) = old {
             old.task.abort();
         }
@@ -191,10 +183,7 @@ impl SplitReaders {
 
     /// Stops reading a split; what it already read is dropped.
     pub fn stop(&self, split: &SplitKey) {
-        let mut running = lock(&self.running);
-        let old = running.remove(split);
-        self.count_running(&running);
-        drop(running);
+        let old = lock(&self.running).remove(split);
         if let Some(old) = old {
             old.task.abort();
         }
@@ -227,23 +216,14 @@ impl SplitReaders {
     }
 
     pub fn any_running(&self) -> bool {
-        self.running_count
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-    }
-
-    fn count_running(&self, running: &HashMap<SplitKey, Running>) {
-        self.running_count
-            .store(running.len(), std::sync::atomic::Ordering::Relaxed);
+        !lock(&self.running).is_empty()
     }
 
     /// The next message of a running split, waiting up to `timeout`. A failure that stops eddy
     /// is returned; a transient one is logged (the reader retries).
     pub fn recv(&self, timeout: Duration) -> Option<Result<NatsMessage, NatsError>> {
-        if let Some(message) = self.pop_current() {
-            return Some(Ok(message));
-        }
-        let deadline = std::time::Instant::now() + timeout;
+        // Read the clock only when there is something to wait for.
+        let mut deadline = None;
         loop {
             if let Some(message) = self.pop_current() {
                 return Some(Ok(message));
@@ -256,6 +236,8 @@ impl SplitReaders {
                     if timeout.is_zero() {
                         return None;
                     }
+                    let deadline =
+                        *deadline.get_or_insert_with(|| std::time::Instant::now() + timeout);
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() {
                         return None;
@@ -374,15 +356,16 @@ async fn stream_state(
     })
 }
 
-/// Where to start a split at `next`, checked against what the stream holds: the server clamps a
-/// start before its first message up to it without a word, so eddy checks first.
-async fn start_policy(
+/// Where to start a split at `next` (`None`: the stream's start), checked against what the
+/// stream holds: the server clamps a start before its first message up to it without a word, so
+/// eddy checks first.
+async fn start_at(
     jetstream: &async_nats::jetstream::Context,
     spec: &SplitSpec,
     next: Option<u64>,
-) -> Result<(DeliverPolicy, u64), NatsError> {
+) -> Result<Option<u64>, NatsError> {
     let Some(next) = next else {
-        return Ok((DeliverPolicy::All, 0));
+        return Ok(None);
     };
     // The stream was there at start: failing to look it up now (NATS restarting, a leader
     // election, a lost connection) is retried, not fatal.
@@ -416,19 +399,9 @@ async fn start_policy(
         let skipped = state.first_sequence - next;
         tracing::warn!(source = %spec.source, stream = %spec.stream, filter = %spec.filter, next, first = state.first_sequence, "NATS messages removed before eddy read them; skipping them (on_missing = \"skip\")");
         metrics::counter!(NATS_SKIPPED, "source" => spec.source.clone(), "filter" => spec.filter.clone()).increment(skipped);
-        return Ok((
-            DeliverPolicy::ByStartSequence {
-                start_sequence: state.first_sequence,
-            },
-            state.first_sequence,
-        ));
+        return Ok(Some(state.first_sequence));
     }
-    Ok((
-        DeliverPolicy::ByStartSequence {
-            start_sequence: next,
-        },
-        next,
-    ))
+    Ok(Some(next))
 }
 
 /// Reads one split until aborted, recreating its consumer after any failure.
@@ -450,7 +423,11 @@ async fn read_split(
     };
     loop {
         let outcome: Result<(), NatsError> = async {
-            let (policy, floor) = start_policy(&jetstream, &spec, next).await?;
+            next = start_at(&jetstream, &spec, next).await?;
+            let policy = match next {
+                None => DeliverPolicy::All,
+                Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            };
             let stream = jetstream
                 .get_stream_no_info(&spec.stream)
                 .await
@@ -509,16 +486,15 @@ async fn read_split(
                             let info = m.info().map_err(|e| failed(e.to_string()))?;
                             Ok((info.stream_sequence, info.pending, info.published, m))
                         });
-                    let (sequence, message_pending, published, message) = match read {
+                    let (sequence, published, message);
+                    (sequence, pending, published, message) = match read {
                         Ok(read) => read,
                         Err(error) => {
                             failure = Some(error);
                             break;
                         }
                     };
-                    let info_pending = message_pending;
-                    pending = info_pending;
-                    if sequence >= floor.max(next.unwrap_or(0)) {
+                    if sequence >= next.unwrap_or(0) {
                         next = Some(sequence + 1);
                         batch.push(NatsMessage {
                             split: split.clone(),

@@ -493,11 +493,12 @@ fn read_json_text<'de>(
     captured: &mut [Option<FieldValue<'de>>],
 ) -> Result<(), DecodeError> {
     let outer = keys[slot].name.as_str();
-    if !matches!(captured[slot], Some(FieldValue::Str(_))) {
-        return Ok(());
-    }
-    let Some(FieldValue::Str(text)) = captured[slot].take() else {
-        unreachable!("checked above");
+    let text = match captured[slot].take() {
+        Some(FieldValue::Str(text)) => text,
+        other => {
+            captured[slot] = other;
+            return Ok(());
+        }
     };
     let inner: Vec<(usize, &str)> = keys
         .iter()

@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::kafka::{InternalTopic, TopicAdmin};
 use crate::task::CompiledTopology;
-use crate::topology::{changelog_topic, internal_topics};
+use crate::topology::{changelog_topic, internal_topics, nats_assignment_topics};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -41,16 +41,16 @@ pub(crate) fn prepare_topics(
     config: &Config,
 ) -> Result<HashMap<String, i32>, crate::Error> {
     // A NATS source's assignment topic is an input eddy creates: one partition per split.
-    let assignment: Vec<InternalTopic> = compiled
-        .topology
-        .nats_sources()
-        .map(|(source, nats)| InternalTopic {
-            name: source.topics[0].clone(),
-            partitions: nats.subjects.len() as i32,
-            compacted: false,
-            purged_by_eddy: false,
-        })
-        .collect();
+    let assignment: Vec<InternalTopic> =
+        nats_assignment_topics(&compiled.application_id, &compiled.topology)
+            .into_iter()
+            .map(|(name, partitions)| InternalTopic {
+                name,
+                partitions,
+                compacted: false,
+                purged_by_eddy: false,
+            })
+            .collect();
     admin.create_topics(&assignment, config.replication_factor)?;
     let inputs = compiled.input_topics();
     let partitions = admin.require_topics(&inputs, Duration::from_secs(60))?;

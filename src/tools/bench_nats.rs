@@ -30,13 +30,7 @@ fn topology_for(run: &str, nats: bool, dir: &Path) -> anyhow::Result<PathBuf> {
     let text = std::fs::read_to_string("topology/events.toml")?;
     let mut table: toml::Table = text.parse()?;
     let side = if nats { "nats" } else { "kafka" };
-    for source in table
-        .get_mut("source")
-        .and_then(|s| s.as_array_mut())
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_table_mut())
-    {
+    for source in super::bench_process::tables_mut(&mut table, "source") {
         let subject = |s: &str| format!("b{run}.{s}");
         if nats {
             source.insert("stream".into(), format!("BENCH{run}").into());
@@ -53,13 +47,7 @@ fn topology_for(run: &str, nats: bool, dir: &Path) -> anyhow::Result<PathBuf> {
                 .collect();
             source.insert("topics".into(), topics.into());
         }
-        for version in source
-            .get_mut("version")
-            .and_then(|v| v.as_array_mut())
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_table_mut())
-        {
+        for version in super::bench_process::tables_mut(source, "version") {
             if let Some(name) = version
                 .remove("subject")
                 .and_then(|s| s.as_str().map(String::from))
@@ -73,13 +61,7 @@ fn topology_for(run: &str, nats: bool, dir: &Path) -> anyhow::Result<PathBuf> {
             }
         }
     }
-    for aggregation in table
-        .get_mut("aggregation")
-        .and_then(|a| a.as_array_mut())
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.as_table_mut())
-    {
+    for aggregation in super::bench_process::tables_mut(&mut table, "aggregation") {
         aggregation.insert("output".into(), format!("bench-{run}-{side}-out").into());
     }
     let path = dir.join(format!("events-{side}.toml"));

@@ -25,13 +25,7 @@ impl BenchTopology {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let mut table: toml::Table = text.parse()?;
-            for source in table
-                .get_mut("source")
-                .and_then(|s| s.as_array_mut())
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_table_mut())
-            {
+            for source in tables_mut(&mut table, "source") {
                 let schema = source
                     .get("schema")
                     .and_then(|s| s.as_str())
@@ -53,13 +47,7 @@ impl BenchTopology {
                     inputs.push((parsed, topic));
                 }
             }
-            for aggregation in table
-                .get_mut("aggregation")
-                .and_then(|a| a.as_array_mut())
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_table_mut())
-            {
+            for aggregation in tables_mut(&mut table, "aggregation") {
                 for key in ["output", "late_records_topic"] {
                     if let Some(topic) = aggregation.get(key).and_then(|t| t.as_str()) {
                         let renamed = format!("bench-{topic}-{run}");
@@ -259,4 +247,17 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The tables of an array of tables (`[[source]]`, `[[aggregation]]`), mutable; none if absent.
+pub fn tables_mut<'a>(
+    table: &'a mut toml::Table,
+    key: &str,
+) -> impl Iterator<Item = &'a mut toml::Table> {
+    table
+        .get_mut(key)
+        .and_then(|v| v.as_array_mut())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_table_mut())
 }

@@ -65,11 +65,8 @@ pub fn run_demo(mut args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         cluster.create_topic(&topic, args.partitions)?;
     }
     // A NATS source's assignment topic: one partition per subject filter.
-    for (source, nats) in topology.nats_sources() {
-        cluster.create_topic(
-            &crate::topology::nats_assignment_topic("eddy-demo", &source.name),
-            nats.subjects.len() as i32,
-        )?;
+    for (topic, partitions) in crate::topology::nats_assignment_topics("eddy-demo", &topology) {
+        cluster.create_topic(&topic, partitions)?;
     }
     let state_dir = std::env::temp_dir().join(format!("eddy-demo-{}", std::process::id()));
     let mut config = Config {

@@ -22,6 +22,19 @@ pub fn nats_assignment_topic(application_id: &str, source: &str) -> String {
     format!("{application_id}-nats-{source}")
 }
 
+/// Every NATS source's assignment topic with its partition count (one per subject filter).
+pub fn nats_assignment_topics(application_id: &str, topology: &Topology) -> Vec<(String, i32)> {
+    topology
+        .nats_sources()
+        .map(|(source, nats)| {
+            (
+                nats_assignment_topic(application_id, &source.name),
+                nats.subjects.len() as i32,
+            )
+        })
+        .collect()
+}
+
 /// The dead-letter topic of a source: its own setting, else `<application.id>-dlq`.
 pub fn dead_letter_topic(application_id: &str, source: &Source) -> String {
     source

@@ -15,8 +15,8 @@ pub use builder::{AggregationBuilder, SourceBuilder, TopologyBuilder};
 pub use describe::describe;
 pub use duration::{format_duration_ms, parse_duration_ms, DurationMs};
 pub use internal_topics::{
-    changelog_topic, dead_letter_topic, internal_topics, nats_assignment_topic, repartition_topic,
-    CHANGELOG_SUFFIX,
+    changelog_topic, dead_letter_topic, internal_topics, nats_assignment_topic,
+    nats_assignment_topics, repartition_topic, CHANGELOG_SUFFIX,
 };
 
 use std::path::PathBuf;
