@@ -250,7 +250,19 @@ impl ChangelogReader {
             ends.fetch_watermarks(topic, partition, Duration::from_secs(10))
         })
         .map_err(|e| super::client_error(format!("list offsets of {topic}-{partition}"), e))?;
-        let position = ReadPosition::new(from.map_or(low, |f| f.max(low)), high);
+        let mut position = ReadPosition::new(from.map_or(low, |f| f.max(low)), high);
+        if !position.done && self.log_end.is_some() {
+            // Under read_committed the consumer lists the last stable offset. When it is already
+            // at the log end, no transaction is open below it, so the first end of partition
+            // reported from now on is the end of the read: a fetch again after it (a round trip
+            // per store, most of a restore that has little to read) is not needed.
+            if let Ok((_, stable)) =
+                self.consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            {
+                position.stable_to_end = stable >= high;
+            }
+        }
         if !position.done {
             self.assign_at(topic, partition, position.next)?;
         }
