@@ -174,6 +174,10 @@ pub struct Config {
     /// the changelogs' `delete.retention.ms` (Kafka's default, 1 day), past which compaction may
     /// have removed tombstones the local files never saw.
     pub checkpoint_max_age_ms: u64,
+    /// Warm copies kept of each stateful task, on other instances (Kafka Streams'
+    /// `num.standby.replicas`): an instance that takes a task over restores only what its copy
+    /// lacks. 0 (default) keeps none.
+    pub num_standby_replicas: u32,
     /// Bytes the write-back caches of all stores may keep after a commit (Kafka Streams'
     /// `statestore.cache.max.bytes`), shared evenly by the stores open; more spills to RocksDB.
     pub cache_max_bytes: u64,
@@ -211,6 +215,7 @@ impl Default for Config {
             repartition_purge_interval_ms: 30_000,
             state_cleanup_delay_ms: 600_000,
             checkpoint_max_age_ms: 86_400_000,
+            num_standby_replicas: 0,
             cache_max_bytes: crate::task::DEFAULT_CACHE_MAX_BYTES as u64,
             http: HttpConfig::default(),
             log: LogConfig::default(),

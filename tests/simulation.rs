@@ -15,7 +15,7 @@ mod common;
 
 use common::reference::{reference, verify, Produced};
 use eddy::runtime::ports::Clock;
-use eddy::runtime::{CommitSettings, Instance, InstanceParts, LoopOptions};
+use eddy::runtime::{CommitSettings, Instance, InstanceParts, LoopOptions, StandbySettings};
 use eddy::task::{CompiledTopology, StateLocation};
 use eddy::testing::sim::{
     Call, FaultOdds, Faults, SimAdmin, SimBroker, SimChangelog, SimClock, SimInput, SimTransactions,
@@ -137,6 +137,17 @@ impl Simulation {
             },
             clock: self.clock.clone(),
             health: Default::default(),
+            // Every other seed keeps a warm copy of each task on another instance, so crashes and
+            // takeovers promote standbys (and the output must stay exact).
+            standbys: (self.seed % 2 == 1).then(|| StandbySettings {
+                replicas: 1,
+                instance: self.slots[slot].name.clone(),
+                reader: Arc::new(SimChangelog::for_standbys(
+                    self.broker.clone(),
+                    self.faults.clone(),
+                    self.clock.clone(),
+                )),
+            }),
         };
         let (broker, faults, topics) = (
             self.broker.clone(),

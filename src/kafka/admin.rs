@@ -1,7 +1,9 @@
 //! Topic administration: input topic checks and internal topic creation.
 
 use super::{operation_error, ClientSettings, KafkaClientError};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -269,6 +271,32 @@ impl TopicAdmin {
             }
         }
         Ok(purged)
+    }
+
+    /// Sets configuration entries of a topic (tests: e.g. `cleanup.policy = compact,delete`
+    /// on a changelog, so that records can be deleted from it).
+    pub fn set_topic_config(
+        &self,
+        topic: &str,
+        entries: &[(&str, &str)],
+    ) -> Result<(), KafkaClientError> {
+        let mut alteration = AlterConfig::new(ResourceSpecifier::Topic(topic));
+        for (key, value) in entries {
+            alteration = alteration.set(key, value);
+        }
+        let results = self
+            .runtime
+            .block_on(
+                self.admin
+                    .alter_configs([&alteration], &AdminOptions::new()),
+            )
+            .map_err(|e| operation_error(format!("alter the configuration of {topic}"), e))?;
+        for result in results {
+            result.map_err(|(_, code)| {
+                operation_error(format!("alter the configuration of {topic}"), code)
+            })?;
+        }
+        Ok(())
     }
 
     /// Creates plain topics (tests, the demo, the benchmark command).

@@ -10,6 +10,10 @@ pub struct ClientSettings {
     pub application_id: String,
     pub guarantee: ProcessingGuarantee,
     pub group_instance_id: Option<String>,
+    /// This instance's stable id (`group_instance_id`, or the id kept in the state directory):
+    /// the group consumer's `client.id` ends with it, so that the other members can tell which
+    /// instance holds which partitions (standby placement).
+    pub instance_id: Option<String>,
     pub common: Vec<(String, String)>,
     pub consumer: Vec<(String, String)>,
     pub producer: Vec<(String, String)>,
@@ -27,6 +31,7 @@ impl ClientSettings {
             application_id: config.application_id.clone(),
             guarantee: config.processing_guarantee,
             group_instance_id: config.group_instance_id.clone(),
+            instance_id: None,
             common: pairs(&config.kafka),
             consumer: pairs(&config.kafka_consumer),
             producer: pairs(&config.kafka_producer),
@@ -41,6 +46,7 @@ impl ClientSettings {
             application_id: "eddy".into(),
             guarantee: ProcessingGuarantee::ExactlyOnce,
             group_instance_id: None,
+            instance_id: None,
             common: Vec::new(),
             consumer: Vec::new(),
             producer: Vec::new(),
@@ -66,9 +72,20 @@ impl ClientSettings {
         config
     }
 
+    /// What the group consumer's `client.id` has before the instance id.
+    pub(crate) fn group_client_id_prefix(&self) -> String {
+        format!("{}-eddy-", self.application_id)
+    }
+
     /// The group consumer: `application.id` is the group, cooperative-sticky, manual commits.
     pub(crate) fn group_consumer(&self) -> ClientConfig {
         let mut config = self.base();
+        if let Some(instance) = &self.instance_id {
+            config.set(
+                "client.id",
+                format!("{}{instance}", self.group_client_id_prefix()),
+            );
+        }
         config
             .set("group.id", &self.application_id)
             .set("partition.assignment.strategy", "cooperative-sticky")

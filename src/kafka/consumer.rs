@@ -2,6 +2,7 @@
 //! implements, with a [`GroupHandle`] that can commit offsets into a transaction before the
 //! partitions are given up.
 
+use super::group_members::{describe_members, DescribedMember};
 use super::{operation_error, ClientSettings, KafkaClientError};
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
@@ -37,6 +38,9 @@ pub(crate) struct EddyConsumerContext {
     lags: Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>>,
     /// Whether the latest statistics saw a connection to some broker up.
     brokers_up: Arc<std::sync::atomic::AtomicBool>,
+    /// The group id, and the `client.id` prefix before each eddy member's instance id.
+    group: String,
+    client_id_prefix: String,
 }
 
 impl ClientContext for EddyConsumerContext {
@@ -226,6 +230,25 @@ impl GroupHandle<'_> {
         .map_err(|e| operation_error("list offsets", e))
     }
 
+    /// The group's members (by instance id: their `client.id` past eddy's prefix) and what each
+    /// is assigned; `Ok(None)` while the group rebalances.
+    pub fn members(&self) -> Result<Option<Vec<DescribedMember>>, KafkaClientError> {
+        let context = self.consumer.context();
+        let members = describe_members(self.consumer, &context.group, Duration::from_secs(5))?;
+        Ok(members.map(|members| {
+            members
+                .into_iter()
+                .map(|mut member| {
+                    if let Some(instance) = member.client_id.strip_prefix(&context.client_id_prefix)
+                    {
+                        member.client_id = instance.to_string();
+                    }
+                    member
+                })
+                .collect()
+        }))
+    }
+
     /// This member's current assignment.
     pub fn assignment(&self) -> Vec<(String, i32)> {
         self.consumer
@@ -296,6 +319,8 @@ impl GroupConsumer {
                 listener,
                 lags: lags.clone(),
                 brokers_up: brokers_up.clone(),
+                group: settings.application_id.clone(),
+                client_id_prefix: settings.group_client_id_prefix(),
             })
             .map_err(|e| KafkaClientError::Create {
                 client: "consumer",

@@ -4,6 +4,7 @@ mod admin;
 mod client_config;
 mod commit_failure;
 mod consumer;
+mod group_members;
 mod mock;
 mod preflight;
 mod producer;
@@ -15,6 +16,7 @@ pub use commit_failure::{CommitFailure, CommitFailureKind, KafkaErrorCode};
 pub use consumer::{
     ConsumedRecord, GroupConsumer, GroupHandle, GroupMetadata, PartitionOffset, RebalanceListener,
 };
+pub use group_members::DescribedMember;
 pub use mock::EmbeddedCluster;
 pub use preflight::check_connection;
 pub use producer::RecordProducer;
@@ -69,6 +71,11 @@ pub enum KafkaClientError {
     /// Retriable failures lasted past `task_timeout_ms`.
     #[error("Kafka {operation}: no progress for {seconds}s because the brokers were unreachable or kept failing; stopping. Check that the brokers are up and reachable from this instance (bootstrap_servers, [kafka] security settings), or raise task_timeout_ms")]
     GaveUp { operation: String, seconds: u64 },
+    /// A changelog no longer holds the offset a read of it had reached: records below the
+    /// changelog's new start were deleted (the topic was truncated or recreated). The local copy
+    /// being built from it is incomplete and must be restored from scratch.
+    #[error("changelog `{topic}` partition {partition} no longer holds the records a restore had reached: they were deleted (the topic was truncated or recreated); its local state is restored from scratch")]
+    ChangelogTruncated { topic: String, partition: i32 },
     #[error("input topic `{topic}` does not exist on {bootstrap}: create it (eddy creates only its internal topics) or fix the topology's `topic`")]
     MissingTopic { topic: String, bootstrap: String },
     #[error("the broker refused to create internal topic `{topic}`: {reason}. Create it by hand with {partitions} partitions{compaction}, or grant eddy's principal CREATE on the cluster")]

@@ -111,6 +111,16 @@ pub(crate) fn at_partition_eof(
     }
 }
 
+/// Whether a consumer error says the offset read is no longer in the partition (with
+/// `auto.offset.reset = error`, librdkafka reports it as a failed automatic reset).
+fn is_out_of_range(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(Code::AutoOffsetReset | Code::OffsetOutOfRange)
+    )
+}
+
 /// Reads assigned partitions until the end: a changelog partition to its log end, with every
 /// transaction in it complete; other topics to their last stable offset under read_committed.
 pub struct ChangelogReader {
@@ -127,13 +137,14 @@ impl ChangelogReader {
         read_committed: bool,
     ) -> Result<ChangelogReader, KafkaClientError> {
         let create = |read_committed: bool| {
-            settings
-                .assign_consumer(read_committed)
-                .create()
-                .map_err(|e| KafkaClientError::Create {
-                    client: "restore consumer",
-                    reason: e.to_string(),
-                })
+            let mut config = settings.assign_consumer(read_committed);
+            // An offset the changelog no longer holds is an error, not a silent jump to its
+            // start, which would leave out every record in between.
+            config.set("auto.offset.reset", "error");
+            config.create().map_err(|e| KafkaClientError::Create {
+                client: "restore consumer",
+                reason: e.to_string(),
+            })
         };
         Ok(ChangelogReader {
             consumer: create(read_committed)?,
@@ -336,9 +347,26 @@ impl ChangelogReader {
                     tracing::warn!(%error, topic, "broker unreachable while restoring; waiting");
                     break;
                 }
+                Some(Err(error)) if is_out_of_range(&error) => {
+                    let partition = self
+                        .consumer
+                        .assignment()
+                        .ok()
+                        .and_then(|list| list.elements().first().map(|e| e.partition()))
+                        .unwrap_or(-1);
+                    tracing::warn!(%error, topic, partition, next = position.next, "the changelog no longer holds the offset the read reached");
+                    self.close_partition();
+                    return Err(KafkaClientError::ChangelogTruncated {
+                        topic: topic.to_string(),
+                        partition,
+                    });
+                }
                 Some(Err(error)) => {
                     return Err(super::client_error(format!("reading {topic}"), error))
                 }
+                // Only the partition opened last is assigned; anything else is a fetch from an
+                // earlier assignment still queued.
+                Some(Ok(message)) if message.topic() != topic => {}
                 Some(Ok(message)) => {
                     read += 1;
                     position.next = message.offset() + 1;

@@ -7,6 +7,7 @@ use super::failure::{Failure, Waiting};
 use super::ports::{Changelog, Clock, Group};
 use super::restore::{Restoration, Slice};
 use super::seek_clock::SeekClock;
+use super::standby::{Context as StandbyContext, Standbys};
 use super::task_slot::TaskSlot;
 use super::worker_pool::{InFlight, TaskWork};
 use crate::task::{CompiledTopology, StateLocation, TaskId};
@@ -47,6 +48,8 @@ pub(crate) struct Core {
     pub clock: Arc<dyn Clock>,
     /// `checkpoint_max_age_ms`.
     pub checkpoint_max_age: Duration,
+    /// Warm copies of other instances' tasks (`None` with `num_standby_replicas = 0`).
+    pub standbys: Option<Standbys>,
 }
 
 impl Core {
@@ -64,8 +67,46 @@ impl Core {
             .map(TaskId::to_string)
             .chain(pending)
             .chain(self.restoring.iter().map(|r| r.id.to_string()))
+            .chain(
+                self.standbys
+                    .iter()
+                    .flat_map(|s| s.task_ids().map(TaskId::to_string)),
+            )
             .collect()
     }
+
+    /// Keeps the standby tasks placed here warm, for a share of the loop's time. Nothing is kept
+    /// of a task this instance runs, restores or is assigned.
+    pub fn keep_standbys(&mut self, group: &dyn Group) {
+        let Some(standbys) = self.standbys.as_mut() else {
+            return;
+        };
+        let owned: BTreeSet<TaskId> = group
+            .assignment()
+            .into_iter()
+            .chain(self.pending.iter().cloned())
+            .map(|(topic, partition)| TaskId { topic, partition })
+            .chain(self.tasks.keys().cloned())
+            // The batch on the workers holds only assigned tasks (a revocation finishes it).
+            .chain(self.restoring.iter().map(|r| r.id.clone()))
+            .collect();
+        let context = StandbyContext {
+            compiled: &self.compiled,
+            state: &self.state,
+            partitions: &self.partitions,
+            clock: self.clock.as_ref(),
+            checkpoint_max_age: self.checkpoint_max_age,
+        };
+        standbys.work(&context, group, &owned);
+    }
+}
+
+/// Whether a restore failed because its changelog no longer holds what it had reached.
+pub(crate) fn is_changelog_truncated(error: &crate::Error) -> bool {
+    matches!(
+        error,
+        crate::Error::Kafka(crate::kafka::KafkaClientError::ChangelogTruncated { .. })
+    )
 }
 
 /// A decision to stop, and whether the open transaction is aborted on the way out (not when the
@@ -186,6 +227,11 @@ impl Core {
         if self.restoring.is_none() {
             if let Some((topic, partition)) = self.pending.pop_first() {
                 let id = TaskId { topic, partition };
+                // A warm copy kept here closes with its positions checkpointed: the restore
+                // opens its files and reads only what it lacks.
+                if let Some(standbys) = self.standbys.as_mut() {
+                    standbys.promote(&id);
+                }
                 self.restoring = Some(Restoration::begin(
                     &self.compiled,
                     &self.state,
@@ -200,13 +246,26 @@ impl Core {
         let Some(restoration) = self.restoring.as_mut() else {
             return Ok(());
         };
-        let slice = restoration.step(
+        let slice = match restoration.step(
             group,
             self.reader.as_ref(),
             &self.compiled.application_id,
             RESTORE_SLICE,
             self.clock.as_ref(),
-        )?;
+        ) {
+            Ok(slice) => slice,
+            Err(error) if is_changelog_truncated(&error) => {
+                // What was restored so far misses the deleted records: start over from what the
+                // changelog holds now (Kafka Streams treats the task as corrupted the same way).
+                let restoration = self.restoring.take().expect("checked above");
+                tracing::warn!(task = %restoration.id, %error, "restoring the task from scratch");
+                let id = restoration.id.clone();
+                restoration.discard(self.reader.as_ref())?;
+                self.pending.insert((id.topic, id.partition));
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         match slice {
             Slice::Done => {
                 self.recovered(Waiting::Restore);

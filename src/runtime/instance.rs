@@ -28,6 +28,7 @@ use super::rebalance::{changelog_ends, Listener};
 use super::seek_clock::{is_stale, SeekClock};
 use super::setup::{instance_id, prepare_topics};
 use super::sources::{NoSplits, SourcesInput, SourcesListener};
+use super::standby::Standbys;
 use super::state_cleaner::StateCleaner;
 use super::worker_pool::{TaskWork, WorkerPool};
 use super::CommitCoordinator;
@@ -68,7 +69,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         stop,
         health,
     } = options;
-    let settings = ClientSettings::from_config(&config);
+    let mut settings = ClientSettings::from_config(&config);
     let compiled = Arc::new(
         CompiledTopology::new(&config.application_id, topology)
             .with_cache_max_bytes(config.cache_max_bytes as usize),
@@ -84,6 +85,7 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         source,
     })?;
     let instance_id = instance_id(&config)?;
+    settings.instance_id = Some(instance_id.clone());
     let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
     let transactions = Arc::new(KafkaTransactions {
         settings: settings.clone(),
@@ -109,6 +111,14 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
         options: LoopOptions::from_config(&config),
         clock: Arc::new(SystemClock),
         health,
+        standbys: match config.num_standby_replicas {
+            0 => None,
+            replicas => Some(StandbySettings {
+                replicas: replicas as usize,
+                instance: instance_id.clone(),
+                reader: Arc::new(ChangelogReader::new(&settings, exactly_once)?),
+            }),
+        },
     };
     let splits: Arc<dyn SplitSource> = if parts.compiled.topology.nats_sources().next().is_some() {
         let settings = crate::nats::NatsSettings::from_config(&config.nats);
@@ -192,6 +202,16 @@ pub struct InstanceParts {
     pub options: LoopOptions,
     pub clock: Arc<dyn Clock>,
     pub health: Health,
+    /// `num_standby_replicas` above 0: keep warm copies of other instances' tasks.
+    pub standbys: Option<StandbySettings>,
+}
+
+/// What standby replicas need: how many copies of each task, this instance's id (its place on
+/// the placement ring) and a changelog reader of their own.
+pub struct StandbySettings {
+    pub replicas: usize,
+    pub instance: String,
+    pub reader: Arc<dyn Changelog>,
 }
 
 /// A running instance: its input, and the loop's steps over it. [`run`] drives one on Kafka; the
@@ -219,6 +239,7 @@ impl<I: Input> Instance<I> {
             options,
             clock,
             health,
+            standbys,
         } = parts;
         let committer = CommitCoordinator::new(transactions, commit)?;
         let seeks = SeekClock::default();
@@ -240,6 +261,9 @@ impl<I: Input> Instance<I> {
             task_timeout: options.task_timeout,
             checkpoint_max_age: options.checkpoint_max_age,
             clock: clock.clone(),
+            standbys: standbys
+                .filter(|s| s.replicas > 0 && matches!(state, StateLocation::Disk(_)))
+                .map(|s| Standbys::new(s.replicas, s.instance, s.reader, clock.now())),
         }));
         let input = input(Arc::new(Listener { core: core.clone() }))?;
         let purge = admin.and_then(|admin| {
@@ -359,6 +383,7 @@ fn take_stop(core: &mut Core) -> Result<(), crate::Error> {
 impl Steps {
     fn turn<I: Input>(&mut self, input: &I) -> Result<(), crate::Error> {
         let restoring = self.restore_slice(input)?;
+        self.standby_slice(input, restoring);
         let mut batch = self.poll(input, restoring);
         let core = self.core.clone();
         let mut core = lock(&core);
@@ -391,6 +416,17 @@ impl Steps {
         }
         ActiveTasks(core.task_count()).emit();
         Ok(core.restoring.is_some() || !core.pending.is_empty())
+    }
+
+    /// Keeps the standby tasks warm, when no restore of an active task is waiting or under way
+    /// (those come first: their partitions stand still meanwhile).
+    fn standby_slice<I: Input>(&mut self, input: &I, restoring: bool) {
+        if restoring {
+            return;
+        }
+        self.clock.enter(Phase::Restore);
+        lock(&self.core).keep_standbys(input.group());
+        self.clock.enter(Phase::Other);
     }
 
     /// Polls up to [`MAX_BATCH`] records, waiting for the first. While a restore is under way it
@@ -727,6 +763,9 @@ impl Steps {
             let group = input.group();
             if let Some(restoration) = core.restoring.take() {
                 restoration.suspend(core.reader.as_ref());
+            }
+            if let Some(standbys) = core.standbys.as_mut() {
+                standbys.release_all();
             }
             let mut abort = core.stop.as_ref().is_none_or(|stop| stop.abort);
             if let Some(failure) = core.finish_batch() {

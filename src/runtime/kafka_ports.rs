@@ -2,8 +2,8 @@
 //! what each call means on Kafka is documented where the client is (`src/kafka/`).
 
 use super::ports::{
-    Admin, Changelog, Group, Input, InputError, Membership, PolledRecord, RebalanceListener,
-    Transaction, Transactions,
+    Admin, Changelog, Group, GroupMember, Input, InputError, Membership, PolledRecord,
+    RebalanceListener, Transaction, Transactions,
 };
 use crate::kafka::{
     ChangelogReader, ClientSettings, CommitFailure, CommitFailureKind, ConsumedRecord,
@@ -71,6 +71,17 @@ impl Group for GroupHandle<'_> {
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
         self.commit_sync(offsets)
     }
+    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+        Ok(GroupHandle::members(self)?.map(|members| {
+            members
+                .into_iter()
+                .map(|member| GroupMember {
+                    instance: member.client_id,
+                    partitions: member.partitions,
+                })
+                .collect()
+        }))
+    }
 }
 
 /// The consumer is its own group handle outside callbacks.
@@ -107,6 +118,9 @@ impl Group for GroupConsumer {
     }
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
         self.handle().commit_sync(offsets)
+    }
+    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+        Group::members(&self.handle())
     }
 }
 

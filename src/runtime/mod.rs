@@ -15,10 +15,11 @@ mod restore;
 mod seek_clock;
 mod setup;
 pub mod sources;
+mod standby;
 mod state_cleaner;
 mod task_slot;
 mod worker_pool;
 
 pub use commit::{now_ms, CommitCoordinator, CommitError, CommitSettings};
-pub use instance::{run, Instance, InstanceParts, LoopOptions, RunOptions};
+pub use instance::{run, Instance, InstanceParts, LoopOptions, RunOptions, StandbySettings};
 pub use setup::planned_topics;

@@ -59,6 +59,16 @@ pub trait Group {
     fn membership(&self) -> Option<Membership>;
     /// Commits offsets outside a transaction (at-least-once).
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError>;
+    /// Every member of the group by instance id, with what it is assigned, as the coordinator
+    /// sees it (for standby placement). `Ok(None)` while the group rebalances.
+    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError>;
+}
+
+/// A member of the group: its instance id and the partitions assigned to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMember {
+    pub instance: String,
+    pub partitions: Vec<(String, i32)>,
 }
 
 /// Called from inside [`Input::poll`] when the group moves partitions.

@@ -16,7 +16,7 @@ use super::task_slot::TaskSlot;
 use crate::kafka::{PartitionOffset, ReadPosition};
 use crate::state::{Checkpoint, StoreWrite, TaskDb};
 use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
-use crate::telemetry::events::StoreRestored;
+use crate::telemetry::events::{StandbyRead, StoreRestored};
 use crate::topology::changelog_topic;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -65,6 +65,28 @@ pub(crate) struct Restoration {
     /// The partition's committed offset and metadata, fetched stable before any changelog is
     /// opened (`None` until then).
     committed: Option<Option<PartitionOffset>>,
+    /// A warm copy of a task another instance runs ([`super::standby`]): it follows the
+    /// changelogs round after round, never fetches the committed offset and never finishes.
+    standby: bool,
+    /// Records between each store's position and its changelog's end when it was last opened.
+    lag: BTreeMap<String, i64>,
+}
+
+/// Whether every recorded changelog position lies inside its changelog's offsets. One outside
+/// (the topic was recreated or truncated) describes files that no longer match the changelog.
+fn positions_fit(
+    application_id: &str,
+    partition: i32,
+    positions: &BTreeMap<String, i64>,
+    group: &dyn Group,
+) -> bool {
+    positions.iter().all(|(store, offset)| {
+        let changelog = changelog_topic(application_id, store);
+        match group.watermarks(&changelog, partition) {
+            Ok((low, high)) => (low..=high).contains(offset),
+            Err(_) => false,
+        }
+    })
 }
 
 /// Where each store's files stand in its changelog, as recorded with their last write: all of
@@ -113,20 +135,8 @@ impl Restoration {
     ) -> Result<Restoration, crate::Error> {
         let dir = compiled.task_dir(state, &id);
         let stores = compiled.store_names_of(&id);
-        // A changelog offset outside its changelog's offsets (the topic was recreated or
-        // truncated) describes files that no longer match it: wipe and restore instead.
         let fits = |offsets: &BTreeMap<String, i64>| {
-            stores.iter().all(|store| {
-                let changelog = changelog_topic(&compiled.application_id, store);
-                match (
-                    offsets.get(store),
-                    group.watermarks(&changelog, id.partition),
-                ) {
-                    (None, _) => true,
-                    (Some(offset), Ok((low, high))) => (low..=high).contains(offset),
-                    (Some(_), Err(_)) => false,
-                }
-            })
+            positions_fit(&compiled.application_id, id.partition, offsets, group)
         };
         let checkpoint = dir
             .as_deref()
@@ -180,7 +190,68 @@ impl Restoration {
             batch: Vec::new(),
             last_checkpoint: clock.now(),
             committed: None,
+            standby: false,
+            lag: BTreeMap::new(),
         })
+    }
+
+    /// Like [`Restoration::begin`], for a warm copy of a task another instance runs.
+    pub fn begin_standby(
+        compiled: &CompiledTopology,
+        state: &StateLocation,
+        partitions: &HashMap<String, i32>,
+        id: TaskId,
+        group: &dyn Group,
+        clock: &dyn Clock,
+        checkpoint_max_age: Duration,
+    ) -> Result<Restoration, crate::Error> {
+        let mut restoration = Restoration::begin(
+            compiled,
+            state,
+            partitions,
+            id,
+            group,
+            clock,
+            checkpoint_max_age,
+        )?;
+        restoration.standby = true;
+        Ok(restoration)
+    }
+
+    /// Starts a standby's next round, reading each changelog on from where the last round left
+    /// it. `false` when a position no longer fits its changelog (it was truncated or recreated):
+    /// the copy must then be discarded and restored from scratch, not served stale.
+    pub fn next_round(&mut self, group: &dyn Group, application_id: &str) -> bool {
+        if !positions_fit(application_id, self.id.partition, &self.positions, group) {
+            return false;
+        }
+        if self.queue.is_empty() && self.current.is_none() {
+            self.queue = self.task.store_names().into();
+        }
+        true
+    }
+
+    /// Whether a round is under way (a store open or waiting to be).
+    pub fn in_round(&self) -> bool {
+        self.current.is_some() || !self.queue.is_empty()
+    }
+
+    /// Records between the copy and its changelogs' ends, as last seen.
+    pub fn lag(&self) -> i64 {
+        self.lag.values().sum()
+    }
+
+    /// Drops the copy and deletes its files (its changelog no longer matches them).
+    pub fn discard(self, reader: &dyn Changelog) -> Result<(), crate::Error> {
+        if self.current.is_some() {
+            reader.close_partition();
+        }
+        let Restoration { task, db, dir, .. } = self;
+        drop((task, db));
+        if let Some(dir) = dir {
+            TaskDb::destroy(&dir)?;
+        }
+        Ok(())
     }
 
     /// Restores for up to `budget`. Fails when a changelog cannot be read for a reason waiting
@@ -194,7 +265,7 @@ impl Restoration {
         clock: &dyn Clock,
     ) -> Result<Slice, crate::Error> {
         let deadline = clock.now() + budget;
-        if self.committed.is_none() && !self.fetch_stable_offset(group, budget) {
+        if !self.standby && self.committed.is_none() && !self.fetch_stable_offset(group, budget) {
             return Ok(Slice::Stalled(format!(
                 "the stable committed offset of {}",
                 self.id
@@ -225,7 +296,8 @@ impl Restoration {
                         )));
                     }
                 };
-                if let Some(offset) = resumed_from.filter(|o| *o > 0) {
+                self.lag.insert(store.clone(), position.end - position.next);
+                if let Some(offset) = resumed_from.filter(|o| *o > 0 && !self.standby) {
                     tracing::info!(task = %self.id, store, offset, end = position.end, "store restore resumes from its checkpoint");
                 }
                 self.current = Some(StoreRestore {
@@ -327,6 +399,15 @@ impl Restoration {
             return;
         };
         let seconds = done.started.elapsed().as_secs_f64();
+        if self.standby {
+            StandbyRead {
+                store: &done.store,
+                records: done.records,
+            }
+            .emit();
+            self.positions.insert(done.store, done.position.next);
+            return;
+        }
         StoreRestored {
             task: &self.id,
             store: &done.store,
@@ -351,7 +432,11 @@ impl Restoration {
                 path: dir.clone(),
                 source,
             })?;
-            tracing::info!(task = %self.id, ?positions, "restore progress checkpointed");
+            if self.standby {
+                tracing::debug!(task = %self.id, ?positions, "standby progress checkpointed");
+            } else {
+                tracing::info!(task = %self.id, ?positions, "restore progress checkpointed");
+            }
         }
         Ok(())
     }
@@ -413,7 +498,7 @@ impl Restoration {
 mod tests {
     use super::*;
     use crate::kafka::{KafkaClientError, PartitionOffset};
-    use crate::runtime::ports::Membership;
+    use crate::runtime::ports::{GroupMember, Membership};
     use crate::state::{ChangelogEnds, StoreWrite};
 
     /// A group that only answers the changelogs' offsets, which is all `begin` asks.
@@ -447,6 +532,9 @@ mod tests {
         }
         fn commit_offsets(&self, _: &[PartitionOffset]) -> Result<(), KafkaClientError> {
             Ok(())
+        }
+        fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+            Ok(None)
         }
     }
 

@@ -10,8 +10,8 @@
 //! transaction with the outputs, and a new owner resumes the split from that committed offset.
 
 use super::ports::{
-    Group, Input, InputError, Membership, PolledRecord, RebalanceListener, Split, SplitRecord,
-    SplitSource,
+    Group, GroupMember, Input, InputError, Membership, PolledRecord, RebalanceListener, Split,
+    SplitRecord, SplitSource,
 };
 use crate::kafka::{KafkaClientError, PartitionOffset};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -235,6 +235,9 @@ impl<I: Input> Group for SourcesInput<I> {
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
         self.kafka.group().commit_offsets(offsets)
     }
+    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+        self.kafka.group().members()
+    }
 }
 
 /// A group whose split partitions are moved by the split source, the rest by Kafka.
@@ -314,6 +317,9 @@ impl Group for Routed<'_> {
     }
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
         self.kafka.commit_offsets(offsets)
+    }
+    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+        self.kafka.members()
     }
 }
 

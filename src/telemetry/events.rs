@@ -190,6 +190,57 @@ impl StoreRestored<'_> {
     }
 }
 
+/// A standby task read one store's changelog to the end it saw.
+pub struct StandbyRead<'a> {
+    pub store: &'a str,
+    pub records: u64,
+}
+
+impl StandbyRead<'_> {
+    pub fn emit(self) {
+        metrics::counter!(m::STANDBY_RECORDS, "store" => self.store.to_string())
+            .increment(self.records);
+    }
+}
+
+/// How many standby tasks this instance keeps.
+pub struct StandbyTasks(pub usize);
+
+impl StandbyTasks {
+    pub fn emit(self) {
+        metrics::gauge!(m::STANDBY_TASKS).set(self.0 as f64);
+    }
+}
+
+/// A standby copy was promoted (its task starts here), or discarded (its changelog no longer
+/// holds its position).
+pub enum StandbyEnded {
+    Promoted,
+    Discarded,
+}
+
+impl StandbyEnded {
+    pub fn emit(self) {
+        let name = match self {
+            StandbyEnded::Promoted => m::STANDBY_PROMOTED,
+            StandbyEnded::Discarded => m::STANDBY_DISCARDED,
+        };
+        metrics::counter!(name).increment(1);
+    }
+}
+
+/// How far a standby task was behind its changelogs when it last looked (0 once dropped).
+pub struct StandbyLag<'a> {
+    pub task: &'a dyn std::fmt::Display,
+    pub records: i64,
+}
+
+impl StandbyLag<'_> {
+    pub fn emit(self) {
+        metrics::gauge!(m::STANDBY_LAG, "task" => self.task.to_string()).set(self.records as f64);
+    }
+}
+
 /// A commit ended. `transactional`: under exactly-once. `oldest_append_ms`: the broker
 /// timestamp of the oldest record it covered.
 pub struct CommitEnded {

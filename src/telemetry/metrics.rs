@@ -32,6 +32,11 @@ pub const COMMIT_BACKPRESSURE: &str = "eddy_commit_backpressure_total";
 pub const API_INDEX_ERRORS: &str = "eddy_api_index_errors_total";
 pub const NATS_PENDING: &str = "eddy_nats_pending_messages";
 pub const NATS_SKIPPED: &str = "eddy_nats_skipped_messages_total";
+pub const STANDBY_TASKS: &str = "eddy_standby_tasks";
+pub const STANDBY_LAG: &str = "eddy_standby_lag_records";
+pub const STANDBY_RECORDS: &str = "eddy_standby_records_total";
+pub const STANDBY_PROMOTED: &str = "eddy_standby_promoted_total";
+pub const STANDBY_DISCARDED: &str = "eddy_standby_discarded_total";
 
 /// Every metric: (name, type, labels, meaning). The metrics table in docs/monitoring.md is checked
 /// against it.
@@ -204,6 +209,35 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "counter",
         "source, filter",
         "Stream sequences a NATS split skipped because the stream no longer held its committed position (the whole gap, whichever subjects it held) (only with `on_missing = \"skip\"`; otherwise eddy stops).",
+    ),    (
+        STANDBY_TASKS,
+        "gauge",
+        "",
+        "Warm copies of other instances' tasks this instance keeps (`num_standby_replicas`).",
+    ),
+    (
+        STANDBY_LAG,
+        "gauge",
+        "task",
+        "Changelog records a standby task was behind its changelogs' ends when it last looked.",
+    ),
+    (
+        STANDBY_RECORDS,
+        "counter",
+        "store",
+        "Changelog records applied to standby tasks.",
+    ),
+    (
+        STANDBY_PROMOTED,
+        "counter",
+        "",
+        "Tasks that started here with a standby copy kept here (their restore read only what it lacked).",
+    ),
+    (
+        STANDBY_DISCARDED,
+        "counter",
+        "",
+        "Standby copies deleted and restored from scratch because their changelog no longer held their position (truncated or recreated).",
     ),
 ];
 

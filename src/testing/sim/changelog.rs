@@ -7,8 +7,10 @@ use crate::runtime::ports::{Admin, Changelog, Clock};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Reads changelog partitions read_committed. A transaction still open on the partition (a
-/// zombie's) is timed out by the coordinator, as `transaction.timeout.ms` would.
+/// Reads changelog partitions read_committed. For a restore, a transaction still open on the
+/// partition (a zombie's) is timed out by the coordinator, as `transaction.timeout.ms` would. A
+/// standby's reader ([`SimChangelog::for_standbys`]) follows partitions whose owner is alive: it
+/// stops at an open transaction (the last stable offset) and waits out its budget there.
 pub struct SimChangelog {
     broker: SimBroker,
     faults: Faults,
@@ -16,6 +18,8 @@ pub struct SimChangelog {
     current: Mutex<i32>,
     /// A slow read takes this clock's time, so a restore spans several loop turns.
     clock: Arc<SimClock>,
+    /// Open transactions are waited for, not timed out.
+    waits_for_open: bool,
 }
 
 impl SimChangelog {
@@ -25,6 +29,15 @@ impl SimChangelog {
             faults,
             current: Mutex::new(0),
             clock,
+            waits_for_open: false,
+        }
+    }
+
+    /// The reader of an instance's standby tasks.
+    pub fn for_standbys(broker: SimBroker, faults: Faults, clock: Arc<SimClock>) -> SimChangelog {
+        SimChangelog {
+            waits_for_open: true,
+            ..SimChangelog::new(broker, faults, clock)
         }
     }
 }
@@ -59,7 +72,7 @@ impl Changelog for SimChangelog {
         &self,
         topic: &str,
         position: &mut ReadPosition,
-        _budget: Duration,
+        budget: Duration,
         max_records: usize,
         visit: &mut dyn FnMut(ReadRecord),
     ) -> Result<usize, KafkaClientError> {
@@ -74,7 +87,9 @@ impl Changelog for SimChangelog {
             max_records
         };
         let mut cluster = self.broker.lock();
-        cluster.time_out_blocking(topic, partition, false);
+        if !self.waits_for_open {
+            cluster.time_out_blocking(topic, partition, false);
+        }
         let Some(log) = cluster
             .topics
             .get(topic)
@@ -94,6 +109,14 @@ impl Changelog for SimChangelog {
                 key, value, txn, ..
             } = &log.entries[offset as usize]
             {
+                if txn.is_some_and(|t| cluster.open.contains_key(&t)) {
+                    // The last stable offset: a real read waits here until its budget is spent.
+                    drop(cluster);
+                    if read == 0 {
+                        self.clock.advance(budget);
+                    }
+                    return Ok(read);
+                }
                 if cluster.visible(*txn) {
                     visit(ReadRecord {
                         topic: topic.to_string(),

@@ -7,7 +7,7 @@ use super::broker::{Cluster, Entry, SimBroker};
 use super::faults::{Call, Faults};
 use crate::kafka::{KafkaClientError, PartitionOffset};
 use crate::runtime::ports::{
-    Group, Input, InputError, Membership, PolledRecord, RebalanceListener,
+    Group, GroupMember, Input, InputError, Membership, PolledRecord, RebalanceListener,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -495,6 +495,25 @@ impl Group for SimInput {
             member: self.member.clone(),
             generation,
         })))
+    }
+
+    /// The coordinator's view, while no rebalance is under way (nothing to revoke or hand on).
+    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+        let cluster = self.broker.lock();
+        let group = &cluster.group;
+        if !group.revoking.is_empty() || !group.moving.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            group
+                .members
+                .iter()
+                .map(|(member, state)| GroupMember {
+                    instance: member.clone(),
+                    partitions: state.assigned.clone(),
+                })
+                .collect(),
+        ))
     }
 
     fn commit_offsets(&self, _offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {

@@ -1,0 +1,133 @@
+//! The group's members and what each is assigned, as the group coordinator sees them
+//! (DescribeGroups): standby placement reads them, since librdkafka has no pluggable assignor
+//! (confluentinc/librdkafka#2284) through which eddy could place standbys itself.
+
+use super::{operation_error, KafkaClientError};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use std::time::Duration;
+
+/// One member of the group: its `client.id` and the partitions assigned to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DescribedMember {
+    pub client_id: String,
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// Describes `group`: its members, while it is stable. `Ok(None)` while it rebalances (the
+/// assignments are then not final).
+pub(crate) fn describe_members<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    group: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<DescribedMember>>, KafkaClientError> {
+    let list = consumer
+        .fetch_group_list(Some(group), timeout)
+        .map_err(|e| operation_error(format!("describe the group {group}"), e))?;
+    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+        return Ok(Some(Vec::new()));
+    };
+    if info.state() != "Stable" {
+        return Ok(None);
+    }
+    let members = info
+        .members()
+        .iter()
+        .map(|member| DescribedMember {
+            client_id: member.client_id().to_string(),
+            partitions: member
+                .assignment()
+                .and_then(parse_assignment)
+                .unwrap_or_default(),
+        })
+        .collect();
+    Ok(Some(members))
+}
+
+/// The partitions in a consumer protocol assignment (every version starts the same way: version
+/// int16, then topics as [name string, partitions [int32]]; user data follows). `None` when the
+/// bytes are cut short.
+pub(crate) fn parse_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
+    let mut reader = Reader(bytes);
+    let _version = reader.i16()?;
+    let topics = reader.i32()?;
+    let mut partitions = Vec::new();
+    for _ in 0..topics.max(0) {
+        let length = usize::try_from(reader.i16()?).ok()?;
+        let topic = String::from_utf8(reader.take(length)?.to_vec()).ok()?;
+        let count = reader.i32()?;
+        for _ in 0..count.max(0) {
+            partitions.push((topic.clone(), reader.i32()?));
+        }
+    }
+    Some(partitions)
+}
+
+/// Big-endian reads off the front of a slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(version: i16, topics: &[(&str, &[i32])], user_data: &[u8]) -> Vec<u8> {
+        let mut bytes = version.to_be_bytes().to_vec();
+        bytes.extend((topics.len() as i32).to_be_bytes());
+        for (topic, partitions) in topics {
+            bytes.extend((topic.len() as i16).to_be_bytes());
+            bytes.extend(topic.as_bytes());
+            bytes.extend((partitions.len() as i32).to_be_bytes());
+            for p in *partitions {
+                bytes.extend(p.to_be_bytes());
+            }
+        }
+        bytes.extend((user_data.len() as i32).to_be_bytes());
+        bytes.extend(user_data);
+        bytes
+    }
+
+    #[test]
+    fn an_assignment_lists_its_partitions_whatever_its_version_and_user_data() {
+        for version in [0, 1, 3] {
+            let bytes = assignment(
+                version,
+                &[("orders", &[0, 2]), ("b-repartition", &[1])],
+                b"xy",
+            );
+            assert_eq!(
+                parse_assignment(&bytes),
+                Some(vec![
+                    ("orders".to_string(), 0),
+                    ("orders".to_string(), 2),
+                    ("b-repartition".to_string(), 1)
+                ])
+            );
+        }
+        assert_eq!(parse_assignment(&assignment(0, &[], b"")), Some(vec![]));
+    }
+
+    #[test]
+    fn a_cut_assignment_is_none() {
+        let bytes = assignment(0, &[("orders", &[0, 2])], b"");
+        assert_eq!(parse_assignment(&bytes[..bytes.len() - 8]), None);
+        assert_eq!(parse_assignment(&[0]), None);
+    }
+}

@@ -1,0 +1,362 @@
+//! Standby replicas (`num_standby_replicas`, Kafka Streams' `num.standby.replicas`): warm copies
+//! of tasks other instances run, kept in local RocksDB by following their changelogs, so that an
+//! instance that takes one over restores only what its copy lacks.
+//!
+//! **Placement.** librdkafka has no pluggable assignor (confluentinc/librdkafka#2284), so eddy
+//! cannot place standbys through the assignment as Kafka Streams does. Every few seconds each
+//! instance reads the group's members and their assignments from the coordinator
+//! ([`super::ports::Group::members`]) and places standbys on a ring of instance ids: the tasks of
+//! the member at ring position *i* are kept by the next `num_standby_replicas` members. Every
+//! instance computes the same placement from the same description, with no coordination.
+//!
+//! **Reading.** A standby is a [`Restoration`] that never finishes: round after round it reads
+//! each store's changelog, read_committed, from the position its files record to the end it sees,
+//! and writes the records with that position in the same RocksDB batch (the rule active tasks
+//! follow). It never produces. Its own changelog reader (an assign()-only consumer) keeps it off
+//! the active restore's. Its work runs on the loop thread between polls, at most a quarter of
+//! the loop's time, so it never holds back the active tasks' commits.
+//!
+//! **Promotion.** When the group assigns this instance a task it keeps a copy of, the copy is
+//! closed with a checkpoint of its positions, and the task's restore opens the same files and reads
+//! only the changelog past them. A copy whose changelog no longer holds its positions (truncated
+//! or recreated) is deleted and restored from scratch, never served stale.
+
+use super::core::is_changelog_truncated;
+use super::ports::{Changelog, Clock, Group, GroupMember};
+use super::restore::{Restoration, Slice};
+use crate::task::{CompiledTopology, StateLocation, TaskId};
+use crate::telemetry::events::{StandbyEnded, StandbyLag, StandbyTasks};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the group is described and the placement recomputed; sooner after this instance's
+/// assignment changed (the others' likely did too).
+const PLACEMENT_EVERY: Duration = Duration::from_secs(3);
+/// How soon the group is described again while it rebalances.
+const PLACEMENT_RETRY: Duration = Duration::from_millis(200);
+/// How long a standby that caught up waits before its next round.
+const ROUND_EVERY: Duration = Duration::from_millis(500);
+/// The most one standby step reads for.
+const STEP_BUDGET: Duration = Duration::from_millis(50);
+/// Standby work may take a quarter of the loop: after a step of `d`, none for `3 d`.
+const IDLE_FACTOR: u32 = 3;
+
+/// The tasks `me` keeps warm copies of: those of the `replicas` members before it on the ring of
+/// instance ids (fewer when the group is smaller). Empty when `me` is not a member.
+pub(crate) fn placement(members: &[GroupMember], me: &str, replicas: usize) -> BTreeSet<TaskId> {
+    let mut ring: Vec<&GroupMember> = members.iter().collect();
+    ring.sort_by(|a, b| a.instance.cmp(&b.instance));
+    ring.dedup_by(|a, b| a.instance == b.instance);
+    let Some(mine) = ring.iter().position(|m| m.instance == me) else {
+        return BTreeSet::new();
+    };
+    let n = ring.len();
+    (1..=replicas.min(n - 1))
+        .flat_map(|j| ring[(mine + n - j) % n].partitions.iter())
+        .map(|(topic, partition)| TaskId {
+            topic: topic.clone(),
+            partition: *partition,
+        })
+        .collect()
+}
+
+/// One warm copy, and when its next round is due.
+struct Copy {
+    restoration: Restoration,
+    next_round: Instant,
+}
+
+/// The standby tasks of one instance.
+pub(crate) struct Standbys {
+    replicas: usize,
+    instance: String,
+    reader: Arc<dyn Changelog>,
+    copies: BTreeMap<TaskId, Copy>,
+    next_placement: Instant,
+    next_step: Instant,
+    /// The copy stepped last (round robin).
+    cursor: Option<TaskId>,
+    /// What this instance owned at the last placement.
+    owned: BTreeSet<TaskId>,
+}
+
+/// What the standbys need of the instance's state, borrowed from [`super::core::Core`].
+pub(crate) struct Context<'a> {
+    pub compiled: &'a CompiledTopology,
+    pub state: &'a StateLocation,
+    pub partitions: &'a HashMap<String, i32>,
+    pub clock: &'a dyn Clock,
+    pub checkpoint_max_age: Duration,
+}
+
+impl Standbys {
+    pub fn new(
+        replicas: usize,
+        instance: String,
+        reader: Arc<dyn Changelog>,
+        now: Instant,
+    ) -> Standbys {
+        Standbys {
+            replicas,
+            instance,
+            reader,
+            copies: BTreeMap::new(),
+            next_placement: now,
+            next_step: now,
+            cursor: None,
+            owned: BTreeSet::new(),
+        }
+    }
+
+    pub fn task_ids(&self) -> impl Iterator<Item = &TaskId> {
+        self.copies.keys()
+    }
+
+    /// Recomputes the placement when due (`owned`: what this instance runs or is assigned, never
+    /// kept as a standby), then reads for one copy when standby work is due. Never fails: a copy
+    /// that cannot be kept is dropped and begun again at the next placement.
+    pub fn work(&mut self, context: &Context<'_>, group: &dyn Group, owned: &BTreeSet<TaskId>) {
+        let now = context.clock.now();
+        if *owned != self.owned {
+            self.owned = owned.clone();
+            self.next_placement = now;
+        }
+        if now >= self.next_placement {
+            self.next_placement = now + PLACEMENT_EVERY;
+            match group.members() {
+                Ok(Some(members)) => {
+                    let wanted: BTreeSet<TaskId> =
+                        placement(&members, &self.instance, self.replicas)
+                            .into_iter()
+                            .filter(|id| {
+                                !owned.contains(id)
+                                    && !context.compiled.store_names_of(id).is_empty()
+                            })
+                            .collect();
+                    self.place(context, group, &wanted);
+                }
+                Ok(None) => self.next_placement = now + PLACEMENT_RETRY,
+                Err(error) => {
+                    tracing::debug!(%error, "could not describe the group for standby placement")
+                }
+            }
+        }
+        if now >= self.next_step {
+            let started = context.clock.now();
+            self.step(context, group);
+            let took = context.clock.now().saturating_duration_since(started);
+            self.next_step = context.clock.now() + took * IDLE_FACTOR;
+        }
+    }
+
+    /// Begins the copies now wanted and closes those no longer wanted (their files stay, with a
+    /// checkpoint, until `state_cleanup_delay_ms`).
+    fn place(&mut self, context: &Context<'_>, group: &dyn Group, wanted: &BTreeSet<TaskId>) {
+        let unwanted: Vec<TaskId> = self
+            .copies
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .cloned()
+            .collect();
+        for id in unwanted {
+            tracing::info!(task = %id, "standby task no longer placed here");
+            self.release(&id);
+        }
+        for id in wanted {
+            if self.copies.contains_key(id) {
+                continue;
+            }
+            match Restoration::begin_standby(
+                context.compiled,
+                context.state,
+                context.partitions,
+                id.clone(),
+                group,
+                context.clock,
+                context.checkpoint_max_age,
+            ) {
+                Ok(restoration) => {
+                    tracing::info!(task = %id, "standby task placed here");
+                    self.copies.insert(
+                        id.clone(),
+                        Copy {
+                            restoration,
+                            next_round: context.clock.now(),
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(task = %id, %error, "could not open a standby task; trying again later")
+                }
+            }
+        }
+        StandbyTasks(self.copies.len()).emit();
+    }
+
+    /// Reads for one copy: the one whose round is under way (the reader holds its partition, so
+    /// no other copy may read before its round ends), or else the next one due after the cursor.
+    fn step(&mut self, context: &Context<'_>, group: &dyn Group) {
+        let now = context.clock.now();
+        let after = self.cursor.clone();
+        let under_way = after
+            .as_ref()
+            .filter(|id| {
+                self.copies
+                    .get(*id)
+                    .is_some_and(|c| c.restoration.in_round())
+            })
+            .cloned();
+        let next = under_way.or_else(|| {
+            self.copies
+                .iter()
+                .filter(|(id, _)| after.as_ref().is_none_or(|after| *id > after))
+                .chain(self.copies.iter())
+                .find(|(_, copy)| copy.restoration.in_round() || copy.next_round <= now)
+                .map(|(id, _)| id.clone())
+        });
+        let Some(id) = next else {
+            return;
+        };
+        self.cursor = Some(id.clone());
+        let application_id = &context.compiled.application_id;
+        let copy = self.copies.get_mut(&id).expect("found above");
+        if !copy.restoration.in_round() && !copy.restoration.next_round(group, application_id) {
+            tracing::info!(task = %id, "a standby task's changelog no longer holds its position (truncated or recreated); its copy is deleted and restored from scratch");
+            self.discard(&id);
+            StandbyEnded::Discarded.emit();
+            // Begun again, from nothing, at once.
+            self.next_placement = now;
+            return;
+        }
+        let outcome = copy.restoration.step(
+            group,
+            self.reader.as_ref(),
+            application_id,
+            STEP_BUDGET,
+            context.clock,
+        );
+        match outcome {
+            Ok(Slice::Done) => {
+                copy.next_round = now + ROUND_EVERY;
+                StandbyLag {
+                    task: &id,
+                    records: copy.restoration.lag(),
+                }
+                .emit();
+            }
+            Ok(Slice::Progressed) => {}
+            Ok(Slice::Stalled(waiting_for)) => {
+                tracing::debug!(task = %id, waiting_for, "standby read nothing this step");
+                copy.next_round = now + ROUND_EVERY;
+            }
+            Err(error) if is_changelog_truncated(&error) => {
+                tracing::info!(task = %id, %error, "a standby task's changelog was truncated under it; its copy is deleted and restored from scratch");
+                self.discard(&id);
+                StandbyEnded::Discarded.emit();
+                self.next_placement = now;
+            }
+            Err(error) => {
+                tracing::warn!(task = %id, %error, "a standby task failed; dropping it and placing it again later");
+                self.discard(&id);
+            }
+        }
+    }
+
+    /// Closes the copy of `id`, keeping its files and a checkpoint of its positions: the task is
+    /// about to run here (its restore reads only what the copy lacks), or is no longer placed here.
+    pub fn release(&mut self, id: &TaskId) {
+        if let Some(copy) = self.copies.remove(id) {
+            copy.restoration.suspend(self.reader.as_ref());
+            StandbyLag {
+                task: id,
+                records: 0,
+            }
+            .emit();
+            StandbyTasks(self.copies.len()).emit();
+        }
+    }
+
+    /// The task of `id` is about to run here: its copy, if one is kept, closes with a checkpoint
+    /// of its positions, so that the task's restore reads only what the copy lacks.
+    pub fn promote(&mut self, id: &TaskId) {
+        if let Some(copy) = self.copies.get(id) {
+            tracing::info!(task = %id, lag = copy.restoration.lag(), "standby task promoted to active");
+            self.release(id);
+            StandbyEnded::Promoted.emit();
+        }
+    }
+
+    /// Deletes the copy of `id` and its files.
+    fn discard(&mut self, id: &TaskId) {
+        if let Some(copy) = self.copies.remove(id) {
+            if let Err(error) = copy.restoration.discard(self.reader.as_ref()) {
+                tracing::warn!(task = %id, %error, "could not delete a standby task's files");
+            }
+            StandbyLag {
+                task: id,
+                records: 0,
+            }
+            .emit();
+            StandbyTasks(self.copies.len()).emit();
+        }
+    }
+
+    /// Closes every copy (the instance stops), keeping their files and positions.
+    pub fn release_all(&mut self) {
+        let ids: Vec<TaskId> = self.copies.keys().cloned().collect();
+        for id in ids {
+            self.release(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(instance: &str, partitions: &[i32]) -> GroupMember {
+        GroupMember {
+            instance: instance.into(),
+            partitions: partitions.iter().map(|p| ("t".to_string(), *p)).collect(),
+        }
+    }
+
+    fn ids(partitions: &[i32]) -> BTreeSet<TaskId> {
+        partitions
+            .iter()
+            .map(|p| TaskId {
+                topic: "t".into(),
+                partition: *p,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_member_keeps_the_tasks_of_the_members_before_it_on_the_ring() {
+        // Listed out of order: the ring is sorted by instance id, so every member agrees.
+        let members = [
+            member("c", &[4, 5]),
+            member("a", &[0, 1]),
+            member("b", &[2, 3]),
+        ];
+        assert_eq!(placement(&members, "a", 1), ids(&[4, 5]));
+        assert_eq!(placement(&members, "b", 1), ids(&[0, 1]));
+        assert_eq!(placement(&members, "c", 1), ids(&[2, 3]));
+        assert_eq!(placement(&members, "a", 2), ids(&[2, 3, 4, 5]));
+    }
+
+    #[test]
+    fn a_member_never_keeps_its_own_tasks_however_many_replicas_are_asked_for() {
+        let members = [member("a", &[0, 1]), member("b", &[2, 3])];
+        assert_eq!(placement(&members, "a", 5), ids(&[2, 3]));
+        assert_eq!(placement(&[member("a", &[0])], "a", 1), ids(&[]));
+    }
+
+    #[test]
+    fn an_instance_not_in_the_group_keeps_nothing() {
+        let members = [member("a", &[0, 1]), member("b", &[2, 3])];
+        assert_eq!(placement(&members, "z", 1), ids(&[]));
+        assert_eq!(placement(&members, "a", 0), ids(&[]));
+    }
+}
