@@ -313,3 +313,54 @@ impl TopicAdmin {
         self.create_topics(&topics, 1)
     }
 }
+
+/// Reads a group's committed offsets as they are now, pending transactions or not (not the
+/// stable offsets a new owner waits for): for watching progress from outside (benchmarks).
+pub struct CommittedOffsets {
+    consumer: BaseConsumer,
+}
+
+impl CommittedOffsets {
+    pub fn new(
+        settings: &ClientSettings,
+        group: &str,
+    ) -> Result<CommittedOffsets, KafkaClientError> {
+        let mut config = settings.base();
+        config
+            .set("group.id", group)
+            // read_committed would make librdkafka ask for stable offsets, which wait while a
+            // transaction holding offsets is open.
+            .set("isolation.level", "read_uncommitted");
+        let consumer: BaseConsumer = config.create().map_err(|e| KafkaClientError::Create {
+            client: "offset reader",
+            reason: e.to_string(),
+        })?;
+        Ok(CommittedOffsets { consumer })
+    }
+
+    /// The committed offset of each of `partitions` (`None`: nothing committed yet).
+    pub fn fetch(
+        &self,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Option<i64>>, KafkaClientError> {
+        let mut list = rdkafka::TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition(topic, *partition);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(list, Duration::from_secs(5))
+            .map_err(|e| operation_error("offset fetch", e))?;
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| {
+                committed
+                    .find_partition(topic, *partition)
+                    .and_then(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+            })
+            .collect())
+    }
+}

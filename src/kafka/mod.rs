@@ -10,7 +10,7 @@ mod preflight;
 mod producer;
 mod restore;
 
-pub use admin::{InternalTopic, TopicAdmin};
+pub use admin::{CommittedOffsets, InternalTopic, TopicAdmin};
 pub use client_config::ClientSettings;
 pub use commit_failure::{CommitFailure, CommitFailureKind, KafkaErrorCode};
 pub use consumer::{

@@ -49,6 +49,36 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 300_000)]
         events: usize,
     },
+    /// Failover on a real broker: three instances keep per-user session state of KEYS users
+    /// while events arrive at RATE; one is killed with kill -9 per case (restarted on its state
+    /// directory, or never, with and without standbys). Prints the longest standstill of any
+    /// input partition (committed offsets read every 250 ms), the changelog records restored,
+    /// and whether the output stayed exact.
+    Failover {
+        #[command(flatten)]
+        broker: BrokerBench,
+        /// Users with session state, one run per value.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000u32, 4_000_000])]
+        keys: Vec<u32>,
+        /// Events per second while the cases run.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_enum,
+            default_values_t = [
+                super::bench_failover::FailoverCase::Restart,
+                super::bench_failover::FailoverCase::RestartDynamic,
+                super::bench_failover::FailoverCase::Takeover,
+                super::bench_failover::FailoverCase::TakeoverStandby,
+            ]
+        )]
+        cases: Vec<super::bench_failover::FailoverCase>,
+        /// Runs of every case per key count (each builds its state anew).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
     /// Latency on a real broker: records produced at a fixed rate (use half of the maximum
     /// throughput), p50/p99/max from produce to the first read_committed-visible update
     /// (`emit = "update"`, exactly-once) of the record's group.
@@ -113,6 +143,19 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             broker: &broker,
             nats_url: &nats_url,
             events,
+        }),
+        BenchCommand::Failover {
+            broker,
+            keys,
+            rate,
+            cases,
+            runs,
+        } => super::bench_failover::failover(super::bench_failover::Failover {
+            broker: &broker,
+            keys: &keys,
+            rate,
+            cases: &cases,
+            runs,
         }),
         BenchCommand::Latency {
             broker,

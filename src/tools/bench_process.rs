@@ -183,6 +183,26 @@ impl EddyProcess {
         Some(kb * 1024)
     }
 
+    /// The sum of a metric's series from `/metrics` (0 when absent or unreachable).
+    pub fn metric(&self, name: &str) -> f64 {
+        let Ok((200, body)) = http_get(&self.http, "/metrics") else {
+            return 0.0;
+        };
+        body.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// kill -9: no shutdown, nothing committed or closed.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits for the clean shutdown.
     pub fn stop(mut self) -> anyhow::Result<()> {
         // SAFETY: signalling our own child by its pid.

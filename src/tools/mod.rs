@@ -3,6 +3,7 @@
 mod bench;
 mod bench_api;
 mod bench_e2e;
+mod bench_failover;
 mod bench_nats;
 mod bench_process;
 mod demo;
