@@ -234,7 +234,8 @@ impl GroupHandle<'_> {
     /// is assigned; `Ok(None)` while the group rebalances.
     pub fn members(&self) -> Result<Option<Vec<DescribedMember>>, KafkaClientError> {
         let context = self.consumer.context();
-        let members = describe_members(self.consumer, &context.group, Duration::from_secs(5))?;
+        // On the loop thread: the coordinator answers in milliseconds, or the caller tries later.
+        let members = describe_members(self.consumer, &context.group, Duration::from_secs(1))?;
         Ok(members.map(|members| {
             members
                 .into_iter()

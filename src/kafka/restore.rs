@@ -267,10 +267,8 @@ impl ChangelogReader {
             // at the log end, no transaction is open below it, so the first end of partition
             // reported from now on is the end of the read: a fetch again after it (a round trip
             // per store, most of a restore that has little to read) is not needed.
-            if let Ok((_, stable)) =
-                self.consumer
-                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            {
+            let timeout = patience.clamp(Duration::from_millis(500), Duration::from_secs(5));
+            if let Ok((_, stable)) = self.consumer.fetch_watermarks(topic, partition, timeout) {
                 position.stable_to_end = stable >= high;
             }
         }

@@ -419,9 +419,10 @@ impl Steps {
     }
 
     /// Keeps the standby tasks warm, when no restore of an active task is waiting or under way
-    /// (those come first: their partitions stand still meanwhile).
+    /// (those come first: their partitions stand still meanwhile) and the brokers are reachable
+    /// (a standby's reads and listings would only wait).
     fn standby_slice<I: Input>(&mut self, input: &I, restoring: bool) {
-        if restoring {
+        if restoring || !input.brokers_reachable() {
             return;
         }
         self.clock.enter(Phase::Restore);

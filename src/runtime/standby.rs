@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 const PLACEMENT_EVERY: Duration = Duration::from_secs(3);
 /// How soon the group is described again while it rebalances.
 const PLACEMENT_RETRY: Duration = Duration::from_millis(200);
+/// How soon after a failed description (the coordinator away).
+const PLACEMENT_AFTER_FAILURE: Duration = Duration::from_secs(15);
 /// How long a standby that caught up waits before its next round.
 const ROUND_EVERY: Duration = Duration::from_millis(500);
 /// The most one standby step reads for.
@@ -138,7 +140,8 @@ impl Standbys {
                 }
                 Ok(None) => self.next_placement = now + PLACEMENT_RETRY,
                 Err(error) => {
-                    tracing::debug!(%error, "could not describe the group for standby placement")
+                    tracing::debug!(%error, "could not describe the group for standby placement");
+                    self.next_placement = now + PLACEMENT_AFTER_FAILURE;
                 }
             }
         }
