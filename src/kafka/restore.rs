@@ -257,17 +257,26 @@ impl ChangelogReader {
         // stable offset fetch must include the previous owner's last transaction even where its
         // markers have not reached this changelog yet (see `at_partition_eof`).
         let ends = self.log_end.as_ref().unwrap_or(&self.consumer);
+        // Bounded by the caller's patience: restores and standbys run on the loop thread.
+        let timeout = patience.clamp(Duration::from_millis(500), Duration::from_secs(5));
         let (low, high) = super::with_retries("list offsets", patience, || {
-            ends.fetch_watermarks(topic, partition, Duration::from_secs(10))
+            ends.fetch_watermarks(topic, partition, timeout)
         })
         .map_err(|e| super::client_error(format!("list offsets of {topic}-{partition}"), e))?;
-        let mut position = ReadPosition::new(from.map_or(low, |f| f.max(low)), high);
+        // A position the changelog no longer holds (records deleted below it, or the topic
+        // recreated shorter) describes files that miss records: never read on from its start.
+        if from.is_some_and(|f| f < low || f > high) {
+            return Err(KafkaClientError::ChangelogTruncated {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        let mut position = ReadPosition::new(from.unwrap_or(low), high);
         if !position.done && self.log_end.is_some() {
             // Under read_committed the consumer lists the last stable offset. When it is already
             // at the log end, no transaction is open below it, so the first end of partition
             // reported from now on is the end of the read: a fetch again after it (a round trip
             // per store, most of a restore that has little to read) is not needed.
-            let timeout = patience.clamp(Duration::from_millis(500), Duration::from_secs(5));
             if let Ok((_, stable)) = self.consumer.fetch_watermarks(topic, partition, timeout) {
                 position.stable_to_end = stable >= high;
             }
@@ -304,14 +313,19 @@ impl ChangelogReader {
                         .consumer
                         .position()
                         .map_err(|e| operation_error("position", e))?;
-                    let reached = assigned
+                    // Only the partition assigned now: an end reported for an earlier one is
+                    // not the end of this read.
+                    let Some(element) = assigned
                         .elements()
-                        .iter()
-                        .find_map(|e| match e.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        })
-                        .unwrap_or(position.next);
+                        .into_iter()
+                        .find(|e| e.topic() == topic && e.partition() == partition)
+                    else {
+                        continue;
+                    };
+                    let reached = match element.offset() {
+                        Offset::Offset(o) => o,
+                        _ => position.next,
+                    };
                     // Under read_committed the consumer's offsets list the last stable offset.
                     let list_stable = || {
                         let timeout =

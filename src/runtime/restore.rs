@@ -13,7 +13,7 @@
 use super::ports::{Changelog, Clock, Group};
 use super::seek_clock::SeekClock;
 use super::task_slot::TaskSlot;
-use crate::kafka::{PartitionOffset, ReadPosition};
+use crate::kafka::{KafkaClientError, PartitionOffset, ReadPosition};
 use crate::state::{Checkpoint, StoreWrite, TaskDb};
 use crate::task::{CompiledTopology, StateLocation, StreamTask, TaskId};
 use crate::telemetry::events::{StandbyRead, StoreRestored};
@@ -215,20 +215,34 @@ impl Restoration {
             checkpoint_max_age,
         )?;
         restoration.standby = true;
+        if let Some(dir) = &restoration.dir {
+            // From here on the copy's own positions (in its batches) vouch for its files.
+            Checkpoint::remove(dir);
+        }
         Ok(restoration)
     }
 
     /// Starts a standby's next round, reading each changelog on from where the last round left
-    /// it. `false` when a position no longer fits its changelog (it was truncated or recreated):
-    /// the copy must then be discarded and restored from scratch, not served stale.
-    pub fn next_round(&mut self, group: &dyn Group, application_id: &str) -> bool {
-        if !positions_fit(application_id, self.id.partition, &self.positions, group) {
-            return false;
-        }
+    /// it. A position its changelog no longer holds (truncated or recreated) fails the round's
+    /// open with `ChangelogTruncated`: the copy is then discarded and rebuilt, never served stale.
+    pub fn next_round(&mut self) {
         if self.queue.is_empty() && self.current.is_none() {
             self.queue = self.task.store_names().into();
         }
-        true
+    }
+
+    /// Ends a round that cannot go on now (a changelog could not be opened), keeping what it
+    /// read, so that other copies are read meanwhile; the next round starts over.
+    pub fn end_round(&mut self, reader: &dyn Changelog) -> Result<(), crate::Error> {
+        if self.current.is_some() {
+            reader.close_partition();
+            self.write_batch()?;
+            if let Some(current) = self.current.take() {
+                self.positions.insert(current.store, current.position.next);
+            }
+        }
+        self.queue.clear();
+        Ok(())
     }
 
     /// Whether a round is under way (a store open or waiting to be).
@@ -286,6 +300,10 @@ impl Restoration {
                     budget,
                 ) {
                     Ok(position) => position,
+                    Err(error @ KafkaClientError::ChangelogTruncated { .. }) => {
+                        self.queue.push_front(store);
+                        return Err(error.into());
+                    }
                     Err(error) => {
                         // Leader elections right after a topic is created, a broker away: tried
                         // again at the next slice, waited out for up to `task_timeout_ms`.
@@ -420,8 +438,13 @@ impl Restoration {
     }
 
     /// Flushes RocksDB and records how far every store got, so an interrupted restore resumes here.
+    /// A standby writes no checkpoint file: each of its batches carries its position, and a file
+    /// rewritten at every close would look fresh however old the positions in it are.
     fn checkpoint_progress(&mut self) -> Result<(), crate::Error> {
         self.write_batch()?;
+        if self.standby {
+            return Ok(());
+        }
         let mut positions = self.positions.clone();
         if let Some(current) = &self.current {
             positions.insert(current.store.clone(), current.position.next);

@@ -166,9 +166,16 @@ impl Standbys {
             tracing::info!(task = %id, "standby task no longer placed here");
             self.release(&id);
         }
-        for id in wanted {
-            if self.copies.contains_key(id) {
-                continue;
+        // One copy opened per call (an open may wipe or scan files), the rest at the next calls.
+        let to_open: Vec<TaskId> = wanted
+            .iter()
+            .filter(|id| !self.copies.contains_key(*id))
+            .take(2)
+            .cloned()
+            .collect();
+        if let Some(id) = to_open.first() {
+            if to_open.len() > 1 {
+                self.next_placement = context.clock.now();
             }
             match Restoration::begin_standby(
                 context.compiled,
@@ -224,13 +231,8 @@ impl Standbys {
         self.cursor = Some(id.clone());
         let application_id = &context.compiled.application_id;
         let copy = self.copies.get_mut(&id).expect("found above");
-        if !copy.restoration.in_round() && !copy.restoration.next_round(group, application_id) {
-            tracing::info!(task = %id, "a standby task's changelog no longer holds its position (truncated or recreated); its copy is deleted and restored from scratch");
-            self.discard(&id);
-            StandbyEnded::Discarded.emit();
-            // Begun again, from nothing, at once.
-            self.next_placement = now;
-            return;
+        if !copy.restoration.in_round() {
+            copy.restoration.next_round();
         }
         let outcome = copy.restoration.step(
             group,
@@ -250,18 +252,26 @@ impl Standbys {
             }
             Ok(Slice::Progressed) => {}
             Ok(Slice::Stalled(waiting_for)) => {
+                // The round ends here, so that one copy waiting does not hold back the others.
                 tracing::debug!(task = %id, waiting_for, "standby read nothing this step");
                 copy.next_round = now + ROUND_EVERY;
+                if let Err(error) = copy.restoration.end_round(self.reader.as_ref()) {
+                    tracing::warn!(task = %id, %error, "a standby task failed; closing it and placing it again later");
+                    self.release(&id);
+                }
             }
             Err(error) if is_changelog_truncated(&error) => {
-                tracing::info!(task = %id, %error, "a standby task's changelog was truncated under it; its copy is deleted and restored from scratch");
+                tracing::info!(task = %id, %error, "a standby task's changelog no longer holds its position (truncated or recreated); its copy is deleted and restored from scratch");
                 self.discard(&id);
                 StandbyEnded::Discarded.emit();
+                // Begun again, from nothing, at once.
                 self.next_placement = now;
             }
+            // Anything else (a broker away, a local error): the files stay, with the positions
+            // their batches carry, and the copy is opened again at a later placement.
             Err(error) => {
-                tracing::warn!(task = %id, %error, "a standby task failed; dropping it and placing it again later");
-                self.discard(&id);
+                tracing::warn!(task = %id, %error, "a standby task failed; closing it and placing it again later");
+                self.release(&id);
             }
         }
     }

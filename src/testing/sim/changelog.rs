@@ -64,8 +64,14 @@ impl Changelog for SimChangelog {
                 code: None,
             }
         })?;
+        if from.is_some_and(|f| f < low || f > high) {
+            return Err(KafkaClientError::ChangelogTruncated {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = partition;
-        Ok(ReadPosition::new(from.map_or(low, |f| f.max(low)), high))
+        Ok(ReadPosition::new(from.unwrap_or(low), high))
     }
 
     fn read_some(
