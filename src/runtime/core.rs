@@ -227,8 +227,8 @@ impl Core {
         if self.restoring.is_none() {
             if let Some((topic, partition)) = self.pending.pop_first() {
                 let id = TaskId { topic, partition };
-                // A warm copy kept here closes with its positions checkpointed: the restore
-                // opens its files and reads only what it lacks.
+                // A warm copy kept here closes first: the restore opens its files and reads only
+                // the changelog past the positions they record.
                 if let Some(standbys) = self.standbys.as_mut() {
                     standbys.promote(&id);
                 }

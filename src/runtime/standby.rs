@@ -17,8 +17,9 @@
 //! the loop's time, so it never holds back the active tasks' commits.
 //!
 //! **Promotion.** When the group assigns this instance a task it keeps a copy of, the copy is
-//! closed with a checkpoint of its positions, and the task's restore opens the same files and reads
-//! only the changelog past them. A copy whose changelog no longer holds its positions (truncated
+//! closed, and the task's restore opens the same files and reads only the changelog past the
+//! positions its batches recorded (a copy writes no checkpoint file: a file rewritten at every
+//! close would look fresh however old the positions in it are). A copy whose changelog no longer holds its positions (truncated
 //! or recreated) is deleted and restored from scratch, never served stale.
 
 use super::core::is_changelog_truncated;
@@ -153,8 +154,8 @@ impl Standbys {
         }
     }
 
-    /// Begins the copies now wanted and closes those no longer wanted (their files stay, with a
-    /// checkpoint, until `state_cleanup_delay_ms`).
+    /// Begins the copies now wanted and closes those no longer wanted (their files stay, with the
+    /// positions their batches recorded, until `state_cleanup_delay_ms`).
     fn place(&mut self, context: &Context<'_>, group: &dyn Group, wanted: &BTreeSet<TaskId>) {
         let unwanted: Vec<TaskId> = self
             .copies
@@ -276,7 +277,7 @@ impl Standbys {
         }
     }
 
-    /// Closes the copy of `id`, keeping its files and a checkpoint of its positions: the task is
+    /// Closes the copy of `id`, keeping its files and the positions they record: the task is
     /// about to run here (its restore reads only what the copy lacks), or is no longer placed here.
     pub fn release(&mut self, id: &TaskId) {
         if let Some(copy) = self.copies.remove(id) {
@@ -290,8 +291,8 @@ impl Standbys {
         }
     }
 
-    /// The task of `id` is about to run here: its copy, if one is kept, closes with a checkpoint
-    /// of its positions, so that the task's restore reads only what the copy lacks.
+    /// The task of `id` is about to run here: its copy, if one is kept, closes, so that the task's
+    /// restore opens its files and reads only what the copy lacks.
     pub fn promote(&mut self, id: &TaskId) {
         if let Some(copy) = self.copies.get(id) {
             tracing::info!(task = %id, lag = copy.restoration.lag(), "standby task promoted to active");
