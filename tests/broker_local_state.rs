@@ -15,19 +15,6 @@ use common::reference::reference;
 use common::EddyProcess;
 use std::time::{Duration, Instant};
 
-/// Data records in every changelog of the application, read back read_committed (end offsets
-/// would count transaction markers too).
-fn changelog_records(app: &str, topology: &eddy::topology::Topology) -> i64 {
-    topology
-        .aggregations
-        .iter()
-        .map(|aggregation| {
-            let topic = eddy::topology::changelog_topic(app, &aggregation.name);
-            common::read_committed(&topic).len() as i64
-        })
-        .sum()
-}
-
 /// Waits until the instance is ready (every task restored) and returns the records it restored.
 fn restored_when_ready(addr: &str, eddy: &EddyProcess) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -75,20 +62,20 @@ fn local_state_survives_kill_9_and_crashes_while_applying_a_commit() {
         Duration::from_secs(120),
         || {
             common::counter_sum(&addr, "eddy_records_consumed_total", "") >= quarter as f64
-                && changelog_records(&app, &run.topology) >= 500
+                && common::changelog_records(&app, &run.topology) >= 500
         },
     );
     eddy.kill();
     // (crash, changelog records before the crashed run started, at the crash, restored after)
     let mut results = Vec::new();
-    let changelogs = changelog_records(&app, &run.topology);
+    let changelogs = common::changelog_records(&app, &run.topology);
     let mut eddy = run.start(&app, "a", env(None));
     results.push(("kill -9", 0, changelogs, restored_when_ready(&addr, &eddy)));
 
     // 2 and 3. A crash while applying a commit, with the next part of the input waiting.
     for (failpoint, part) in [("crash_before_apply", 2), ("crash_mid_apply", 3)] {
         eddy.kill();
-        let before = changelog_records(&app, &run.topology);
+        let before = common::changelog_records(&app, &run.topology);
         common::produce_partitioned(&events[part * quarter..(part + 1) * quarter]);
         let mut crashing = run.start(&app, "a", env(Some(failpoint)));
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -107,7 +94,7 @@ fn local_state_survives_kill_9_and_crashes_while_applying_a_commit() {
             status.code().is_none(),
             "{failpoint}: the process aborts ({status})"
         );
-        let changelogs = changelog_records(&app, &run.topology);
+        let changelogs = common::changelog_records(&app, &run.topology);
         eddy = run.start(&app, "a", env(None));
         results.push((
             failpoint,

@@ -4,7 +4,7 @@
 //!   over from the warm copies it kept, restoring a small fraction of the changelogs;
 //! - a changelog truncated under a standby: the copy is deleted and rebuilt from what the changelog
 //!   holds, never served stale;
-//! - scaling 1 -> 3 -> 1 with standbys.
+//! - scaling 1 -> 3 -> 1 with standbys, one of the two leaving by kill -9 mid-work.
 //!
 //! Every wait is on `/metrics` or `/health`, never on log text.
 
@@ -13,18 +13,6 @@ mod common;
 use common::reference::reference;
 use common::{counter_sum, EddyProcess, Shipped};
 use std::time::{Duration, Instant};
-
-/// Data records in every changelog of the application, read back read_committed.
-fn changelog_records(app: &str, topology: &eddy::topology::Topology) -> i64 {
-    topology
-        .aggregations
-        .iter()
-        .map(|aggregation| {
-            let topic = eddy::topology::changelog_topic(app, &aggregation.name);
-            common::read_committed(&topic).len() as i64
-        })
-        .sum()
-}
 
 /// One instance of the test's application, with its HTTP address.
 struct Member {
@@ -114,7 +102,7 @@ fn a_standby_takes_over_a_killed_instance_restoring_only_what_its_copy_lacks() {
     );
     let tasks = a.metric("eddy_active_tasks") + b.metric("eddy_active_tasks");
     let restored_before = a.metric("eddy_restore_records_total");
-    let changelogs = changelog_records(&app, &run.topology);
+    let changelogs = common::changelog_records(&app, &run.topology);
     b.eddy.kill();
     let killed = Instant::now();
     common::wait_for("a runs every task", Duration::from_secs(120), || {
@@ -146,34 +134,72 @@ fn a_standby_whose_changelog_was_truncated_is_rebuilt_from_it_not_served_stale()
     let app = common::unique("standbytruncapp");
     let quarter = events.len() / 4;
     common::produce_partitioned(&events[..2 * quarter]);
-    let first = Member::start(&run, &app, "a", &[]);
-    let second = Member::start(&run, &app, "b", &[]);
-    // b is an instance keeping copies of the other's stateful tasks (the assignor balances
-    // partitions, not stateful tasks, so only one of them may keep any).
-    common::wait_for(
-        "a standby copy being read",
-        Duration::from_secs(120),
-        || {
-            first.metric("eddy_standby_records_total") > 0.0
-                || second.metric("eddy_standby_records_total") > 0.0
-        },
-    );
-    let (a, b) = if second.metric("eddy_standby_records_total") > 0.0 {
+    // b is frozen below while a writes its changelogs on. How long a takes on a loaded machine
+    // is not known, so the freeze must not end b's membership or its open transaction: both
+    // instances get a session and a transaction timeout longer than the freeze may last.
+    let patient = [
+        ("EDDY__KAFKA_CONSUMER__SESSION_TIMEOUT_MS", "90000"),
+        ("EDDY__KAFKA_PRODUCER__TRANSACTION_TIMEOUT_MS", "90000"),
+    ];
+    let first = Member::start(&run, &app, "a", &patient);
+    let second = Member::start(&run, &app, "b", &patient);
+    // Roles. While b is frozen, a must go on writing the changelogs of tasks b keeps copies of.
+    // Input reaches an aggregation through a repartition topic, written by whichever instance
+    // owns the input partition: a is an instance that owns input partitions (both may), and b,
+    // the other, keeps copies of a's stateful tasks (one replica, two members).
+    let group = eddy::kafka::CommittedOffsets::new(&common::settings(), &app).unwrap();
+    let inputs = [run.orders.as_str(), run.analytics.as_str()];
+    let mut a_is_first = None;
+    common::wait_for("both members assigned", Duration::from_secs(120), || {
+        let Ok(Some(members)) = group.members() else {
+            return false;
+        };
+        let feeds = |name: &str| {
+            members.iter().any(|m| {
+                m.client_id.ends_with(&format!("-{name}"))
+                    && m.partitions
+                        .iter()
+                        .any(|(t, _)| inputs.contains(&t.as_str()))
+            })
+        };
+        let assigned = members.len() == 2 && members.iter().all(|m| !m.partitions.is_empty());
+        a_is_first = Some(feeds("a"));
+        assigned && (feeds("a") || feeds("b"))
+    });
+    let (a, b) = if a_is_first == Some(true) {
         (first, second)
     } else {
         (second, first)
     };
-    wait_metric(
-        &a,
-        "a consuming",
-        "eddy_records_consumed_total",
-        quarter as f64 / 2.0,
-    );
-    // b is frozen (well within its session) while a writes its changelogs on, and every
-    // changelog is then truncated to its end: b's copies of a's tasks now lie below their
-    // changelogs' start, with records they never saw deleted.
-    // The wait reads a's own counters (cheap), not the changelogs, so that it fits in the
-    // session even on a loaded machine.
+    // b may have run a's tasks before the group settled, so its copies may hold everything the
+    // changelogs do and read nothing: the wait is for a round of reading finished.
+    common::wait_for("b keeping copies", Duration::from_secs(120), || {
+        common::http_get_text(&b.addr, "/metrics")
+            .is_ok_and(|text| text.contains("eddy_standby_lag_records{"))
+    });
+    // Everything produced so far consumed and committed: b holds no open transaction with
+    // repartition records, which would hold back a's aggregations (read_committed) while b is
+    // frozen.
+    let input_partitions: Vec<(String, i32)> = inputs
+        .iter()
+        .flat_map(|t| (0..3).map(move |p| (t.to_string(), p)))
+        .collect();
+    common::wait_for("the input committed", Duration::from_secs(120), || {
+        let Ok(committed) = group.fetch(&input_partitions) else {
+            return false;
+        };
+        input_partitions
+            .iter()
+            .zip(committed)
+            .all(|((topic, partition), committed)| {
+                group
+                    .log_end(topic, *partition)
+                    .is_ok_and(|end| committed == Some(end))
+            })
+    });
+    // b is frozen (within its session) while a writes its changelogs on, and every changelog is
+    // then truncated to its end: b's copies of a's tasks now lie below their changelogs' start,
+    // with records they never saw deleted.
     b.eddy.signal(libc::SIGSTOP);
     let changelog_written =
         |m: &Member| counter_sum(&m.addr, "eddy_records_emitted_total", "kind=\"changelog\"");
@@ -182,7 +208,7 @@ fn a_standby_whose_changelog_was_truncated_is_rebuilt_from_it_not_served_stale()
     common::produce_partitioned(&events[2 * quarter..3 * quarter]);
     common::wait_for(
         "a writing its changelogs on",
-        Duration::from_secs(7),
+        Duration::from_secs(45),
         || {
             a.metric("eddy_records_consumed_total") > consumed + 1_000.0
                 && changelog_written(&a) > before
@@ -264,11 +290,18 @@ fn scaling_one_to_three_to_one_with_standbys_stays_exact() {
             .sum::<f64>()
             >= 1.0
     });
+    // Back to one: c is killed while it processes the third part (input waiting, batches
+    // polled, commits open), then b leaves cleanly.
+    let consumed = c.metric("eddy_records_consumed_total");
     common::produce_partitioned(&events[2 * quarter..3 * quarter]);
-    wait_metric(&c, "c consuming", "eddy_records_consumed_total", 100.0);
-    // Back to one: b leaves cleanly, c is killed.
-    assert_eq!(b.eddy.stop(Duration::from_secs(60)), 0);
+    wait_metric(
+        &c,
+        "c consuming the third part",
+        "eddy_records_consumed_total",
+        consumed + 100.0,
+    );
     c.eddy.kill();
+    assert_eq!(b.eddy.stop(Duration::from_secs(60)), 0);
     common::produce_partitioned(&events[3 * quarter..]);
     common::wait_for_exact(&expected, &run.outputs(), &a.eddy);
     println!(

@@ -315,9 +315,11 @@ impl TopicAdmin {
 }
 
 /// Reads a group's committed offsets as they are now, pending transactions or not (not the
-/// stable offsets a new owner waits for): for watching progress from outside (benchmarks).
+/// stable offsets a new owner waits for), and its members: for watching a group from outside
+/// (benchmarks, tests).
 pub struct CommittedOffsets {
     consumer: BaseConsumer,
+    group: String,
 }
 
 impl CommittedOffsets {
@@ -335,7 +337,24 @@ impl CommittedOffsets {
             client: "offset reader",
             reason: e.to_string(),
         })?;
-        Ok(CommittedOffsets { consumer })
+        Ok(CommittedOffsets {
+            consumer,
+            group: group.to_string(),
+        })
+    }
+
+    /// The end of `partition` of `topic` (its high watermark).
+    pub fn log_end(&self, topic: &str, partition: i32) -> Result<i64, KafkaClientError> {
+        self.consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+            .map(|(_, high)| high)
+            .map_err(|e| operation_error("list offsets", e))
+    }
+
+    /// The group's members (each by its `client.id`) and what each is assigned, as the
+    /// coordinator sees them; `Ok(None)` while the group rebalances.
+    pub fn members(&self) -> Result<Option<Vec<super::DescribedMember>>, KafkaClientError> {
+        super::group_members::describe_members(&self.consumer, &self.group, Duration::from_secs(5))
     }
 
     /// The committed offset of each of `partitions` (`None`: nothing committed yet).

@@ -48,6 +48,19 @@ pub fn read_committed(topic: &str) -> Vec<ReadRecord> {
         .unwrap()
 }
 
+/// Data records in every changelog of `app`, read back read_committed (end offsets would count
+/// transaction markers too).
+pub fn changelog_records(app: &str, topology: &eddy::topology::Topology) -> i64 {
+    topology
+        .aggregations
+        .iter()
+        .map(|aggregation| {
+            let topic = eddy::topology::changelog_topic(app, &aggregation.name);
+            read_committed(&topic).len() as i64
+        })
+        .sum()
+}
+
 pub fn read_aggregates(topic: &str) -> Vec<AggregateRecord> {
     read_committed(topic)
         .into_iter()
