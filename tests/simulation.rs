@@ -105,13 +105,18 @@ impl Simulation {
     fn start(&mut self, slot: usize) {
         let compiled = Arc::new(CompiledTopology::new(&self.app, self.topology.clone()));
         let parts = InstanceParts {
+            instance: self.slots[slot].name.clone(),
             compiled,
             partitions: self.partitions.clone(),
             state: StateLocation::Disk(self.slots[slot].state_dir.clone()),
             transactions: Arc::new(SimTransactions {
                 broker: self.broker.clone(),
                 faults: self.faults.clone(),
-                transactional_id: format!("{}-{}", self.app, self.slots[slot].name),
+                application_id: self.app.clone(),
+                transactional_id: eddy::runtime::transactional_id(
+                    &self.app,
+                    &self.slots[slot].name,
+                ),
             }),
             changelog: Arc::new(SimChangelog::new(
                 self.broker.clone(),

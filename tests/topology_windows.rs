@@ -373,3 +373,33 @@ fn a_retained_session_that_grew_is_emitted_once_and_deleted_after_its_retention(
         "emitted once"
     );
 }
+
+#[test]
+fn a_jump_of_stream_time_closes_the_windows_due_over_several_commits_each_once() {
+    // Counted by kind, so through a repartition topic: the merge side closes them.
+    let mut d = driver(tumbling(0, EmitMode::Final), 1).with_close_limit(4);
+    for minute in 0..30 {
+        pipe(&mut d, 0, minute * MIN, &format!("u{minute}"), "x");
+    }
+    // Stream time jumps an hour past them: the 30 windows come due at once.
+    pipe(&mut d, 0, 90 * MIN, "u1", "x");
+    let mut per_commit = Vec::new();
+    let mut closed = Vec::new();
+    for _ in 0..12 {
+        d.commit().unwrap();
+        let out = d.read_aggregates("out");
+        per_commit.push(out.len());
+        closed.extend(out);
+    }
+    assert!(
+        per_commit.iter().all(|n| *n <= 4),
+        "at most 4 windows a commit: {per_commit:?}"
+    );
+    let windows: Vec<i64> = closed.iter().map(|r| r.window.start / MIN).collect();
+    assert_eq!(
+        windows,
+        (0..30).collect::<Vec<_>>(),
+        "each window closed once, in order"
+    );
+    assert!(closed.iter().all(|r| r.is_final && r.values["n"] == 1));
+}

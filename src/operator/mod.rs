@@ -129,6 +129,10 @@ pub trait Operator: Send {
     /// Restores the upstream watermarks and the closing watermark saved with committed offsets.
     fn restore_upstream_watermarks(&mut self, _watermarks: &[i64], _closed_through: Option<i64>) {}
 
+    /// Restores the closing watermark an input task's commit recorded: a local aggregation whose
+    /// closing had not caught up with the task's stream time.
+    fn restore_closed_through(&mut self, _closed_through: i64) {}
+
     /// Counters since the last call.
     fn take_stats(&mut self) -> OperatorStats {
         OperatorStats::default()

@@ -26,12 +26,18 @@ pub struct WindowAggregate {
     closed_through: ClosedThrough,
     rows: RowAssigner,
     stats: OperatorStats,
+    /// Windows closed per flush at most (see [`crate::task::DEFAULT_CLOSE_LIMIT`]).
+    close_limit: usize,
 }
 
 impl WindowAggregate {
     /// The whole aggregation in its input task (grouped by the source key).
-    pub fn local(spec: Arc<CompiledAggregation>, store: WindowStore) -> WindowAggregate {
-        WindowAggregate::new(spec, store, None)
+    pub fn local(
+        spec: Arc<CompiledAggregation>,
+        store: WindowStore,
+        close_limit: usize,
+    ) -> WindowAggregate {
+        WindowAggregate::new(spec, store, None, close_limit)
     }
 
     /// Stage 2: merges partials from `upstream_partitions` input partitions.
@@ -39,11 +45,13 @@ impl WindowAggregate {
         spec: Arc<CompiledAggregation>,
         store: WindowStore,
         upstream_partitions: usize,
+        close_limit: usize,
     ) -> WindowAggregate {
         WindowAggregate::new(
             spec,
             store,
             Some(UpstreamWatermarks::new(upstream_partitions)),
+            close_limit,
         )
     }
 
@@ -51,6 +59,7 @@ impl WindowAggregate {
         spec: Arc<CompiledAggregation>,
         store: WindowStore,
         upstream: Option<UpstreamWatermarks>,
+        close_limit: usize,
     ) -> WindowAggregate {
         WindowAggregate {
             sessions: OpenSessions::default(),
@@ -60,6 +69,7 @@ impl WindowAggregate {
             closed_through: ClosedThrough::default(),
             rows: RowAssigner::default(),
             stats: OperatorStats::default(),
+            close_limit,
         }
     }
 
@@ -120,22 +130,26 @@ impl WindowAggregate {
         )
     }
 
-    /// Closes the windows whose close time is in `(after, through]`, emitting finals into `out`,
-    /// and deletes the closed ones whose retention ended in that range.
+    /// Closes the windows whose close time is in `(after, target]`, emitting finals into `out`,
+    /// and deletes the closed ones whose retention ended in that range; returns the close time
+    /// reached. At most about `close_limit` windows close per call, whole close times at a time:
+    /// a jump of stream time over many close times (a backlog, a partition back from idle) is
+    /// spread over several commits, each a transaction well inside `transaction.timeout.ms`.
     fn close_windows(
         &mut self,
         after: i64,
-        through: i64,
+        target: i64,
         out: &mut TaskOutput,
-    ) -> Result<(), StateError> {
+    ) -> Result<i64, StateError> {
         let (spec, store, stats) = (&*self.spec, &mut self.store, &mut self.stats);
         let retained = spec.retention_ms > 0;
         let is_session = matches!(spec.window, WindowSpec::Session { .. });
+        let (due, through) = store.due_to_close_within(after, target, self.close_limit)?;
         // Retained sessions closed in this pass: a session found through a stale entry may also
         // be due through its own entry (created since the last flush), and a retained one is
         // still there the second time.
         let mut closed_now: HashSet<StateKey> = HashSet::default();
-        for (close_at, indexed) in store.due_to_close(after, through)? {
+        for (close_at, indexed) in due {
             let mut key = indexed;
             let mut closed = if retained {
                 store.get(&key)?
@@ -200,7 +214,15 @@ impl WindowAggregate {
                 }
             }
         }
-        Ok(())
+        Ok(through)
+    }
+
+    /// Where closing stands when nothing recorded it (a task committed before closing was
+    /// recorded with its time): everything due at the watermark of `stream_time` was closed.
+    fn assume_closed_through(&mut self, stream_time: i64) {
+        if !self.closed_through.is_known() {
+            self.closed_through.advance(self.watermark(stream_time));
+        }
     }
 
     /// Moves this interval's store changes into `out`: changelog records, updates (`emit =
@@ -314,15 +336,15 @@ impl Operator for WindowAggregate {
 
     fn on_flush(&mut self, context: FlushContext, out: &mut TaskOutput) -> Result<(), StateError> {
         let before = self.closed_through.get();
-        let watermark = self
-            .closed_through
-            .advance(self.watermark(context.stream_time));
+        let watermark = self.watermark(context.stream_time);
         if watermark != before {
             if let Some(upstream) = &self.upstream {
                 tracing::debug!(aggregation = %self.spec.name, task_partition = context.task_partition, watermark, upstream = ?upstream.marks(), idle = ?upstream.idle_flags(), "merge watermark advanced");
             }
         }
-        self.close_windows(before, watermark, out)?;
+        let reached = self.close_windows(before, watermark, out)?;
+        self.closed_through.advance(reached);
+        // Windows due but not closed yet (past the limit) are not open: no updates for them.
         self.emit_changes(watermark, context.task_partition, out)?;
         self.sessions.flushed();
         if let Some(upstream) = &mut self.upstream {
@@ -343,7 +365,8 @@ impl Operator for WindowAggregate {
 
     /// Returns to committed state. The windows to close next are those the store's close-time
     /// index has after the committed closing watermark: any at or before it were emitted already
-    /// and, with `retention`, are only waiting for deletion.
+    /// and, with `retention`, are only waiting for deletion. Windows due past it (closing had not
+    /// caught up with stream time) close at the next flushes.
     fn on_rollback(&mut self, stream_time: i64) -> Result<(), StateError> {
         if let Some(upstream) = &mut self.upstream {
             upstream.roll_back();
@@ -351,7 +374,7 @@ impl Operator for WindowAggregate {
         self.closed_through.roll_back();
         self.store.discard_uncommitted();
         self.sessions.clear();
-        self.closed_through.advance(self.watermark(stream_time));
+        self.assume_closed_through(stream_time);
         Ok(())
     }
 
@@ -360,8 +383,12 @@ impl Operator for WindowAggregate {
     fn on_restore(&mut self, stream_time: i64) -> Result<(), StateError> {
         self.store.reopen()?;
         self.sessions.clear();
-        self.closed_through.advance(self.watermark(stream_time));
+        self.assume_closed_through(stream_time);
         Ok(())
+    }
+
+    fn restore_closed_through(&mut self, closed_through: i64) {
+        self.closed_through.restore(closed_through);
     }
 
     fn store(&self) -> Option<&WindowStore> {

@@ -746,6 +746,7 @@ mod tests {
             Arc::new(SimTransactions {
                 broker: broker.clone(),
                 faults: faults.clone(),
+                application_id: "unit".into(),
                 transactional_id: "unit-m".into(),
             }),
             CommitSettings {
@@ -958,6 +959,9 @@ mod tests {
         fn transactional(&self) -> bool {
             true
         }
+        fn fence(&self, instance: &str) {
+            self.inner.fence(instance)
+        }
     }
 
     impl Transaction for GatedTransaction {
@@ -1014,6 +1018,7 @@ mod tests {
                 inner: SimTransactions {
                     broker: w.broker.clone(),
                     faults: w.faults.clone(),
+                    application_id: "unit".into(),
                     transactional_id: "unit-gated".into(),
                 },
                 open: open.clone(),

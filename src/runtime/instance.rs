@@ -14,6 +14,7 @@ use super::commit::CommitMode;
 use super::commit::CommitSettings;
 use super::copied_records::CopiedRecords;
 use super::core::{lock, BatchInFlight, Core, StopDecided};
+use super::departures::Departures;
 use super::failure::{abort_when_stopping, Failure, Waiting};
 use super::kafka_ports::{KafkaListener, KafkaTransactions};
 use super::loop_clock::{LoopClock, Phase};
@@ -90,12 +91,13 @@ pub fn run(options: RunOptions) -> Result<(), crate::Error> {
     let transactions = Arc::new(KafkaTransactions {
         settings: settings.clone(),
         transactional_id: exactly_once
-            .then(|| format!("{}-{instance_id}", settings.application_id)),
+            .then(|| super::transactional_id(&settings.application_id, &instance_id)),
     });
     let changelog = Arc::new(ChangelogReader::new(&settings, exactly_once)?);
     let mut topics = compiled.input_topics();
     topics.extend(compiled.repartition_topics());
     let parts = InstanceParts {
+        instance: instance_id.clone(),
         compiled,
         partitions,
         state: StateLocation::Disk(config.state_dir.clone()),
@@ -190,6 +192,8 @@ impl LoopOptions {
 
 /// Everything an instance is made of besides its input.
 pub struct InstanceParts {
+    /// This instance's id (`group_instance_id`, or the one kept in its state directory).
+    pub instance: String,
     pub compiled: Arc<CompiledTopology>,
     /// Partition count of every consumed topic.
     pub partitions: HashMap<String, i32>,
@@ -229,6 +233,7 @@ impl<I: Input> Instance<I> {
         input: impl FnOnce(Arc<dyn RebalanceListener>) -> Result<I, crate::Error>,
     ) -> Result<Instance<I>, crate::Error> {
         let InstanceParts {
+            instance,
             compiled,
             partitions,
             state,
@@ -241,7 +246,10 @@ impl<I: Input> Instance<I> {
             health,
             standbys,
         } = parts;
-        let committer = CommitCoordinator::new(transactions, commit)?;
+        let departures = transactions
+            .transactional()
+            .then(|| Departures::new(instance, clock.now()));
+        let committer = CommitCoordinator::new(transactions.clone(), commit)?;
         let seeks = SeekClock::default();
         let core = Arc::new(Mutex::new(Core {
             compiled: compiled.clone(),
@@ -299,6 +307,8 @@ impl<I: Input> Instance<I> {
             purge,
             cleaner,
             paused_for_commit: false,
+            transactions,
+            departures,
         };
         Ok(Instance { steps, input })
     }
@@ -338,6 +348,9 @@ struct Steps {
     cleaner: Option<StateCleaner>,
     /// Fetching is paused until the commit in flight settles.
     paused_for_commit: bool,
+    transactions: Arc<dyn Transactions>,
+    /// Under exactly-once: fences the producers of instances that left the group.
+    departures: Option<Departures>,
 }
 
 /// The records one turn polled. Each carries the [`SeekClock`] time it was polled at, kept as
@@ -382,6 +395,7 @@ fn take_stop(core: &mut Core) -> Result<(), crate::Error> {
 
 impl Steps {
     fn turn<I: Input>(&mut self, input: &I) -> Result<(), crate::Error> {
+        self.watch_departures(input);
         let restoring = self.restore_slice(input)?;
         self.standby_slice(input, restoring);
         let mut batch = self.poll(input, restoring);
@@ -392,6 +406,17 @@ impl Steps {
         self.dispatch(&mut core, input.group(), &batch);
         drop(batch);
         self.commit_tick(&mut core, input)
+    }
+
+    /// Fences the producers of instances that left the group (see [`Departures`]): the tasks
+    /// taken over from them then need not wait for their open transactions to time out.
+    fn watch_departures<I: Input>(&mut self, input: &I) {
+        let Some(departures) = self.departures.as_mut() else {
+            return;
+        };
+        if input.brokers_reachable() {
+            departures.watch(input.group(), self.transactions.as_ref(), self.now.now());
+        }
     }
 
     /// Restores the next pending task for a slice of time, and seeks partitions a rollback could

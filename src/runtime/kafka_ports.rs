@@ -207,6 +207,28 @@ impl Transactions for KafkaTransactions {
     fn transactional(&self) -> bool {
         self.transactional_id.is_some()
     }
+    fn fence(&self, instance: &str) {
+        if self.transactional_id.is_none() {
+            return;
+        }
+        let id = super::transactional_id(&self.settings.application_id, instance);
+        let settings = self.settings.clone();
+        // init_transactions waits for the coordinator to abort what the departed producer left
+        // open: not on the loop thread.
+        let spawned = std::thread::Builder::new()
+            .name("eddy-fence".into())
+            .spawn(move || match RecordProducer::new(&settings, Some(&id)) {
+                Ok(_fenced) => {
+                    tracing::info!(transactional_id = %id, "fenced the producer of an instance that left the group: its open transaction is aborted")
+                }
+                Err(error) => {
+                    tracing::warn!(transactional_id = %id, %error, "could not fence the producer of an instance that left the group; its open transaction ends at transaction.timeout.ms")
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start a thread to fence a departed instance");
+        }
+    }
 }
 
 impl Changelog for ChangelogReader {

@@ -3,6 +3,7 @@
 mod commit;
 mod copied_records;
 mod core;
+mod departures;
 mod failure;
 mod instance;
 mod kafka_ports;
@@ -22,4 +23,4 @@ mod worker_pool;
 
 pub use commit::{now_ms, CommitCoordinator, CommitError, CommitSettings};
 pub use instance::{run, Instance, InstanceParts, LoopOptions, RunOptions, StandbySettings};
-pub use setup::planned_topics;
+pub use setup::{planned_topics, transactional_id};

@@ -176,6 +176,12 @@ pub trait Transactions: Send + Sync {
     fn open(&self) -> Result<Box<dyn Transaction>, KafkaClientError>;
     /// Whether producers are transactional (exactly-once).
     fn transactional(&self) -> bool;
+    /// Fences the producer of `instance`, another instance of the application that left the
+    /// group: the coordinator aborts its open transaction now rather than at
+    /// `transaction.timeout.ms`, so the stable offsets and changelogs of the tasks taken over
+    /// from it do not wait for that. Returns at once; the fence completes in the background.
+    /// Nothing to do unless transactional.
+    fn fence(&self, instance: &str);
 }
 
 /// Reads changelog partitions read_committed, one at a time, for restores.

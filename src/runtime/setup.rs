@@ -7,6 +7,12 @@ use crate::topology::{changelog_topic, internal_topics, nats_assignment_topics};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// The transactional id of `instance` of `application_id`: stable across restarts, and known to
+/// the other instances (which fence it when the instance leaves the group).
+pub fn transactional_id(application_id: &str, instance: &str) -> String {
+    format!("{application_id}-{instance}")
+}
+
 /// This instance's stable id: `group_instance_id`, else an id persisted in the state directory
 /// (like Kafka Streams' process id). A restarted instance reuses it, so its transactional id is the
 /// same and `init_transactions` aborts whatever its previous incarnation left open right away.

@@ -314,16 +314,36 @@ impl WindowStore {
         after: i64,
         through: i64,
     ) -> Result<Vec<(i64, StateKey)>, StateError> {
-        let mut due = Vec::new();
+        Ok(self.indexed_closing_within(after, through, usize::MAX)?.0)
+    }
+
+    /// Index entries closing in `(after, through]`, in close order, stopping at the end of the
+    /// close time at which `limit` is reached (a close time's entries are never split), with the
+    /// close time that reached (`through` when every entry was read).
+    fn indexed_closing_within(
+        &self,
+        after: i64,
+        through: i64,
+        limit: usize,
+    ) -> Result<(Vec<(i64, StateKey)>, i64), StateError> {
+        let mut due: Vec<(i64, StateKey)> = Vec::new();
         if through <= after {
-            return Ok(due);
+            return Ok((due, through));
         }
+        let mut reached = through;
         let mut corrupt = false;
         self.backend.scan_from(
             Keyspace::Closing,
             &ClosingKey::seek(after.saturating_add(1)),
             &mut |bytes, _| match ClosingKey::decode(bytes) {
                 Some((close_at, _)) if close_at > through => false,
+                Some((close_at, _))
+                    if due.len() >= limit
+                        && due.last().is_some_and(|(last, _)| *last < close_at) =>
+                {
+                    reached = due.last().map_or(through, |(last, _)| *last);
+                    false
+                }
                 Some(entry) => {
                     due.push(entry);
                     true
@@ -337,7 +357,7 @@ impl WindowStore {
         if corrupt {
             return Err(self.corrupt("a close-time index key is malformed".into()));
         }
-        Ok(due)
+        Ok((due, reached))
     }
 
     /// The index entries that close in `(after, through]`, as (close time, key), in close order:
@@ -351,14 +371,40 @@ impl WindowStore {
         after: i64,
         through: i64,
     ) -> Result<Vec<(i64, StateKey)>, StateError> {
-        let mut due = self.indexed_closing(after, through)?;
-        let later = self.created.split_off(&through.saturating_add(1));
+        Ok(self.due_to_close_within(after, through, usize::MAX)?.0)
+    }
+
+    /// [`WindowStore::due_to_close`], bounded: the entries of the earliest close times in
+    /// `(after, through]` until `limit` is reached, never splitting a close time (so one close
+    /// time with more entries returns them all), and the close time they reach: `through` when
+    /// none is left, or else the caller closes through it and asks again for the rest. A jump of
+    /// stream time over many close times so spreads their windows over several commits.
+    pub fn due_to_close_within(
+        &mut self,
+        after: i64,
+        through: i64,
+        limit: usize,
+    ) -> Result<(Vec<(i64, StateKey)>, i64), StateError> {
+        let limit = limit.max(1);
+        let (mut due, mut reached) = self.indexed_closing_within(after, through, limit)?;
+        let later = self.created.split_off(&reached.saturating_add(1));
         for (close_at, keys) in std::mem::replace(&mut self.created, later) {
             due.extend(keys.into_iter().map(|key| (close_at, key)));
         }
         due.sort_unstable();
         due.dedup();
-        Ok(due)
+        if due.len() > limit {
+            // Windows created since the flush took it past the limit: cut again at the end of
+            // the close time that reached it. What is left stays pending (an entry also in the
+            // index comes back from both, and is deduplicated then).
+            let cut = due[limit - 1].0;
+            let keep = due.partition_point(|(close_at, _)| *close_at <= cut);
+            for (close_at, key) in due.split_off(keep) {
+                self.created.entry(close_at).or_default().push(key);
+            }
+            reached = cut;
+        }
+        Ok((due, reached))
     }
 
     /// Moves a session's index entry, found due at `close_at` for `stale`, to `current` (the
@@ -783,6 +829,56 @@ mod tests {
     #[test]
     fn the_close_time_index_follows_the_values_in_memory() {
         the_close_time_index_follows_the_values(Box::new(MemoryBackend::default()));
+    }
+
+    #[test]
+    fn bounded_closing_returns_whole_close_times_until_the_limit_and_where_it_stopped() {
+        let budget = crate::state::CacheBudget::new(0);
+        let mut store = memory_store(TUMBLING, &budget);
+        let w = |start: i64| Window {
+            start,
+            end: start + 10,
+        };
+        // Committed: two groups in each of the windows at 0, 10 and 20 (close at 15, 25, 35).
+        for start in [0, 10, 20] {
+            for group in [b"a", b"b"] {
+                store
+                    .update(group, w(start), true, || count(0), bump)
+                    .unwrap();
+            }
+        }
+        let writes = store.flush();
+        store.apply(&writes, &ChangelogEnds::new()).unwrap();
+        // Created since the flush: one more at 0 (close 15) and one at 30 (close 45).
+        store.update(b"c", w(0), true, || count(0), bump).unwrap();
+        store.update(b"c", w(30), true, || count(0), bump).unwrap();
+        let close_times =
+            |due: &[(i64, StateKey)]| due.iter().map(|(at, _)| *at).collect::<Vec<_>>();
+
+        // Limit 2: close time 15 has three entries (two indexed, one created), never split.
+        let (due, reached) = store.due_to_close_within(i64::MIN, 100, 2).unwrap();
+        assert_eq!((close_times(&due), reached), (vec![15, 15, 15], 15));
+        // Limit 2 from there: 25 reaches it; 35 waits.
+        let (due, reached) = store.due_to_close_within(15, 100, 2).unwrap();
+        assert_eq!((close_times(&due), reached), (vec![25, 25], 25));
+        let (due, reached) = store.due_to_close_within(25, 100, 1).unwrap();
+        assert_eq!((close_times(&due), reached), (vec![35, 35], 35));
+        // The created window at 45 was left pending by every cut, and comes due last.
+        let (due, reached) = store.due_to_close_within(35, 100, 1).unwrap();
+        assert_eq!((close_times(&due), reached), (vec![45], 100));
+        assert!(store.due_to_close_within(100, 200, 1).unwrap().0.is_empty());
+
+        // A cut made by created windows alone puts back the ones past it.
+        let mut store = memory_store(TUMBLING, &budget);
+        for start in [0, 10, 20] {
+            store
+                .update(b"d", w(start), true, || count(0), bump)
+                .unwrap();
+        }
+        let (due, reached) = store.due_to_close_within(i64::MIN, 100, 2).unwrap();
+        assert_eq!((close_times(&due), reached), (vec![15, 25], 25));
+        let (due, reached) = store.due_to_close_within(25, 100, 2).unwrap();
+        assert_eq!((close_times(&due), reached), (vec![35], 100));
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub enum StateLocation {
 /// (`cache_max_bytes`).
 pub const DEFAULT_CACHE_MAX_BYTES: usize = 16 << 20;
 
+/// Windows an aggregation closes per commit at most. A jump of stream time over many close times
+/// (a backlog of sessions closing at once, a partition back from idle) is spread over commits of
+/// this size, each a transaction well inside `transaction.timeout.ms`; one close time's windows
+/// are never split.
+pub const DEFAULT_CLOSE_LIMIT: usize = 10_000;
+
 struct CompiledSource {
     source: Arc<Source>,
     /// Each topic's first upstream index on the source's repartition topics: topic `i`'s partition
@@ -50,6 +56,8 @@ pub struct CompiledTopology {
     by_repartition_topic: HashMap<String, (Arc<CompiledAggregation>, Vec<String>)>,
     /// Shared by the caches of every store its tasks open.
     cache: CacheBudget,
+    /// Windows an aggregation closes per commit at most (whole close times at a time).
+    close_limit: usize,
 }
 
 impl CompiledTopology {
@@ -94,12 +102,20 @@ impl CompiledTopology {
             by_input_topic,
             by_repartition_topic,
             cache: CacheBudget::new(DEFAULT_CACHE_MAX_BYTES),
+            close_limit: DEFAULT_CLOSE_LIMIT,
         }
     }
 
     /// Sets the byte budget shared by the write-back caches of every store of its tasks.
     pub fn with_cache_max_bytes(mut self, bytes: usize) -> CompiledTopology {
         self.cache = CacheBudget::new(bytes);
+        self
+    }
+
+    /// Sets how many windows an aggregation closes per commit at most (tests make it small, to
+    /// spread closing over several commits).
+    pub fn with_close_limit(mut self, windows: usize) -> CompiledTopology {
+        self.close_limit = windows.max(1);
         self
     }
 
@@ -202,6 +218,7 @@ impl CompiledTopology {
                         None => Box::new(WindowAggregate::local(
                             aggregation.clone(),
                             open_store(aggregation),
+                            self.close_limit,
                         )),
                         Some(_) => {
                             let base: i32 = compiled
@@ -235,6 +252,7 @@ impl CompiledTopology {
                     .iter()
                     .map(|t| partitions.get(t).copied().unwrap_or(1) as usize)
                     .sum(),
+                self.close_limit,
             );
             StreamTask::new(id.clone(), TaskKind::Repartition, vec![Box::new(merge)])
         } else {

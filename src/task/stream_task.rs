@@ -353,7 +353,10 @@ impl StreamTask {
 
     /// Offset-commit metadata: the task's stream time (input tasks), or the upstream watermarks
     /// and the watermark windows were closed at (repartition tasks), so a restarted task resumes
-    /// with the same notion of time. `key=value` parts after the prefix; readers skip unknown keys.
+    /// with the same notion of time. An input task whose aggregations have not closed every window
+    /// due at its stream time (closing is bounded per commit) adds where each one's closing
+    /// stands (`closed=`, one per aggregation in order). `key=value` parts after the prefix;
+    /// readers skip unknown keys.
     pub fn commit_metadata(&self) -> String {
         let watermarks = self.operators.iter().find_map(|o| o.upstream_watermarks());
         match watermarks {
@@ -373,7 +376,26 @@ impl StreamTask {
                         .join(",")
                 )
             }
-            None => format!("{METADATA_PREFIX};st={}", self.stream_time),
+            None => {
+                let closed: Vec<i64> = self
+                    .operators
+                    .iter()
+                    .filter_map(|o| o.closed_through())
+                    .collect();
+                if closed.iter().all(|c| *c >= self.stream_time) {
+                    format!("{METADATA_PREFIX};st={}", self.stream_time)
+                } else {
+                    format!(
+                        "{METADATA_PREFIX};st={};closed={}",
+                        self.stream_time,
+                        closed
+                            .iter()
+                            .map(i64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
+            }
         }
     }
 
@@ -400,14 +422,27 @@ impl StreamTask {
                         .collect::<Vec<i64>>(),
                 );
             } else if let Some(value) = part.strip_prefix("closed=") {
-                closed = value.parse().ok();
+                closed = value
+                    .split(',')
+                    .map(|v| v.parse().ok())
+                    .collect::<Option<Vec<i64>>>();
             }
         }
         if let Some(marks) = marks {
+            let closed = closed.and_then(|c| c.into_iter().max());
             for operator in &mut self.operators {
                 operator.restore_upstream_watermarks(&marks, closed);
                 // Windows the restored watermarks already closed are retained ones, not due.
                 let _ = operator.on_restore(self.stream_time);
+            }
+        } else if let Some(closed) = closed {
+            // An input task's local aggregations, each where its closing stood.
+            let closing = self
+                .operators
+                .iter_mut()
+                .filter(|o| o.closed_through().is_some());
+            for (operator, at) in closing.zip(closed) {
+                operator.restore_closed_through(at);
             }
         }
     }

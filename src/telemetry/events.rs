@@ -344,6 +344,18 @@ impl RecordSent<'_> {
     }
 }
 
+/// An instance seen leaving the group had its producer fenced from here.
+pub struct DepartedInstanceFenced<'a> {
+    pub instance: &'a str,
+}
+
+impl DepartedInstanceFenced<'_> {
+    pub fn emit(self) {
+        tracing::info!(instance = %self.instance, "an instance left the group: fencing its producer, so that the transaction it left open is aborted now");
+        metrics::counter!(m::DEPARTED_FENCED).increment(1);
+    }
+}
+
 /// Records between the consumer position and the end of an assigned partition.
 pub struct ConsumerLag<'a> {
     pub topic: &'a str,

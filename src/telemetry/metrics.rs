@@ -37,6 +37,7 @@ pub const STANDBY_LAG: &str = "eddy_standby_lag_records";
 pub const STANDBY_RECORDS: &str = "eddy_standby_records_total";
 pub const STANDBY_PROMOTED: &str = "eddy_standby_promoted_total";
 pub const STANDBY_DISCARDED: &str = "eddy_standby_discarded_total";
+pub const DEPARTED_FENCED: &str = "eddy_departed_instances_fenced_total";
 
 /// Every metric: (name, type, labels, meaning). The metrics table in docs/monitoring.md is checked
 /// against it.
@@ -238,6 +239,12 @@ pub const CATALOG: &[(&str, &str, &str, &str)] = &[
         "counter",
         "",
         "Standby copies deleted and restored from scratch because their changelog no longer held their position (truncated or recreated).",
+    ),
+    (
+        DEPARTED_FENCED,
+        "counter",
+        "",
+        "Instances seen leaving the group whose producer this instance fenced, so that the transaction each left open was aborted at once (exactly-once).",
     ),
 ];
 

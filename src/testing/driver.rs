@@ -91,6 +91,13 @@ impl TopologyTestDriver {
         self
     }
 
+    /// Bounds the windows an aggregation closes per commit (see
+    /// [`CompiledTopology::with_close_limit`]).
+    pub fn with_close_limit(mut self, windows: usize) -> TopologyTestDriver {
+        self.compiled = self.compiled.with_close_limit(windows);
+        self
+    }
+
     fn task(&mut self, id: &TaskId) -> &mut StreamTask {
         if !self.tasks.contains_key(id) {
             let (task, _) = self

@@ -146,6 +146,18 @@ impl ClosedThrough {
     pub fn roll_back(&mut self) {
         self.current = self.committed;
     }
+
+    /// Whether any closing watermark was set (committed, restored or reached).
+    pub fn is_known(&self) -> bool {
+        self.current != i64::MIN
+    }
+
+    /// Sets the watermark a restarted task's commit recorded, as committed.
+    pub fn restore(&mut self, closed_through: i64) {
+        self.current = closed_through;
+        self.flushed = closed_through;
+        self.committed = closed_through;
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::task::{partition_for, OutgoingRecord};
 pub struct SimTransactions {
     pub broker: SimBroker,
     pub faults: Faults,
+    pub application_id: String,
     pub transactional_id: String,
 }
 
@@ -40,6 +41,15 @@ impl Transactions for SimTransactions {
 
     fn transactional(&self) -> bool {
         true
+    }
+
+    /// A producer of the departed instance's id initialises: its epoch moves on (the departed
+    /// one is fenced) and the coordinator aborts what it left open.
+    fn fence(&self, instance: &str) {
+        let id = crate::runtime::transactional_id(&self.application_id, instance);
+        let mut cluster = self.broker.lock();
+        *cluster.epochs.entry(id.clone()).or_default() += 1;
+        cluster.abort_open_of(&id);
     }
 }
 
