@@ -93,7 +93,9 @@ impl ClientSettings {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
+            // The survivors of a dead member learn of the rebalance at their next heartbeat: at
+            // 1 s rather than librdkafka's 3 s (or the 2 s eddy had), a takeover starts sooner.
+            .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "300000")
             .set("isolation.level", "read_committed")
             .set("statistics.interval.ms", "5000")

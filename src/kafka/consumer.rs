@@ -2,7 +2,7 @@
 //! implements, with a [`GroupHandle`] that can commit offsets into a transaction before the
 //! partitions are given up.
 
-use super::group_members::{describe_members, DescribedMember};
+use super::group_members::{DescribedMember, GroupWatcher};
 use super::{operation_error, ClientSettings, KafkaClientError};
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
@@ -38,9 +38,10 @@ pub(crate) struct EddyConsumerContext {
     lags: Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>>,
     /// Whether the latest statistics saw a connection to some broker up.
     brokers_up: Arc<std::sync::atomic::AtomicBool>,
-    /// The group id, and the `client.id` prefix before each eddy member's instance id.
-    group: String,
+    /// The `client.id` prefix before each eddy member's instance id.
     client_id_prefix: String,
+    /// Describes the group off the loop thread.
+    watcher: GroupWatcher,
 }
 
 impl ClientContext for EddyConsumerContext {
@@ -231,11 +232,11 @@ impl GroupHandle<'_> {
     }
 
     /// The group's members (by instance id: their `client.id` past eddy's prefix) and what each
-    /// is assigned; `Ok(None)` while the group rebalances.
+    /// is assigned; `Ok(None)` while the group rebalances, or while a description is under way
+    /// (the group watcher describes it on its own thread; the caller asks again shortly).
     pub fn members(&self) -> Result<Option<Vec<DescribedMember>>, KafkaClientError> {
         let context = self.consumer.context();
-        // On the loop thread: the coordinator answers in milliseconds, or the caller tries later.
-        let members = describe_members(self.consumer, &context.group, Duration::from_secs(1))?;
+        let members = context.watcher.members()?;
         Ok(members.map(|members| {
             members
                 .into_iter()
@@ -320,8 +321,8 @@ impl GroupConsumer {
                 listener,
                 lags: lags.clone(),
                 brokers_up: brokers_up.clone(),
-                group: settings.application_id.clone(),
                 client_id_prefix: settings.group_client_id_prefix(),
+                watcher: GroupWatcher::start(settings, &settings.application_id)?,
             })
             .map_err(|e| KafkaClientError::Create {
                 client: "consumer",

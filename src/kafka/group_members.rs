@@ -2,9 +2,10 @@
 //! (DescribeGroups): standby placement reads them, since librdkafka has no pluggable assignor
 //! (confluentinc/librdkafka#2284) through which eddy could place standbys itself.
 
-use super::{operation_error, KafkaClientError};
+use super::{operation_error, ClientSettings, KafkaClientError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// One member of the group: its `client.id` and the partitions assigned to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +61,122 @@ pub(crate) fn parse_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
         }
     }
     Some(partitions)
+}
+
+/// How old a description may be and still be handed out.
+const FRESH: Duration = Duration::from_millis(300);
+/// How long one description may take.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Describes the group on a thread of its own, so that the loop never waits on the coordinator
+/// (it did, up to a second per description, right when a takeover needed it most).
+/// [`GroupWatcher::members`] hands out the latest description while it is recent; otherwise it
+/// asks for a new one and answers "not yet" (`Ok(None)`, as while the group rebalances), and the
+/// caller asks again shortly.
+pub(crate) struct GroupWatcher {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<WatchState>,
+    wake: Condvar,
+}
+
+/// A description, or why it failed.
+type Described = Result<Option<Vec<DescribedMember>>, String>;
+
+#[derive(Default)]
+struct WatchState {
+    requested: bool,
+    stop: bool,
+    latest: Option<(Instant, Described)>,
+}
+
+impl GroupWatcher {
+    /// Starts the watcher of `group` with a client of its own.
+    pub fn start(settings: &ClientSettings, group: &str) -> Result<GroupWatcher, KafkaClientError> {
+        let consumer: BaseConsumer =
+            settings
+                .base()
+                .create()
+                .map_err(|e| KafkaClientError::Create {
+                    client: "group watcher",
+                    reason: e.to_string(),
+                })?;
+        let shared = Arc::new(Shared::default());
+        let thread = {
+            let (shared, group) = (shared.clone(), group.to_string());
+            std::thread::Builder::new()
+                .name("eddy-group-watch".into())
+                .spawn(move || watch(&consumer, &group, &shared))
+                .map_err(|e| KafkaClientError::Create {
+                    client: "group watcher thread",
+                    reason: e.to_string(),
+                })?
+        };
+        Ok(GroupWatcher {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The latest description when it is recent; otherwise a new one is asked for and this
+    /// answers `Ok(None)`.
+    pub fn members(&self) -> Result<Option<Vec<DescribedMember>>, KafkaClientError> {
+        let mut state = lock(&self.shared);
+        if let Some((at, described)) = &state.latest {
+            if at.elapsed() <= FRESH {
+                return described
+                    .clone()
+                    .map_err(|reason| KafkaClientError::Operation {
+                        operation: "describe the group".into(),
+                        reason,
+                        code: None,
+                    });
+            }
+        }
+        if !state.requested {
+            state.requested = true;
+            self.shared.wake.notify_one();
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for GroupWatcher {
+    fn drop(&mut self) {
+        lock(&self.shared).stop = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, WatchState> {
+    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The watcher's thread: a description each time one is asked for, until stopped.
+fn watch(consumer: &BaseConsumer, group: &str, shared: &Shared) {
+    loop {
+        {
+            let mut state = lock(shared);
+            while !state.requested && !state.stop {
+                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            if state.stop {
+                return;
+            }
+        }
+        let described =
+            describe_members(consumer, group, DESCRIBE_TIMEOUT).map_err(|e| e.to_string());
+        let mut state = lock(shared);
+        state.latest = Some((Instant::now(), described));
+        state.requested = false;
+    }
 }
 
 /// Big-endian reads off the front of a slice.
