@@ -25,7 +25,7 @@ pub struct InternalTopic {
 pub struct TopicAdmin {
     admin: AdminClient<DefaultClientContext>,
     metadata: BaseConsumer,
-    bootstrap: String,
+    settings: ClientSettings,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -52,7 +52,7 @@ impl TopicAdmin {
         Ok(TopicAdmin {
             admin,
             metadata,
-            bootstrap: settings.bootstrap_servers.clone(),
+            settings: settings.clone(),
             runtime,
         })
     }
@@ -65,7 +65,12 @@ impl TopicAdmin {
         let metadata = self
             .metadata
             .fetch_metadata(None, Duration::from_secs(15))
-            .map_err(|e| operation_error(format!("metadata request to {}", self.bootstrap), e))?;
+            .map_err(|e| {
+                operation_error(
+                    format!("metadata request to {}", self.settings.bootstrap_servers),
+                    e,
+                )
+            })?;
         let mut counts = HashMap::new();
         for topic in topics {
             let found = metadata
@@ -100,7 +105,7 @@ impl TopicAdmin {
             if std::time::Instant::now() >= deadline {
                 return Err(KafkaClientError::MissingTopic {
                     topic: missing[0].clone(),
-                    bootstrap: self.bootstrap.clone(),
+                    bootstrap: self.settings.bootstrap_servers.clone(),
                 });
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -207,37 +212,17 @@ impl TopicAdmin {
         }
     }
 
-    /// The offsets a consumer group has committed for `partitions` of `topic` (`None`: nothing yet).
+    /// The offsets a consumer group has committed for `partitions` of `topic` (`None`: nothing
+    /// yet), stable: a fetch waits while a transaction holding offsets is open.
     pub fn group_offsets(
         &self,
         group: &str,
         topic: &str,
         partitions: i32,
     ) -> Result<Vec<Option<i64>>, KafkaClientError> {
-        let mut config = rdkafka::ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", group)
-            .set("isolation.level", "read_committed");
-        let consumer: BaseConsumer = config.create().map_err(|e| KafkaClientError::Create {
-            client: "offset reader",
-            reason: e.to_string(),
-        })?;
-        let mut list = rdkafka::TopicPartitionList::new();
-        for partition in 0..partitions {
-            list.add_partition(topic, partition);
-        }
-        let committed = consumer
-            .committed_offsets(list, Duration::from_secs(10))
-            .map_err(|e| operation_error("offset fetch", e))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                rdkafka::Offset::Offset(o) => Some(o),
-                _ => None,
-            })
-            .collect())
+        let partitions: Vec<(String, i32)> =
+            (0..partitions).map(|p| (topic.to_string(), p)).collect();
+        CommittedOffsets::with_isolation(&self.settings, group, true)?.fetch(&partitions)
     }
 
     /// Deletes every record before `offset` in each (topic, partition, offset): consumed
@@ -327,12 +312,27 @@ impl CommittedOffsets {
         settings: &ClientSettings,
         group: &str,
     ) -> Result<CommittedOffsets, KafkaClientError> {
+        // read_committed would make librdkafka ask for stable offsets, which wait while a
+        // transaction holding offsets is open.
+        CommittedOffsets::with_isolation(settings, group, false)
+    }
+
+    /// A reader of stable offsets (`read_committed`: the fetch waits while a transaction holding
+    /// offsets is open) or of offsets as they are now.
+    fn with_isolation(
+        settings: &ClientSettings,
+        group: &str,
+        read_committed: bool,
+    ) -> Result<CommittedOffsets, KafkaClientError> {
         let mut config = settings.base();
-        config
-            .set("group.id", group)
-            // read_committed would make librdkafka ask for stable offsets, which wait while a
-            // transaction holding offsets is open.
-            .set("isolation.level", "read_uncommitted");
+        config.set("group.id", group).set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        );
         let consumer: BaseConsumer = config.create().map_err(|e| KafkaClientError::Create {
             client: "offset reader",
             reason: e.to_string(),
@@ -368,7 +368,7 @@ impl CommittedOffsets {
         }
         let committed = self
             .consumer
-            .committed_offsets(list, Duration::from_secs(5))
+            .committed_offsets(list, Duration::from_secs(10))
             .map_err(|e| operation_error("offset fetch", e))?;
         Ok(partitions
             .iter()
