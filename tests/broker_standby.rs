@@ -112,17 +112,20 @@ fn a_standby_takes_over_a_killed_instance_restoring_only_what_its_copy_lacks() {
     let took_over = killed.elapsed();
     let restored = a.metric("eddy_restore_records_total") - restored_before;
     let promoted = a.metric("eddy_standby_promoted_total");
-    let fenced = a.metric("eddy_departed_instances_fenced_total");
     println!(
-        "takeover after {took_over:?}: {promoted} standby tasks promoted, {restored} changelog records restored of {changelogs}, {fenced} departed instances fenced"
+        "takeover after {took_over:?}: {promoted} standby tasks promoted, {restored} changelog records restored of {changelogs}"
     );
+    // a fences b once it sees b gone from the group's description, which it asks for when its
+    // assignment changes: that may come a moment after the promoted tasks make it ready.
+    common::wait_for(
+        "a fencing b's producer once b left the group (its open transaction aborted at once)",
+        Duration::from_secs(15),
+        || a.metric("eddy_departed_instances_fenced_total") >= 1.0,
+    );
+    println!("b fenced {:?} after the kill", killed.elapsed());
     common::produce_partitioned(&events[3 * quarter..]);
     common::wait_for_exact(&expected, &run.outputs(), &a.eddy);
     assert!(promoted >= 1.0, "the takeover promoted a standby copy");
-    assert!(
-        fenced >= 1.0,
-        "a fenced b's producer once b left the group (its open transaction aborted at once)"
-    );
     // Without a copy, a restores b's tasks in full: about half of every changelog.
     assert!(
         restored < changelogs as f64 / 8.0,
