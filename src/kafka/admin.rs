@@ -354,7 +354,12 @@ impl CommittedOffsets {
     /// The group's members (each by its `client.id`) and what each is assigned, as the
     /// coordinator sees them; `Ok(None)` while the group rebalances.
     pub fn members(&self) -> Result<Option<Vec<super::DescribedMember>>, KafkaClientError> {
-        super::group_members::describe_members(&self.consumer, &self.group, Duration::from_secs(5))
+        let described = super::group_members::describe_group(
+            &self.consumer,
+            &self.group,
+            Duration::from_secs(5),
+        )?;
+        Ok(described.stable.then_some(described.members))
     }
 
     /// The committed offset of each of `partitions` (`None`: nothing committed yet).

@@ -2,7 +2,7 @@
 //! implements, with a [`GroupHandle`] that can commit offsets into a transaction before the
 //! partitions are given up.
 
-use super::group_members::{DescribedMember, GroupWatcher};
+use super::group_members::{DescribedGroup, GroupWatcher};
 use super::{operation_error, ClientSettings, KafkaClientError};
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
@@ -231,23 +231,19 @@ impl GroupHandle<'_> {
         .map_err(|e| operation_error("list offsets", e))
     }
 
-    /// The group's members (by instance id: their `client.id` past eddy's prefix) and what each
-    /// is assigned; `Ok(None)` while the group rebalances, or while a description is under way
-    /// (the group watcher describes it on its own thread; the caller asks again shortly).
-    pub fn members(&self) -> Result<Option<Vec<DescribedMember>>, KafkaClientError> {
+    /// The group as last described (its members by instance id: their `client.id` past eddy's
+    /// prefix); `Ok(None)` while a description is under way (the group watcher describes it on
+    /// its own thread; the caller asks again shortly).
+    pub fn describe(&self) -> Result<Option<DescribedGroup>, KafkaClientError> {
         let context = self.consumer.context();
-        let members = context.watcher.members()?;
-        Ok(members.map(|members| {
-            members
-                .into_iter()
-                .map(|mut member| {
-                    if let Some(instance) = member.client_id.strip_prefix(&context.client_id_prefix)
-                    {
-                        member.client_id = instance.to_string();
-                    }
-                    member
-                })
-                .collect()
+        let described = context.watcher.describe()?;
+        Ok(described.map(|mut group| {
+            for member in &mut group.members {
+                if let Some(instance) = member.client_id.strip_prefix(&context.client_id_prefix) {
+                    member.client_id = instance.to_string();
+                }
+            }
+            group
         }))
     }
 

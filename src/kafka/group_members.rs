@@ -7,41 +7,58 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// One member of the group: its `client.id` and the partitions assigned to it.
+/// One member of the group: its `client.id`, its member id (which the assignor orders members
+/// by) and the partitions assigned to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DescribedMember {
     pub client_id: String,
+    pub member_id: String,
     pub partitions: Vec<(String, i32)>,
 }
 
-/// Describes `group`: its members, while it is stable. `Ok(None)` while it rebalances (the
-/// assignments are then not final).
-pub(crate) fn describe_members<C: ConsumerContext>(
+/// The group as its coordinator describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DescribedGroup {
+    /// No rebalance under way: the assignments are final. While the group rebalances its
+    /// members are still listed (one whose session expired, or that left, is already gone), but
+    /// not what each will be assigned.
+    pub stable: bool,
+    pub members: Vec<DescribedMember>,
+}
+
+/// Describes `group`: its members and, while it is stable, what each is assigned.
+pub(crate) fn describe_group<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     group: &str,
     timeout: Duration,
-) -> Result<Option<Vec<DescribedMember>>, KafkaClientError> {
+) -> Result<DescribedGroup, KafkaClientError> {
     let list = consumer
         .fetch_group_list(Some(group), timeout)
         .map_err(|e| operation_error(format!("describe the group {group}"), e))?;
     let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
-        return Ok(Some(Vec::new()));
+        return Ok(DescribedGroup {
+            stable: true,
+            members: Vec::new(),
+        });
     };
-    if info.state() != "Stable" {
-        return Ok(None);
-    }
+    let stable = info.state() == "Stable";
     let members = info
         .members()
         .iter()
         .map(|member| DescribedMember {
             client_id: member.client_id().to_string(),
-            partitions: member
-                .assignment()
-                .and_then(parse_assignment)
-                .unwrap_or_default(),
+            member_id: member.id().to_string(),
+            partitions: if stable {
+                member
+                    .assignment()
+                    .and_then(parse_assignment)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
         })
         .collect();
-    Ok(Some(members))
+    Ok(DescribedGroup { stable, members })
 }
 
 /// The partitions in a consumer protocol assignment (every version starts the same way: version
@@ -64,15 +81,18 @@ pub(crate) fn parse_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
 }
 
 /// How old a description may be and still be handed out.
-const FRESH: Duration = Duration::from_millis(300);
+const FRESH: Duration = Duration::from_millis(600);
+/// How often the watcher describes the group unasked: a member the coordinator removed (its
+/// session expired) is seen gone within this, usually before the rebalance that follows ends.
+const DESCRIBE_EVERY: Duration = Duration::from_millis(500);
 /// How long one description may take.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Describes the group on a thread of its own, so that the loop never waits on the coordinator
-/// (it did, up to a second per description, right when a takeover needed it most).
-/// [`GroupWatcher::members`] hands out the latest description while it is recent; otherwise it
-/// asks for a new one and answers "not yet" (`Ok(None)`, as while the group rebalances), and the
-/// caller asks again shortly.
+/// Describes the group on a thread of its own, every [`DESCRIBE_EVERY`] and whenever asked, so
+/// that the loop never waits on the coordinator (it did, up to a second per description, right
+/// when a takeover needed it most).
+/// [`GroupWatcher::describe`] hands out the latest description while it is recent; otherwise it
+/// asks for a new one and answers "not yet" (`Ok(None)`), and the caller asks again shortly.
 pub(crate) struct GroupWatcher {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -85,7 +105,7 @@ struct Shared {
 }
 
 /// A description, or why it failed.
-type Described = Result<Option<Vec<DescribedMember>>, String>;
+type Described = Result<DescribedGroup, String>;
 
 #[derive(Default)]
 struct WatchState {
@@ -124,12 +144,13 @@ impl GroupWatcher {
 
     /// The latest description when it is recent; otherwise a new one is asked for and this
     /// answers `Ok(None)`.
-    pub fn members(&self) -> Result<Option<Vec<DescribedMember>>, KafkaClientError> {
+    pub fn describe(&self) -> Result<Option<DescribedGroup>, KafkaClientError> {
         let mut state = lock(&self.shared);
         if let Some((at, described)) = &state.latest {
             if at.elapsed() <= FRESH {
                 return described
                     .clone()
+                    .map(Some)
                     .map_err(|reason| KafkaClientError::Operation {
                         operation: "describe the group".into(),
                         reason,
@@ -159,20 +180,30 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, WatchState> {
     shared.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The watcher's thread: a description each time one is asked for, until stopped.
+/// The watcher's thread: a description every [`DESCRIBE_EVERY`] and each time one is asked for,
+/// until stopped.
 fn watch(consumer: &BaseConsumer, group: &str, shared: &Shared) {
     loop {
         {
             let mut state = lock(shared);
-            while !state.requested && !state.stop {
-                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            let due = state
+                .latest
+                .as_ref()
+                .map_or(Instant::now(), |(at, _)| *at + DESCRIBE_EVERY);
+            while !state.requested && !state.stop && Instant::now() < due {
+                let wait = due.saturating_duration_since(Instant::now());
+                state = shared
+                    .wake
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
             if state.stop {
                 return;
             }
         }
         let described =
-            describe_members(consumer, group, DESCRIBE_TIMEOUT).map_err(|e| e.to_string());
+            describe_group(consumer, group, DESCRIBE_TIMEOUT).map_err(|e| e.to_string());
         let mut state = lock(shared);
         state.latest = Some((Instant::now(), described));
         state.requested = false;

@@ -16,7 +16,7 @@ pub use commit_failure::{CommitFailure, CommitFailureKind, KafkaErrorCode};
 pub use consumer::{
     ConsumedRecord, GroupConsumer, GroupHandle, GroupMetadata, PartitionOffset, RebalanceListener,
 };
-pub use group_members::DescribedMember;
+pub use group_members::{DescribedGroup, DescribedMember};
 pub use mock::EmbeddedCluster;
 pub use preflight::check_connection;
 pub use producer::RecordProducer;

@@ -53,6 +53,8 @@ fn permanent(topic: &str, bytes: usize, code: RDKafkaErrorCode) -> CommitFailure
 #[derive(Default)]
 pub(crate) struct DeliveryCounter {
     failed: AtomicU64,
+    /// Records librdkafka purged from its queues (an abort does).
+    purged: AtomicU64,
     /// The first delivery failure no retry can fix, with what to do about it.
     permanent: std::sync::Mutex<Option<CommitFailure>>,
     /// The topic the broker refused to add to a transaction for lack of authorization, which
@@ -134,6 +136,7 @@ impl ProducerContext for DeliveryCounter {
                     RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
                 )
             ) {
+                self.purged.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -472,11 +475,23 @@ impl RecordProducer {
         &self,
         what: &str,
         committing: bool,
+        call: impl FnMut() -> Result<T, KafkaError>,
+    ) -> Result<T, CommitFailure> {
+        self.retrying_every(what, committing, Duration::from_millis(100), call)
+    }
+
+    /// [`Self::retrying`], polling `first_delay` after the first try, twice that after the next,
+    /// and so on up to 2 s.
+    fn retrying_every<T>(
+        &self,
+        what: &str,
+        committing: bool,
+        first_delay: Duration,
         mut call: impl FnMut() -> Result<T, KafkaError>,
     ) -> Result<T, CommitFailure> {
         let patience = self.settings.retry_deadline;
         let deadline = std::time::Instant::now() + patience;
-        let mut delay = Duration::from_millis(100);
+        let mut delay = first_delay;
         loop {
             match call() {
                 Ok(value) => return Ok(value),
@@ -498,7 +513,11 @@ impl RecordProducer {
                             ),
                         ));
                     }
-                    tracing::warn!(error = %e, what, "retriable transaction error; retrying");
+                    if delay >= Duration::from_millis(100) {
+                        tracing::warn!(error = %e, what, "retriable transaction error; retrying");
+                    } else {
+                        tracing::debug!(error = %e, what, "retriable transaction error; retrying");
+                    }
                     // Serve delivery reports meanwhile: some operations wait for them.
                     self.producer.poll(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -524,16 +543,40 @@ impl RecordProducer {
     pub fn abort(&mut self) -> Result<(), CommitFailure> {
         self.take_changelog_ends();
         if self.transactional && self.in_transaction {
-            // abort_transaction purges the queued records and waits until their delivery reports
-            // are served, which on a BaseProducer happens only by polling: call it with a short
-            // timeout, and `retrying` polls between calls until it completes. (Purging in-flight
-            // records ourselves would break the idempotent sequence numbers.)
-            self.retrying("abort the transaction", false, || {
-                self.producer.abort_transaction(Duration::from_millis(500))
-            })?;
+            let purged_before = self.producer.context().purged.load(Ordering::Relaxed);
+            // abort_transaction purges the records still queued, then waits until the delivery
+            // reports of what is left are served, which on a BaseProducer happens only by
+            // polling: short calls, polling between them (a 500 ms call waited out its whole
+            // timeout every time).
+            self.retrying_every(
+                "abort the transaction",
+                false,
+                Duration::from_millis(5),
+                || self.producer.abort_transaction(Duration::from_millis(20)),
+            )?;
             // Reports served while the abort polled are the aborted records'.
             self.take_changelog_ends();
             self.in_transaction = false;
+            let purged = self.producer.context().purged.load(Ordering::Relaxed) - purged_before;
+            if purged > 0 {
+                let started = std::time::Instant::now();
+                // Records purged after librdkafka gave them sequence numbers (a transaction in
+                // error sends nothing more, so what it had queued is purged) leave a gap that the
+                // next transaction runs into: OUT_OF_ORDER_SEQUENCE_NUMBER, an epoch bump, and a
+                // second rollback of everything consumed since. A fresh producer under the same
+                // transactional id starts with a new epoch and no gap.
+                *self = RecordProducer::new(&self.settings, self.transactional_id.as_deref())
+                    .map_err(|e| {
+                        CommitFailure::abortable(format!(
+                            "could not recreate the producer after an abort that purged records: {e}"
+                        ))
+                    })?;
+                tracing::info!(
+                    purged,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "the abort purged queued records; the producer was recreated with a fresh epoch"
+                );
+            }
         }
         Ok(())
     }

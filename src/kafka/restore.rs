@@ -124,12 +124,30 @@ fn is_out_of_range(error: &KafkaError) -> bool {
 /// Reads assigned partitions until the end: a changelog partition to its log end, with every
 /// transaction in it complete; other topics to their last stable offset under read_committed.
 pub struct ChangelogReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<EndsAreNoErrors>,
     /// A read_uncommitted client for the log end: librdkafka lists offsets with the client's
     /// isolation level, so the read_committed consumer's "high watermark" is the last stable
     /// offset, short of a transaction whose markers are not written yet.
-    log_end: Option<BaseConsumer>,
+    log_end: Option<BaseConsumer<EndsAreNoErrors>>,
 }
+
+/// The reader's client context: the end of a partition, which the reader asks librdkafka to
+/// report (`enable.partition.eof`) and handles where it polls, is not logged as an error when
+/// librdkafka also hands it to the client's error callback (it did, about twice a second per
+/// standby copy, at ERROR level). Other errors are logged as by default.
+pub(crate) struct EndsAreNoErrors;
+
+impl rdkafka::ClientContext for EndsAreNoErrors {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::trace!(reason, "end of a changelog partition");
+        } else {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndsAreNoErrors {}
 
 impl ChangelogReader {
     pub fn new(
@@ -141,10 +159,12 @@ impl ChangelogReader {
             // An offset the changelog no longer holds is an error, not a silent jump to its
             // start, which would leave out every record in between.
             config.set("auto.offset.reset", "error");
-            config.create().map_err(|e| KafkaClientError::Create {
-                client: "restore consumer",
-                reason: e.to_string(),
-            })
+            config
+                .create_with_context(EndsAreNoErrors)
+                .map_err(|e| KafkaClientError::Create {
+                    client: "restore consumer",
+                    reason: e.to_string(),
+                })
         };
         Ok(ChangelogReader {
             consumer: create(read_committed)?,

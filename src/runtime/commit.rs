@@ -317,6 +317,11 @@ impl CommitCoordinator {
             },
         }
         .emit();
+        tracing::debug!(
+            committed = result.is_ok(),
+            seconds = started.elapsed().as_secs_f64(),
+            "commit ended"
+        );
         result?;
         let ends = self.take_changelog_ends();
         apply_flushed(tasks, &ends)
@@ -454,6 +459,13 @@ impl CommitCoordinator {
         if offsets.is_empty() && !self.sent_since_commit {
             return Ok(());
         }
+        tracing::debug!(
+            offsets = ?offsets
+                .iter()
+                .map(|o| format!("{}-{}@{}", o.topic, o.partition, o.offset.unwrap_or(-1)))
+                .collect::<Vec<_>>(),
+            "commit begins"
+        );
         let producer = self.producer.as_mut().expect("settled above");
         if self.aggregates_since_commit > 0 && failpoint_crash_before_commit() {
             // Test hook: the output of this commit has reached the broker, the commit has not happened.
@@ -563,6 +575,7 @@ impl CommitCoordinator {
             slot.pending_state.clear();
             slot.flushed = false;
             slot.task.rollback(slot.committed_offset)?;
+            slot.carried = None;
             slot.needs_seek = true;
             slot.reposition(group, seeks);
         }
@@ -794,6 +807,7 @@ mod tests {
             last_record_at: Instant::now(),
             needs_seek: false,
             sought_at: 0,
+            carried: None,
         };
         World {
             broker,

@@ -54,6 +54,17 @@ impl CopiedRecords {
         self.records.is_empty()
     }
 
+    /// Takes the records from index `at` on into a copy of their own (what a task did not get
+    /// to within its batch's time).
+    pub fn split_off(&mut self, at: usize) -> CopiedRecords {
+        let mut rest = CopiedRecords::with_capacity(self.records.len().saturating_sub(at), 0);
+        for record in self.iter().skip(at) {
+            rest.push(&record);
+        }
+        self.records.truncate(at);
+        rest
+    }
+
     /// The records in the order they were pushed.
     pub fn iter(&self) -> impl Iterator<Item = InputRecord<'_>> {
         self.records.iter().map(|record| InputRecord {
@@ -112,5 +123,14 @@ mod tests {
             assert_eq!(got.timestamp_ms, want.timestamp_ms);
             assert_eq!(got.offset, want.offset);
         }
+        // Split, then new records pushed after the rest: the same records, in order.
+        let mut rest = copied.split_off(1);
+        assert_eq!(copied.len(), 1);
+        rest.push(&pushed[0]);
+        let offsets: Vec<i64> = rest.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [8, 10, 7]);
+        assert_eq!(rest.iter().next().unwrap().payload, Some(&b""[..]));
+        assert_eq!(rest.iter().nth(1).unwrap().key, Some(&b""[..]));
+        assert_eq!(rest.iter().nth(2).unwrap().key, Some(&b"user-1"[..]));
     }
 }

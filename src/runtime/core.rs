@@ -119,7 +119,10 @@ pub(crate) struct StopDecided {
 /// A batch handed to the workers.
 pub(crate) struct BatchInFlight {
     pub work: InFlight,
+    /// Records polled for this batch.
     pub records: usize,
+    /// Records handed to the workers: those polled, and those carried over from the last batch.
+    pub held: usize,
     pub started: Instant,
 }
 

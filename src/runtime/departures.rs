@@ -9,8 +9,14 @@
 //! Every transactional id is derived from an instance id ([`super::transactional_id`]), and the
 //! group's description names each member's instance (its `client.id`). So an instance watches
 //! the group's members: when one it saw before is gone, it fences that instance's transactional
-//! id, and the coordinator aborts the open transaction at once. It looks every few seconds, and
+//! id, and the coordinator aborts the open transaction at once. The coordinator removes a member
+//! the moment its session expires, before the rebalance that hands its partitions on, so a look
+//! every 500 ms (descriptions in any state count) usually fences it before the survivors are
+//! assigned its partitions, and they find its offsets stable and its changelogs complete. It also looks
 //! at once when its own assignment changes (a member leaving is what moves partitions to it).
+//!
+//! A description that does not list this instance is not trusted (this instance's own session
+//! may have expired, and the group then looks empty): nothing is fenced from it.
 //!
 //! Fencing an instance that is in fact alive is safe: it is no longer in the group, so KIP-447's
 //! generation check already keeps it from committing; its next transaction fails as fenced, and
@@ -21,10 +27,12 @@ use crate::telemetry::events::DepartedInstanceFenced;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// How often the group is described when nothing changes here.
-const LOOK_EVERY: Duration = Duration::from_secs(3);
-/// How soon to look again while the group rebalances (its assignments are not final).
-const LOOK_WHILE_REBALANCING: Duration = Duration::from_millis(200);
+/// How often the group's latest description is looked at when nothing changes here: a departure
+/// is seen within about this of the coordinator removing the member, usually before the
+/// survivors (heartbeating every 500 ms) have rejoined.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// How soon to look again when no description was at hand (one is then being fetched).
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// How often this instance's own assignment is compared (not at every turn of the loop).
 const CHECK_ASSIGNMENT_EVERY: Duration = Duration::from_millis(100);
 
@@ -64,10 +72,14 @@ impl Departures {
         if now < self.next_look {
             return;
         }
-        match group.members() {
-            Ok(Some(members)) => {
+        match group.describe() {
+            Ok(Some(described)) => {
                 self.next_look = now + LOOK_EVERY;
-                let current: BTreeSet<String> = members.into_iter().map(|m| m.instance).collect();
+                let current: BTreeSet<String> =
+                    described.members.into_iter().map(|m| m.instance).collect();
+                if !current.contains(&self.me) {
+                    return;
+                }
                 for departed in self.departed(&current) {
                     DepartedInstanceFenced {
                         instance: &departed,
@@ -77,7 +89,7 @@ impl Departures {
                 }
                 self.known = current;
             }
-            Ok(None) => self.next_look = now + LOOK_WHILE_REBALANCING,
+            Ok(None) => self.next_look = now + LOOK_AGAIN,
             Err(error) => {
                 tracing::debug!(%error, "could not describe the group to watch for departed instances");
                 self.next_look = now + LOOK_EVERY;
@@ -99,13 +111,14 @@ impl Departures {
 mod tests {
     use super::*;
     use crate::kafka::{KafkaClientError, PartitionOffset};
-    use crate::runtime::ports::{GroupMember, Membership, Transaction};
+    use crate::runtime::ports::{GroupDescription, GroupMember, Membership, Transaction};
     use std::sync::Mutex;
 
-    /// A group whose members and own assignment the test sets.
+    /// A group whose description and own assignment the test sets.
     #[derive(Default)]
     struct Described {
-        members: Mutex<Option<Vec<String>>>,
+        /// `None`: no description at hand yet; otherwise (stable, members).
+        members: Mutex<Option<(bool, Vec<String>)>>,
         assignment: Mutex<Vec<(String, i32)>>,
         described: Mutex<usize>,
     }
@@ -148,17 +161,24 @@ mod tests {
         fn commit_offsets(&self, _offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
             unreachable!()
         }
-        fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+        fn describe(&self) -> Result<Option<GroupDescription>, KafkaClientError> {
             *self.described.lock().unwrap() += 1;
-            Ok(self.members.lock().unwrap().as_ref().map(|names| {
-                names
-                    .iter()
-                    .map(|name| GroupMember {
-                        instance: name.clone(),
-                        partitions: Vec::new(),
-                    })
-                    .collect()
-            }))
+            Ok(self
+                .members
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|(stable, names)| GroupDescription {
+                    stable: *stable,
+                    members: names
+                        .iter()
+                        .map(|name| GroupMember {
+                            instance: name.clone(),
+                            member_id: name.clone(),
+                            partitions: Vec::new(),
+                        })
+                        .collect(),
+                }))
         }
     }
 
@@ -177,8 +197,13 @@ mod tests {
         }
     }
 
-    fn set(group: &Described, members: Option<&[&str]>) {
-        *group.members.lock().unwrap() = members.map(|m| m.iter().map(|s| s.to_string()).collect());
+    fn set(group: &Described, stable: bool, members: &[&str]) {
+        *group.members.lock().unwrap() =
+            Some((stable, members.iter().map(|s| s.to_string()).collect()));
+    }
+
+    fn fenced(fences: &Fences) -> Vec<String> {
+        fences.0.lock().unwrap().clone()
     }
 
     #[test]
@@ -187,45 +212,76 @@ mod tests {
         let fences = Fences::default();
         let start = Instant::now();
         let mut departures = Departures::new("a".into(), start);
-        set(&group, Some(&["a", "b", "c"]));
+        set(&group, true, &["a", "b", "c"]);
         departures.watch(&group, &fences, start);
-        assert!(fences.0.lock().unwrap().is_empty(), "nothing seen before");
+        assert!(fenced(&fences).is_empty(), "nothing seen before");
         // c leaves; the next look is not due yet.
-        set(&group, Some(&["a", "b"]));
-        departures.watch(&group, &fences, start + Duration::from_secs(1));
-        assert!(fences.0.lock().unwrap().is_empty());
+        set(&group, true, &["a", "b"]);
+        departures.watch(&group, &fences, start + LOOK_EVERY / 2);
+        assert!(fenced(&fences).is_empty());
         departures.watch(&group, &fences, start + LOOK_EVERY);
-        assert_eq!(*fences.0.lock().unwrap(), ["c"]);
-        // Seen gone once, fenced once; this instance dropped from the group is never fenced.
-        set(&group, Some(&["b"]));
+        assert_eq!(fenced(&fences), ["c"]);
+        // Seen gone once, fenced once.
+        set(&group, true, &["a", "b"]);
         departures.watch(&group, &fences, start + LOOK_EVERY * 2);
-        assert_eq!(*fences.0.lock().unwrap(), ["c"]);
+        assert_eq!(fenced(&fences), ["c"]);
+        // A description without this instance (its own session expired: the group looks empty
+        // or strange) fences nobody, and is not remembered.
+        set(&group, true, &[]);
+        departures.watch(&group, &fences, start + LOOK_EVERY * 3);
+        set(&group, true, &["b"]);
+        departures.watch(&group, &fences, start + LOOK_EVERY * 4);
+        assert_eq!(fenced(&fences), ["c"]);
+        // Back in the group, the one still gone since the last trusted look is fenced.
+        set(&group, true, &["a", "c"]);
+        departures.watch(&group, &fences, start + LOOK_EVERY * 5);
+        assert_eq!(fenced(&fences), ["c", "b"]);
     }
 
     #[test]
-    fn a_change_of_the_own_assignment_looks_at_once_and_a_rebalance_soon_after() {
+    fn a_member_removed_by_the_coordinator_is_fenced_while_the_group_still_rebalances() {
         let group = Described::default();
         let fences = Fences::default();
         let start = Instant::now();
         let mut departures = Departures::new("a".into(), start);
-        set(&group, Some(&["a", "b"]));
+        set(&group, true, &["a", "b", "c"]);
         departures.watch(&group, &fences, start);
-        // b is killed: while the group rebalances nothing can be said; once a is assigned b's
-        // partitions, it looks at once, long before the periodic look.
-        set(&group, None);
+        // b's session expires: the coordinator removes it and starts a rebalance, which lasts
+        // until the survivors rejoin. b is fenced at the next look, before a is assigned b's
+        // partitions.
+        set(&group, false, &["a", "c"]);
+        departures.watch(&group, &fences, start + LOOK_EVERY);
+        assert_eq!(fenced(&fences), ["b"]);
+        assert!(group.assignment.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_change_of_the_own_assignment_looks_at_once() {
+        let group = Described::default();
+        let fences = Fences::default();
+        let start = Instant::now();
+        let mut departures = Departures::new("a".into(), start);
+        set(&group, true, &["a", "b"]);
+        departures.watch(&group, &fences, start);
+        // b leaves and a is assigned its partitions; no description is at hand at first.
+        *group.members.lock().unwrap() = None;
         *group.assignment.lock().unwrap() = vec![("in".into(), 1)];
         departures.watch(&group, &fences, start + CHECK_ASSIGNMENT_EVERY);
-        assert!(fences.0.lock().unwrap().is_empty());
         assert_eq!(*group.described.lock().unwrap(), 2, "looked at once");
-        set(&group, Some(&["a"]));
-        let rebalancing = start + CHECK_ASSIGNMENT_EVERY;
-        departures.watch(&group, &fences, rebalancing + LOOK_WHILE_REBALANCING / 2);
+        assert!(fenced(&fences).is_empty());
+        set(&group, true, &["a"]);
+        let changed = start + CHECK_ASSIGNMENT_EVERY;
+        departures.watch(&group, &fences, changed + LOOK_AGAIN / 2);
         assert!(
-            fences.0.lock().unwrap().is_empty(),
-            "200 ms after a rebalance"
+            fenced(&fences).is_empty(),
+            "asked again only after a moment"
         );
-        departures.watch(&group, &fences, rebalancing + LOOK_WHILE_REBALANCING);
-        assert_eq!(*fences.0.lock().unwrap(), ["b"]);
+        departures.watch(&group, &fences, changed + LOOK_AGAIN);
+        assert_eq!(fenced(&fences), ["b"]);
         assert_eq!(*group.described.lock().unwrap(), 3);
+        assert!(
+            changed + LOOK_AGAIN < start + LOOK_EVERY,
+            "sooner than the periodic look"
+        );
     }
 }

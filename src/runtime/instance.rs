@@ -31,7 +31,7 @@ use super::setup::{instance_id, prepare_topics};
 use super::sources::{NoSplits, SourcesInput, SourcesListener};
 use super::standby::Standbys;
 use super::state_cleaner::StateCleaner;
-use super::worker_pool::{TaskWork, WorkerPool};
+use super::worker_pool::{BatchDeadline, TaskWork, WorkerPool};
 use super::CommitCoordinator;
 use crate::config::{Config, ProcessingGuarantee};
 use crate::kafka::{ChangelogReader, ClientSettings, GroupConsumer, KafkaClientError, TopicAdmin};
@@ -60,6 +60,8 @@ pub struct RunOptions {
 const BACKPRESSURE_BYTES: usize = 64 << 20;
 
 /// Most records taken from the consumer before processing them as one batch.
+/// The least time a batch gets before its tasks carry records over (`batch_time`).
+const MIN_BATCH_TIME: Duration = Duration::from_millis(20);
 const MAX_BATCH: usize = 20_000;
 
 /// Runs an instance on Kafka until `options.stop` is set or a failure decides to stop.
@@ -172,6 +174,11 @@ pub struct LoopOptions {
     pub checkpoint_max_age: Duration,
     /// `task_timeout_ms`: how long retriable failures may last before the instance stops.
     pub task_timeout: Duration,
+    /// How long the workers spend on one batch before each task leaves the rest of its records
+    /// for the next ([`BatchDeadline`]): the commit interval (at least 20 ms), so that a backlog
+    /// never holds the commits back. Zero makes every task process one record per batch and
+    /// carry the rest over (the simulator's way to exercise that).
+    pub batch_time: Duration,
 }
 
 impl LoopOptions {
@@ -186,6 +193,7 @@ impl LoopOptions {
             state_cleanup_delay: Duration::from_millis(config.state_cleanup_delay_ms),
             checkpoint_max_age: Duration::from_millis(config.checkpoint_max_age_ms),
             task_timeout: Duration::from_millis(config.task_timeout_ms),
+            batch_time: Duration::from_millis(config.commit_interval_ms()).max(MIN_BATCH_TIME),
         }
     }
 }
@@ -300,6 +308,7 @@ impl<I: Input> Instance<I> {
             seeks,
             health,
             commit_interval: options.commit_interval,
+            batch_time: options.batch_time,
             next_commit: now + options.commit_interval,
             next_state_gauges: now,
             idle_timeout: options.idle_timeout,
@@ -339,6 +348,9 @@ struct Steps {
     seeks: SeekClock,
     health: Health,
     commit_interval: Duration,
+    /// How long the workers spend on one batch before the tasks leave the rest for the next
+    /// ([`BatchDeadline`]): the commit interval, so that a backlog never holds commits back.
+    batch_time: Duration,
     next_commit: Instant,
     next_state_gauges: Instant,
     idle_timeout: Option<Duration>,
@@ -459,11 +471,25 @@ impl Steps {
     /// does not wait, so the restore goes on at full speed; while a commit or a batch is in flight
     /// it comes back soon, to send what those held back or produced.
     fn poll<'c, I: Input>(&mut self, input: &'c I, restoring: bool) -> PolledBatch<I::Record<'c>> {
-        let busy = {
+        let (busy, carrying, held) = {
             let core = lock(&self.core);
-            core.committer.in_flight() || core.in_flight.is_some()
+            let carried: usize = core
+                .tasks
+                .values()
+                .filter_map(|slot| slot.carried.as_ref())
+                .map(CopiedRecords::len)
+                .sum();
+            let in_flight = core.in_flight.as_ref().map_or(0, |batch| batch.held);
+            (
+                core.committer.in_flight() || core.in_flight.is_some(),
+                carried > 0,
+                carried + in_flight,
+            )
         };
-        let mut wait = if restoring {
+        // Records carried over from batches whose time ran out count against the next polls, so
+        // that what the loop holds stays within two batches however far behind a task is.
+        let room = (2 * MAX_BATCH).saturating_sub(held).min(MAX_BATCH);
+        let mut wait = if restoring || carrying {
             Duration::ZERO
         } else if busy {
             Duration::from_millis(2)
@@ -478,7 +504,7 @@ impl Steps {
             error: None,
         };
         self.clock.enter(Phase::Wait);
-        while batch.records.len() < MAX_BATCH {
+        while batch.records.len() < room {
             let Some(polled) = input.poll(wait) else {
                 break;
             };
@@ -588,7 +614,8 @@ impl Steps {
         group: &dyn Group,
         batch: &PolledBatch<R>,
     ) {
-        if batch.records.is_empty() {
+        let carrying = core.tasks.values().any(|slot| slot.carried.is_some());
+        if batch.records.is_empty() && !carrying {
             return;
         }
         self.clock.enter(Phase::Poll);
@@ -670,18 +697,40 @@ impl Steps {
             let bytes = unprocessed()
                 .map(|r| r.payload.map_or(0, <[u8]>::len) + r.key.map_or(0, <[u8]>::len))
                 .sum();
-            let mut copied = CopiedRecords::with_capacity(records.len(), bytes);
+            // What the last batch left over comes first: it is what follows the task's offset.
+            let mut copied = match slot.carried.take() {
+                Some(carried) => carried,
+                None => CopiedRecords::with_capacity(records.len(), bytes),
+            };
             unprocessed().for_each(|record| copied.push(record));
             if !copied.is_empty() {
                 let slot = core.tasks.remove(&id).expect("looked up above");
                 work.push(TaskWork::new(slot, copied));
             }
         }
+        // Tasks with records left over and nothing new this time.
+        let carried: Vec<TaskId> = core
+            .tasks
+            .iter()
+            .filter(|(_, slot)| slot.carried.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in carried {
+            let mut slot = core.tasks.remove(&id).expect("listed above");
+            let records = slot.carried.take().expect("listed above");
+            work.push(TaskWork::new(slot, records));
+        }
         self.route_taskless(core, group, taskless);
         if !work.is_empty() {
+            let held = work.iter().map(|w| w.records.len()).sum();
+            let deadline = BatchDeadline {
+                at: started + self.batch_time,
+                clock: self.now.clone(),
+            };
             core.in_flight = Some(BatchInFlight {
-                work: self.workers.start(work),
+                work: self.workers.start(work, deadline),
                 records: batch.records.len(),
+                held,
                 started,
             });
         }

@@ -2,8 +2,8 @@
 //! what each call means on Kafka is documented where the client is (`src/kafka/`).
 
 use super::ports::{
-    Admin, Changelog, Group, GroupMember, Input, InputError, Membership, PolledRecord,
-    RebalanceListener, Transaction, Transactions,
+    Admin, Changelog, Group, GroupDescription, GroupMember, Input, InputError, Membership,
+    PolledRecord, RebalanceListener, Transaction, Transactions,
 };
 use crate::kafka::{
     ChangelogReader, ClientSettings, CommitFailure, CommitFailureKind, ConsumedRecord,
@@ -71,15 +71,18 @@ impl Group for GroupHandle<'_> {
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
         self.commit_sync(offsets)
     }
-    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
-        Ok(GroupHandle::members(self)?.map(|members| {
-            members
+    fn describe(&self) -> Result<Option<GroupDescription>, KafkaClientError> {
+        Ok(GroupHandle::describe(self)?.map(|group| GroupDescription {
+            stable: group.stable,
+            members: group
+                .members
                 .into_iter()
                 .map(|member| GroupMember {
                     instance: member.client_id,
+                    member_id: member.member_id,
                     partitions: member.partitions,
                 })
-                .collect()
+                .collect(),
         }))
     }
 }
@@ -119,8 +122,8 @@ impl Group for GroupConsumer {
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
         self.handle().commit_sync(offsets)
     }
-    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
-        Group::members(&self.handle())
+    fn describe(&self) -> Result<Option<GroupDescription>, KafkaClientError> {
+        Group::describe(&self.handle())
     }
 }
 

@@ -59,15 +59,28 @@ pub trait Group {
     fn membership(&self) -> Option<Membership>;
     /// Commits offsets outside a transaction (at-least-once).
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError>;
-    /// Every member of the group by instance id, with what it is assigned, as the coordinator
-    /// sees it (for standby placement). `Ok(None)` while the group rebalances.
-    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError>;
+    /// The group as its coordinator describes it: every member by instance id, with what it is
+    /// assigned while the group is stable (for standby placement, and to see who left).
+    /// `Ok(None)` while no recent description is at hand: ask again shortly.
+    fn describe(&self) -> Result<Option<GroupDescription>, KafkaClientError>;
 }
 
-/// A member of the group: its instance id and the partitions assigned to it.
+/// The group as its coordinator described it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// No rebalance under way: the assignments are final. While the group rebalances its
+    /// members are listed (one whose session expired, or that left, is already gone), but not
+    /// what each will be assigned.
+    pub stable: bool,
+    pub members: Vec<GroupMember>,
+}
+
+/// A member of the group: its instance id, its member id (the coordinator's name for it, which
+/// the assignor orders members by) and the partitions assigned to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupMember {
     pub instance: String,
+    pub member_id: String,
     pub partitions: Vec<(String, i32)>,
 }
 

@@ -506,6 +506,7 @@ impl Restoration {
             needs_seek: false,
             // Whatever the consumer fetched for this partition before it was sought is dropped.
             sought_at: seeks.tick(),
+            carried: None,
         };
         if let Err(error) = group.seek(&topic, partition, committed_offset) {
             // A partition paused since its assignment was never fetched and cannot be sought
@@ -521,7 +522,7 @@ impl Restoration {
 mod tests {
     use super::*;
     use crate::kafka::{KafkaClientError, PartitionOffset};
-    use crate::runtime::ports::{GroupMember, Membership};
+    use crate::runtime::ports::{GroupDescription, Membership};
     use crate::state::{ChangelogEnds, StoreWrite};
 
     /// A group that only answers the changelogs' offsets, which is all `begin` asks.
@@ -556,7 +557,7 @@ mod tests {
         fn commit_offsets(&self, _: &[PartitionOffset]) -> Result<(), KafkaClientError> {
             Ok(())
         }
-        fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+        fn describe(&self) -> Result<Option<GroupDescription>, KafkaClientError> {
             Ok(None)
         }
     }

@@ -10,7 +10,7 @@
 //! transaction with the outputs, and a new owner resumes the split from that committed offset.
 
 use super::ports::{
-    Group, GroupMember, Input, InputError, Membership, PolledRecord, RebalanceListener, Split,
+    Group, GroupDescription, Input, InputError, Membership, PolledRecord, RebalanceListener, Split,
     SplitRecord, SplitSource,
 };
 use crate::kafka::{KafkaClientError, PartitionOffset};
@@ -235,8 +235,8 @@ impl<I: Input> Group for SourcesInput<I> {
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
         self.kafka.group().commit_offsets(offsets)
     }
-    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
-        self.kafka.group().members()
+    fn describe(&self) -> Result<Option<GroupDescription>, KafkaClientError> {
+        self.kafka.group().describe()
     }
 }
 
@@ -318,8 +318,8 @@ impl Group for Routed<'_> {
     fn commit_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
         self.kafka.commit_offsets(offsets)
     }
-    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
-        self.kafka.members()
+    fn describe(&self) -> Result<Option<GroupDescription>, KafkaClientError> {
+        self.kafka.describe()
     }
 }
 

@@ -1,5 +1,6 @@
 //! A running task with what the runtime tracks around it.
 
+use super::copied_records::CopiedRecords;
 use super::ports::Group;
 use super::seek_clock::SeekClock;
 use crate::state::{Checkpoint, TaskDb};
@@ -27,6 +28,10 @@ pub(crate) struct TaskSlot {
     /// The [`SeekClock`] time of the last seek of this partition: records polled before it are
     /// from the old position and are dropped.
     pub sought_at: u64,
+    /// Records polled that the task did not get to within its last batch's time: the next ones
+    /// after its `next_offset`, processed first in the next batch. A rollback or a seek drops
+    /// them (the consumer delivers them again from the new position).
+    pub carried: Option<CopiedRecords>,
 }
 
 impl TaskSlot {
@@ -42,6 +47,7 @@ impl TaskSlot {
             Ok(()) => {
                 self.needs_seek = false;
                 self.sought_at = seeks.tick();
+                self.carried = None;
                 if let Err(error) = group.resume(&partition) {
                     tracing::warn!(task = %self.task.id, %error, "could not resume after the seek");
                 }

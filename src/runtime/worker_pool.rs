@@ -4,6 +4,7 @@
 //! the batch) until the batch is waited for.
 
 use super::copied_records::CopiedRecords;
+use super::ports::Clock;
 use super::task_slot::TaskSlot;
 use crate::task::{TaskError, TaskOutput};
 use std::panic::AssertUnwindSafe;
@@ -28,13 +29,36 @@ impl TaskWork {
     }
 }
 
-fn run_one(work: &mut TaskWork) {
+/// When a batch's tasks stop, on the instance's clock: each processes its records until it is
+/// past, and leaves the rest in its slot for the next batch ([`TaskSlot::carried`]), so that a
+/// task with a large backlog (one just taken over) does not hold the batch, and every task's
+/// commit, for longer than about the commit interval.
+#[derive(Clone)]
+pub(crate) struct BatchDeadline {
+    pub at: std::time::Instant,
+    pub clock: std::sync::Arc<dyn Clock>,
+}
+
+/// Records processed between two looks at the clock.
+const CLOCK_EVERY: usize = 64;
+
+fn run_one(work: &mut TaskWork, deadline: &BatchDeadline) {
     let _span = tracing::debug_span!("task", task = %work.slot.task.id).entered();
-    for record in work.records.iter() {
+    let mut stopped_at = None;
+    for (index, record) in work.records.iter().enumerate() {
+        // After the first record, and then every CLOCK_EVERY: every task makes progress.
+        let look = index == 1 || (index > 0 && index % CLOCK_EVERY == 0);
+        if look && deadline.clock.now() >= deadline.at {
+            stopped_at = Some(index);
+            break;
+        }
         if let Err(error) = work.slot.task.process(record, &mut work.output) {
             work.result = Err(error);
             return;
         }
+    }
+    if let Some(index) = stopped_at {
+        work.slot.carried = Some(work.records.split_off(index));
     }
 }
 
@@ -96,9 +120,9 @@ impl WorkerPool {
 
     /// Starts processing every task's records and returns at once (with one thread, after the
     /// work is done).
-    pub fn start(&self, mut work: Vec<TaskWork>) -> InFlight {
+    pub fn start(&self, mut work: Vec<TaskWork>, deadline: BatchDeadline) -> InFlight {
         let Some(pool) = &self.pool else {
-            work.iter_mut().for_each(run_one);
+            work.iter_mut().for_each(|w| run_one(w, &deadline));
             return InFlight::Done(work);
         };
         // Largest first, so the last task to start is a short one.
@@ -108,7 +132,9 @@ impl WorkerPool {
         pool.spawn(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
                 use rayon::prelude::*;
-                work.par_iter_mut().with_max_len(1).for_each(run_one);
+                work.par_iter_mut()
+                    .with_max_len(1)
+                    .for_each(|w| run_one(w, &deadline));
                 work
             }));
             // The loop may have stopped waiting (it is unwinding itself): nothing to hand back.

@@ -78,6 +78,12 @@ pub enum BenchCommand {
         /// Runs of every case per key count (each builds its state anew).
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Serve the query API on every instance (`http.query_api`). Off by default here: each
+        /// instance then indexes every output partition in memory, and with millions of sessions
+        /// updated 5,000 times a second that took about two thirds of a core per instance, which
+        /// on the 2-core machine slowed the takeovers it is meant to measure.
+        #[arg(long)]
+        query_api: bool,
     },
     /// Latency on a real broker: records produced at a fixed rate (use half of the maximum
     /// throughput), p50/p99/max from produce to the first read_committed-visible update
@@ -150,12 +156,14 @@ pub fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             rate,
             cases,
             runs,
+            query_api,
         } => super::bench_failover::failover(super::bench_failover::Failover {
             broker: &broker,
             keys: &keys,
             rate,
             cases: &cases,
             runs,
+            query_api,
         }),
         BenchCommand::Latency {
             broker,

@@ -63,6 +63,8 @@ pub struct Failover<'a> {
     pub rate: u64,
     pub cases: &'a [FailoverCase],
     pub runs: usize,
+    /// Whether the instances serve the query API (and index every output partition for it).
+    pub query_api: bool,
 }
 
 const INSTANCES: [&str; 3] = ["a", "b", "c"];
@@ -133,6 +135,7 @@ events = "count"
 /// One run's processes and what they share.
 struct Group<'a> {
     bench: &'a BrokerBench,
+    query_api: bool,
     application_id: String,
     topology: Vec<PathBuf>,
     dir: PathBuf,
@@ -143,10 +146,16 @@ struct Group<'a> {
 impl Group<'_> {
     fn start(&mut self, index: usize, case: FailoverCase) -> anyhow::Result<()> {
         let name = INSTANCES[index];
-        let mut env = vec![(
-            "EDDY__NUM_STANDBY_REPLICAS".to_string(),
-            case.standbys().to_string(),
-        )];
+        let mut env = vec![
+            (
+                "EDDY__NUM_STANDBY_REPLICAS".to_string(),
+                case.standbys().to_string(),
+            ),
+            (
+                "EDDY__HTTP__QUERY_API".to_string(),
+                self.query_api.to_string(),
+            ),
+        ];
         if case.static_membership() {
             env.push((
                 "EDDY__GROUP_INSTANCE_ID".to_string(),
@@ -220,6 +229,32 @@ fn watch_offsets(
     Ok((samples, handle))
 }
 
+/// The longest time one input partition's committed offset stood still.
+#[derive(Clone, Copy, Debug)]
+struct Standstill {
+    partition: usize,
+    /// Its last move before (or `from`, the start of the measurement).
+    from: Instant,
+    /// The move that ended it.
+    until: Instant,
+}
+
+impl Standstill {
+    fn seconds(&self) -> f64 {
+        self.until
+            .saturating_duration_since(self.from)
+            .as_secs_f64()
+    }
+}
+
+/// Seconds from `at` to `to`, negative when `to` came first.
+fn relative(to: Instant, at: Instant) -> f64 {
+    match to.checked_duration_since(at) {
+        Some(after) => after.as_secs_f64(),
+        None => -at.saturating_duration_since(to).as_secs_f64(),
+    }
+}
+
 /// The longest standstill of any partition since `from`: the longest time between two
 /// consecutive moves of its committed offset (`from` counting as one). A move right after a kill
 /// (the victim's last commit completing on the broker) does not end a standstill that follows it.
@@ -228,9 +263,13 @@ fn longest_standstill(
     samples: &[(Instant, Vec<Option<i64>>)],
     from: Instant,
     settled: Instant,
-) -> Option<f64> {
+) -> Option<Standstill> {
     let partitions = samples.first()?.1.len();
-    let mut longest: f64 = 0.0;
+    let mut longest = Standstill {
+        partition: 0,
+        from,
+        until: from,
+    };
     for p in 0..partitions {
         let mut last_move = from;
         let mut moved_since_settled = false;
@@ -242,7 +281,14 @@ fn longest_standstill(
             if !moved || *at <= from {
                 continue;
             }
-            longest = longest.max(at.saturating_duration_since(last_move).as_secs_f64());
+            let this = Standstill {
+                partition: p,
+                from: last_move,
+                until: *at,
+            };
+            if this.seconds() > longest.seconds() {
+                longest = this;
+            }
             last_move = *at;
             moved_since_settled |= *at > settled;
         }
@@ -251,6 +297,19 @@ fn longest_standstill(
         }
     }
     Some(longest)
+}
+
+/// When each partition's committed offset first moved after `from`.
+fn first_moves(samples: &[(Instant, Vec<Option<i64>>)], from: Instant) -> Vec<Option<Instant>> {
+    let partitions = samples.first().map_or(0, |(_, offsets)| offsets.len());
+    (0..partitions)
+        .map(|p| {
+            samples.windows(2).find_map(|pair| {
+                let moved = matches!((pair[0].1[p], pair[1].1[p]), (Some(b), Some(a)) if a > b);
+                (moved && pair[1].0 > from).then_some(pair[1].0)
+            })
+        })
+        .collect()
 }
 
 /// Waits until every partition's committed offset reaches `ends`.
@@ -355,6 +414,7 @@ fn one_run(options: &Failover<'_>, keys: u32) -> anyhow::Result<Vec<Measured>> {
     let application_id = format!("bench-failover-{run}");
     let mut group = Group {
         bench,
+        query_api: options.query_api,
         application_id: application_id.clone(),
         topology: vec![write_topology(&dir, &input, &output)?],
         dir: dir.clone(),
@@ -489,6 +549,7 @@ fn one_run(options: &Failover<'_>, keys: u32) -> anyhow::Result<Vec<Measured>> {
         let restored_before = survivors("eddy_restore_records_total");
         let promoted_before = survivors("eddy_standby_promoted_total");
         let killed = Instant::now();
+        let killed_at_ms = crate::runtime::now_ms();
         if let Some(process) = group.processes[victim].take() {
             process.kill();
         }
@@ -520,8 +581,29 @@ fn one_run(options: &Failover<'_>, keys: u32) -> anyhow::Result<Vec<Measured>> {
         let restored = group.metric("eddy_restore_records_total") - restored_before;
         let promoted = group.metric("eddy_standby_promoted_total") - promoted_before;
         println!(
-            "{case:?}: the victim ran {victim_tasks} tasks; longest standstill {standstill:.2}s, {restored:.0} changelog records restored, {promoted:.0} standby tasks promoted"
+            "{case:?}: the victim ran {victim_tasks} tasks; longest standstill {:.2}s (input partition {}, from {:+.2}s to {:+.2}s of the kill at {} ms since the epoch), {restored:.0} changelog records restored, {promoted:.0} standby tasks promoted",
+            standstill.seconds(),
+            standstill.partition,
+            relative(standstill.from, killed),
+            relative(standstill.until, killed),
+            killed_at_ms,
         );
+        println!(
+            "  each input partition's first move from two seconds after the kill: {}",
+            first_moves(
+                &samples.lock().unwrap_or_else(|p| p.into_inner()),
+                killed + Duration::from_secs(2)
+            )
+            .iter()
+            .enumerate()
+            .map(|(p, at)| match at {
+                Some(at) => format!("p{p} {:+.2}s", relative(*at, killed)),
+                None => format!("p{p} -"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+        );
+        let standstill = standstill.seconds();
         if !case.restarts() {
             // Back to three for the next case.
             group.start(victim, case)?;
@@ -635,5 +717,33 @@ fn check_sessions(
             return Ok((missing, over, under));
         }
         std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_standstill_is_the_longest_gap_between_moves_of_any_partition() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let samples = vec![
+            (at(0), vec![Some(1), Some(1)]),
+            (at(250), vec![Some(2), Some(1)]),
+            (at(500), vec![Some(3), None]),
+            (at(750), vec![Some(4), Some(1)]),
+            (at(3000), vec![Some(5), Some(7)]),
+            (at(3250), vec![Some(6), Some(8)]),
+        ];
+        // Partition 1 stood still from the start of the measurement to 3 s (a failed read is no
+        // move); partition 0 moved every 250 ms but once.
+        let found = longest_standstill(&samples, at(100), at(2000)).expect("both moved");
+        assert_eq!(found.partition, 1);
+        assert_eq!((found.from, found.until), (at(100), at(3000)));
+        assert!((relative(found.from, at(1100)) + 1.0).abs() < 1e-9);
+        // Not settled while a partition has not moved since.
+        assert!(longest_standstill(&samples, at(100), at(3100)).is_some());
+        assert!(longest_standstill(&samples[..5], at(100), at(3000)).is_none());
     }
 }

@@ -7,7 +7,8 @@ use super::broker::{Cluster, Entry, SimBroker};
 use super::faults::{Call, Faults};
 use crate::kafka::{KafkaClientError, PartitionOffset};
 use crate::runtime::ports::{
-    Group, GroupMember, Input, InputError, Membership, PolledRecord, RebalanceListener,
+    Group, GroupDescription, GroupMember, Input, InputError, Membership, PolledRecord,
+    RebalanceListener,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -497,23 +498,28 @@ impl Group for SimInput {
         })))
     }
 
-    /// The coordinator's view, while no rebalance is under way (nothing to revoke or hand on).
-    fn members(&self) -> Result<Option<Vec<GroupMember>>, KafkaClientError> {
+    /// The coordinator's view: stable while no rebalance is under way (nothing to revoke or
+    /// hand on).
+    fn describe(&self) -> Result<Option<GroupDescription>, KafkaClientError> {
         let cluster = self.broker.lock();
         let group = &cluster.group;
-        if !group.revoking.is_empty() || !group.moving.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(
-            group
+        let stable = group.revoking.is_empty() && group.moving.is_empty();
+        Ok(Some(GroupDescription {
+            stable,
+            members: group
                 .members
                 .iter()
                 .map(|(member, state)| GroupMember {
                     instance: member.clone(),
-                    partitions: state.assigned.clone(),
+                    member_id: member.clone(),
+                    partitions: if stable {
+                        state.assigned.clone()
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect(),
-        ))
+        }))
     }
 
     fn commit_offsets(&self, _offsets: &[PartitionOffset]) -> Result<(), KafkaClientError> {
