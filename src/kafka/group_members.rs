@@ -85,6 +85,10 @@ const FRESH: Duration = Duration::from_millis(600);
 /// How often the watcher describes the group unasked: a member the coordinator removed (its
 /// session expired) is seen gone within this, usually before the rebalance that follows ends.
 const DESCRIBE_EVERY: Duration = Duration::from_millis(500);
+/// How long after the last question the watcher goes on describing unasked (a description lists
+/// the groups of every broker; an instance whose loop asks nothing, at least once without
+/// standbys, sends none).
+const KEEP_DESCRIBING: Duration = Duration::from_secs(5);
 /// How long one description may take.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -110,6 +114,8 @@ type Described = Result<DescribedGroup, String>;
 #[derive(Default)]
 struct WatchState {
     requested: bool,
+    /// When a description was last asked for.
+    asked: Option<Instant>,
     stop: bool,
     latest: Option<(Instant, Described)>,
 }
@@ -146,6 +152,7 @@ impl GroupWatcher {
     /// answers `Ok(None)`.
     pub fn describe(&self) -> Result<Option<DescribedGroup>, KafkaClientError> {
         let mut state = lock(&self.shared);
+        state.asked = Some(Instant::now());
         if let Some((at, described)) = &state.latest {
             if at.elapsed() <= FRESH {
                 return described
@@ -186,12 +193,24 @@ fn watch(consumer: &BaseConsumer, group: &str, shared: &Shared) {
     loop {
         {
             let mut state = lock(shared);
-            let due = state
-                .latest
-                .as_ref()
-                .map_or(Instant::now(), |(at, _)| *at + DESCRIBE_EVERY);
-            while !state.requested && !state.stop && Instant::now() < due {
-                let wait = due.saturating_duration_since(Instant::now());
+            loop {
+                if state.requested || state.stop {
+                    break;
+                }
+                let watched = state.asked.is_some_and(|at| at.elapsed() < KEEP_DESCRIBING);
+                let due = state
+                    .latest
+                    .as_ref()
+                    .map_or(Instant::now(), |(at, _)| *at + DESCRIBE_EVERY);
+                if watched && Instant::now() >= due {
+                    break;
+                }
+                // Unwatched, it sleeps until asked (or stopped); watched, until the next is due.
+                let wait = if watched {
+                    due.saturating_duration_since(Instant::now())
+                } else {
+                    KEEP_DESCRIBING
+                };
                 state = shared
                     .wake
                     .wait_timeout(state, wait)

@@ -564,13 +564,24 @@ impl RecordProducer {
                 // error sends nothing more, so what it had queued is purged) leave a gap that the
                 // next transaction runs into: OUT_OF_ORDER_SEQUENCE_NUMBER, an epoch bump, and a
                 // second rollback of everything consumed since. A fresh producer under the same
-                // transactional id starts with a new epoch and no gap.
+                // transactional id starts with a new epoch and no gap. What the old producer's
+                // reports said stays known: a permanent failure served while the abort polled is
+                // what the next send must report, not replay.
+                let permanent = self.producer.context().take_permanent();
+                let denied = self.producer.context().denied_topic();
                 *self = RecordProducer::new(&self.settings, self.transactional_id.as_deref())
                     .map_err(|e| {
                         CommitFailure::abortable(format!(
                             "could not recreate the producer after an abort that purged records: {e}"
                         ))
                     })?;
+                let context = self.producer.context();
+                if let (Some(permanent), Ok(mut slot)) = (permanent, context.permanent.lock()) {
+                    *slot = Some(permanent);
+                }
+                if let (Some(topic), Ok(mut slot)) = (denied, context.denied_topic.lock()) {
+                    *slot = Some(topic);
+                }
                 tracing::info!(
                     purged,
                     seconds = started.elapsed().as_secs_f64(),

@@ -54,6 +54,11 @@ impl CopiedRecords {
         self.records.is_empty()
     }
 
+    /// The offset of the last record, if any.
+    pub fn last_offset(&self) -> Option<i64> {
+        self.records.last().map(|record| record.offset)
+    }
+
     /// Takes the records from index `at` on into a copy of their own (what a task did not get
     /// to within its batch's time).
     pub fn split_off(&mut self, at: usize) -> CopiedRecords {
@@ -126,6 +131,10 @@ mod tests {
         // Split, then new records pushed after the rest: the same records, in order.
         let mut rest = copied.split_off(1);
         assert_eq!(copied.len(), 1);
+        assert_eq!(
+            (copied.last_offset(), rest.last_offset()),
+            (Some(7), Some(10))
+        );
         rest.push(&pushed[0]);
         let offsets: Vec<i64> = rest.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, [8, 10, 7]);

@@ -60,9 +60,9 @@ pub struct RunOptions {
 const BACKPRESSURE_BYTES: usize = 64 << 20;
 
 /// Most records taken from the consumer before processing them as one batch.
+const MAX_BATCH: usize = 20_000;
 /// The least time a batch gets before its tasks carry records over (`batch_time`).
 const MIN_BATCH_TIME: Duration = Duration::from_millis(20);
-const MAX_BATCH: usize = 20_000;
 
 /// Runs an instance on Kafka until `options.stop` is set or a failure decides to stop.
 pub fn run(options: RunOptions) -> Result<(), crate::Error> {
@@ -667,7 +667,19 @@ impl Steps {
                 continue;
             }
             slot.last_record_at = started;
-            let from = slot.task.next_offset().unwrap_or(i64::MIN);
+            // Past what the task processed and what it carries over: the consumer never
+            // delivers those again unless sought (which drops the carried records), but an
+            // offset reset in mid-stream would, and they must not run twice.
+            let carried_end = slot
+                .carried
+                .as_ref()
+                .and_then(CopiedRecords::last_offset)
+                .map(|offset| offset + 1);
+            let from = slot
+                .task
+                .next_offset()
+                .unwrap_or(i64::MIN)
+                .max(carried_end.unwrap_or(i64::MIN));
             let sought_at = slot.sought_at;
             let unprocessed = || {
                 records
@@ -717,6 +729,7 @@ impl Steps {
             .collect();
         for id in carried {
             let mut slot = core.tasks.remove(&id).expect("listed above");
+            slot.last_record_at = started;
             let records = slot.carried.take().expect("listed above");
             work.push(TaskWork::new(slot, records));
         }
@@ -789,7 +802,10 @@ impl Steps {
         }
         if let Some(idle_timeout) = self.idle_timeout {
             for slot in core.tasks.values_mut() {
-                let idle = now.saturating_duration_since(slot.last_record_at) >= idle_timeout
+                // Records carried over are input not processed yet (the consumer's position is
+                // past them): such a task is not idle however long no new record came.
+                let idle = slot.carried.is_none()
+                    && now.saturating_duration_since(slot.last_record_at) >= idle_timeout
                     && input.caught_up(&slot.task.id.topic, slot.task.id.partition);
                 slot.task.set_idle(idle);
             }
